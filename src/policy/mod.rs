@@ -1,0 +1,533 @@
+//! Policies: the document format (SPEC §5), compilation into a
+//! [`PolicySet`], and the decision algorithm.
+
+pub mod input;
+pub mod logic;
+
+use input::{Input, VarPath};
+use logic::{evaluate, Rule, Val};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Draft,
+    Simulating,
+    Canary,
+    Active,
+    Deprecated,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Draft => "draft",
+            State::Simulating => "simulating",
+            State::Canary => "canary",
+            State::Active => "active",
+            State::Deprecated => "deprecated",
+        }
+    }
+
+    /// Draft and deprecated policies are kept for explain only.
+    pub fn is_evaluated(self) -> bool {
+        matches!(self, State::Simulating | State::Canary | State::Active)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// A policy file, as written (SPEC §5 "Policy document").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyDocument {
+    pub id: String,
+    pub version: u64,
+    #[serde(default)]
+    pub description: String,
+    pub severity: Severity,
+    pub state: State,
+    #[serde(default)]
+    pub canary_percent: f64,
+    #[serde(default = "default_canary_key")]
+    pub canary_key: String,
+    pub effect: Verdict,
+    pub when: Value,
+    #[serde(default)]
+    pub response: ResponseSpec,
+    #[serde(default)]
+    pub evidence: Vec<String>,
+}
+
+fn default_canary_key() -> String {
+    "request.id".into()
+}
+
+/// What a matching policy does to the HTTP exchange.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResponseSpec {
+    /// Status of a deny (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Deny: headers on the denial. Allow: headers added to the upstream request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Allow: headers removed from the upstream request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_headers: Vec<String>,
+    /// Allow: headers added to the response sent to the client.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_headers: BTreeMap<String, String>,
+}
+
+/// A policy that failed validation: which policy, where in it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy \"{policy}\" at {pointer}: {message}")]
+pub struct PolicyError {
+    pub policy: String,
+    pub pointer: String,
+    pub message: String,
+}
+
+/// A validated, compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub id: Arc<str>,
+    pub document: PolicyDocument,
+    rule: Rule,
+    pub evidence: Vec<VarPath>,
+    canary_key: VarPath,
+    /// `canaryPercent × 100`, compared with a hash modulo 10000.
+    canary_threshold: u64,
+}
+
+impl Policy {
+    pub fn compile(document: PolicyDocument) -> Result<Policy, PolicyError> {
+        let fail = |pointer: &str, message: String| PolicyError {
+            policy: document.id.clone(),
+            pointer: pointer.into(),
+            message,
+        };
+        if document.id.is_empty()
+            || !document
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(fail(
+                "/id",
+                "id must be non-empty and use only letters, digits, '.', '-', '_' or ':'".into(),
+            ));
+        }
+        if document.version == 0 {
+            return Err(fail("/version", "version must be 1 or more".into()));
+        }
+        if !(0.0..=100.0).contains(&document.canary_percent) {
+            return Err(fail(
+                "/canaryPercent",
+                format!("canaryPercent must be between 0 and 100, got {}", document.canary_percent),
+            ));
+        }
+        if let Some(status) = document.response.status {
+            if !(200..=599).contains(&status) {
+                return Err(fail("/response/status", format!("status must be an HTTP status (200-599), got {status}")));
+            }
+        }
+        for (field, names) in [
+            ("headers", document.response.headers.keys().collect::<Vec<_>>()),
+            ("responseHeaders", document.response.response_headers.keys().collect()),
+            ("removeHeaders", document.response.remove_headers.iter().collect()),
+        ] {
+            if let Some(bad) = names.iter().find(|n| !is_header_name(n)) {
+                return Err(fail(
+                    &format!("/response/{field}"),
+                    format!("invalid header name {bad:?}"),
+                ));
+            }
+        }
+        let rule = Rule::compile(&document.when).map_err(|e| {
+            let pointer = if e.pointer == "/" {
+                "/when".to_owned()
+            } else {
+                format!("/when{}", e.pointer)
+            };
+            fail(&pointer, e.message)
+        })?;
+        let evidence = document.evidence.iter().map(|p| VarPath::parse(p)).collect();
+        let canary_key = VarPath::parse(&document.canary_key);
+        let canary_threshold = (document.canary_percent * 100.0).round() as u64;
+        Ok(Policy {
+            id: Arc::from(document.id.as_str()),
+            evidence,
+            canary_key,
+            canary_threshold,
+            rule,
+            document,
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.document.version
+    }
+
+    pub fn state(&self) -> State {
+        self.document.state
+    }
+
+    pub fn effect(&self) -> Verdict {
+        self.document.effect
+    }
+
+    /// Whether this request falls in the canary slice of this policy.
+    fn canary_selected<I: Input>(&self, input: &I) -> bool {
+        let key = input.resolve(&self.canary_key);
+        let key = key.as_ref().map(Val::to_js_string);
+        canary_bucket(key.as_deref().unwrap_or(""), &self.id) < self.canary_threshold
+    }
+
+    fn reads_body(&self) -> bool {
+        self.rule.reads_body()
+            || self.evidence.iter().any(VarPath::reads_body)
+            || self.canary_key.reads_body()
+    }
+}
+
+/// The stable bucket (0..10000) of a canary key for a policy: xxh3-64 of
+/// `key`, a NUL byte, and the policy id. xxh3 is a fixed, documented
+/// algorithm, so every replica and every release agrees.
+pub fn canary_bucket(key: &str, policy_id: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(key.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(policy_id.as_bytes());
+    hasher.digest() % 10_000
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// How a matched policy took part in a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Active, or canary for a request inside the canary slice.
+    Enforce,
+    /// Canary, for a request outside the slice: recorded, not enforced.
+    CanaryShadow,
+    /// Simulating: recorded, never enforced.
+    Shadow,
+}
+
+impl Mode {
+    /// Label for `sentinel_policy_matches_total{mode}`.
+    pub fn metric_label(self, state: State) -> &'static str {
+        match (self, state) {
+            (Mode::Enforce, State::Canary) => "canary",
+            (Mode::Enforce, _) => "enforce",
+            _ => "shadow",
+        }
+    }
+}
+
+/// Why the decision came out as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Policy,
+    Default,
+    Error,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Policy => "policy",
+            Reason::Default => "default",
+            Reason::Error => "error",
+        }
+    }
+}
+
+/// One matched policy and how it took part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub policy: usize,
+    pub mode: Mode,
+}
+
+/// The result of deciding one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The policy whose response applies (deny), the first matching allow
+    /// policy (allow), or the policy that failed (error).
+    pub deciding: Option<usize>,
+    /// Every matched policy, in id order.
+    pub matches: Vec<Match>,
+    /// Policies whose evaluation failed, in id order.
+    pub errors: Vec<usize>,
+}
+
+impl Outcome {
+    /// Enforced allow policies that matched, in id order (their response
+    /// headers are merged in this order).
+    pub fn enforced_allows<'p>(&'p self, set: &'p PolicySet) -> impl Iterator<Item = &'p Policy> + 'p {
+        self.matches
+            .iter()
+            .filter(|m| m.mode == Mode::Enforce)
+            .map(|m| &set.policies[m.policy])
+            .filter(|p| p.effect() == Verdict::Allow)
+    }
+}
+
+/// Every policy of a bundle, compiled and sorted by id.
+#[derive(Debug)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    /// Indices of the policies that are evaluated (simulating, canary, active).
+    evaluated: Vec<usize>,
+    default_decision: Verdict,
+    reads_body: bool,
+}
+
+impl PolicySet {
+    /// Build a set; policy ids must be unique (checked by the caller, which
+    /// knows the files to name).
+    pub fn new(mut policies: Vec<Policy>, default_decision: Verdict) -> PolicySet {
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        let evaluated: Vec<usize> = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.state().is_evaluated())
+            .map(|(i, _)| i)
+            .collect();
+        let reads_body = evaluated.iter().any(|&i| policies[i].reads_body());
+        PolicySet {
+            policies,
+            evaluated,
+            default_decision,
+            reads_body,
+        }
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    pub fn get(&self, index: usize) -> &Policy {
+        &self.policies[index]
+    }
+
+    pub fn find(&self, id: &str) -> Option<&Policy> {
+        self.policies
+            .binary_search_by(|p| p.id.as_ref().cmp(id))
+            .ok()
+            .map(|i| &self.policies[i])
+    }
+
+    pub fn default_decision(&self) -> Verdict {
+        self.default_decision
+    }
+
+    /// Whether any evaluated policy reads `request.body`: only then does a
+    /// request view parse the body.
+    pub fn reads_body(&self) -> bool {
+        self.reads_body
+    }
+
+    /// Decide one input (SPEC §5 "Decision"): deny if any enforced deny
+    /// policy matches, else allow if any enforced allow policy matches, else
+    /// the default. An enforced policy that fails to evaluate makes the
+    /// decision `on_error`.
+    pub fn decide<I: Input>(&self, input: &I, on_error: Verdict) -> Outcome {
+        let mut matches = Vec::new();
+        let mut errors = Vec::new();
+        let mut deny: Option<usize> = None;
+        let mut allow: Option<usize> = None;
+        let mut enforced_error: Option<usize> = None;
+        for &index in &self.evaluated {
+            let policy = &self.policies[index];
+            let matched = match evaluate(&policy.rule.root, input) {
+                Ok(value) => value.truthy(),
+                Err(_) => {
+                    errors.push(index);
+                    let enforced = match policy.state() {
+                        State::Active => true,
+                        State::Canary => policy.canary_selected(input),
+                        _ => false,
+                    };
+                    if enforced && enforced_error.is_none() {
+                        enforced_error = Some(index);
+                    }
+                    continue;
+                }
+            };
+            if !matched {
+                continue;
+            }
+            let mode = match policy.state() {
+                State::Active => Mode::Enforce,
+                State::Canary if policy.canary_selected(input) => Mode::Enforce,
+                State::Canary => Mode::CanaryShadow,
+                _ => Mode::Shadow,
+            };
+            matches.push(Match {
+                policy: index,
+                mode,
+            });
+            if mode != Mode::Enforce {
+                continue;
+            }
+            match policy.effect() {
+                Verdict::Deny => {
+                    // Highest severity wins; ties go to the smallest id,
+                    // which came first.
+                    let better = deny.is_none_or(|d| {
+                        policy.document.severity > self.policies[d].document.severity
+                    });
+                    if better {
+                        deny = Some(index);
+                    }
+                }
+                Verdict::Allow => {
+                    allow.get_or_insert(index);
+                }
+            }
+        }
+        let (verdict, reason, deciding) = if let Some(failed) = enforced_error {
+            (on_error, Reason::Error, Some(failed))
+        } else if let Some(d) = deny {
+            (Verdict::Deny, Reason::Policy, Some(d))
+        } else if let Some(a) = allow {
+            (Verdict::Allow, Reason::Policy, Some(a))
+        } else {
+            (self.default_decision, Reason::Default, None)
+        };
+        Outcome {
+            verdict,
+            reason,
+            deciding,
+            matches,
+            errors,
+        }
+    }
+
+    /// Values of a policy's declared evidence paths for this input.
+    pub fn evidence<I: Input>(&self, policy: usize, input: &I) -> serde_json::Map<String, Value> {
+        self.policies[policy]
+            .evidence
+            .iter()
+            .map(|path| {
+                let value = input.resolve(path).map_or(Value::Null, |v: Val<'_>| v.to_json());
+                (path.as_str().to_owned(), value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(doc: Value) -> Policy {
+        let document: PolicyDocument = serde_json::from_value(doc).expect("document");
+        Policy::compile(document).expect("compiles")
+    }
+
+    fn base(id: &str, effect: &str, state: &str, severity: &str, when: Value) -> Value {
+        json!({"id": id, "version": 1, "severity": severity, "state": state,
+               "effect": effect, "when": when})
+    }
+
+    #[test]
+    fn deny_overrides_and_highest_severity_then_smallest_id_responds() {
+        let set = PolicySet::new(
+            vec![
+                policy(base("b.low", "deny", "active", "LOW", json!(true))),
+                policy(base("c.high", "deny", "active", "HIGH", json!(true))),
+                policy(base("a.high", "deny", "active", "HIGH", json!(true))),
+                policy(base("0.allow", "allow", "active", "LOW", json!(true))),
+            ],
+            Verdict::Allow,
+        );
+        let out = set.decide(&json!({}), Verdict::Deny);
+        assert_eq!(out.verdict, Verdict::Deny);
+        assert_eq!(set.get(out.deciding.unwrap()).id.as_ref(), "a.high");
+        assert_eq!(out.matches.len(), 4);
+    }
+
+    #[test]
+    fn default_applies_when_nothing_enforced_matches() {
+        let set = PolicySet::new(
+            vec![
+                policy(base("sim", "deny", "simulating", "LOW", json!(true))),
+                policy(base("draft", "deny", "draft", "LOW", json!(true))),
+            ],
+            Verdict::Allow,
+        );
+        let out = set.decide(&json!({}), Verdict::Deny);
+        assert_eq!((out.verdict, out.reason, out.deciding), (Verdict::Allow, Reason::Default, None));
+        // The simulating policy matched in shadow; the draft was not evaluated.
+        assert_eq!(out.matches, vec![Match { policy: 1, mode: Mode::Shadow }]);
+    }
+
+    #[test]
+    fn canary_bucket_is_stable_and_near_its_percentage() {
+        assert_eq!(canary_bucket("req-1", "p"), canary_bucket("req-1", "p"));
+        let mut doc = base("canary", "deny", "canary", "LOW", json!(true));
+        doc["canaryPercent"] = json!(10);
+        let set = PolicySet::new(vec![policy(doc)], Verdict::Allow);
+        let denied = (0..3000)
+            .filter(|i| {
+                let input = json!({"request": {"id": format!("id-{i}")}});
+                set.decide(&input, Verdict::Deny).verdict == Verdict::Deny
+            })
+            .count();
+        assert!((210..=390).contains(&denied), "{denied} of 3000 in a 10% canary");
+    }
+
+    #[test]
+    fn invalid_documents_are_refused_with_a_pointer() {
+        let mut doc = base("x", "deny", "active", "LOW", json!({"==": [1]}));
+        let document: PolicyDocument = serde_json::from_value(doc.clone()).unwrap();
+        let e = Policy::compile(document).unwrap_err();
+        assert_eq!(e.pointer, "/when/==");
+        doc["canaryPercent"] = json!(120);
+        doc["when"] = json!(true);
+        let e = Policy::compile(serde_json::from_value(doc).unwrap()).unwrap_err();
+        assert_eq!(e.pointer, "/canaryPercent");
+    }
+}
