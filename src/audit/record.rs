@@ -1,0 +1,177 @@
+//! The `policy.decision` record (SPEC §6) and its per-node hash chain.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+pub const RECORD_TYPE: &str = "policy.decision";
+
+/// The `prevHash` of the first record of a chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowEntry {
+    pub policy_id: String,
+    pub policy_version: u64,
+    /// The policy's state: `canary` (request outside the slice) or `simulating`.
+    pub mode: String,
+    pub would_decide: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub ts: String,
+    pub node: String,
+    /// Identifies one chain: a restart without a spool starts a new one.
+    pub chain_id: String,
+    pub request_id: String,
+    pub decision: String,
+    pub status: u16,
+    /// `policy`, `default` or `error`.
+    pub reason: String,
+    pub policy_id: Option<String>,
+    pub policy_version: Option<u64>,
+    pub bundle: String,
+    pub bundle_revision: String,
+    pub rationale: String,
+    pub evidence_refs: Vec<String>,
+    pub evidence: Map<String, Value>,
+    pub shadow: Vec<ShadowEntry>,
+    pub latency_us: u64,
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl DecisionRecord {
+    /// SHA-256 of the record's canonical JSON (keys sorted, no whitespace)
+    /// without its `hash` field. Canonical so that any verifier, in any
+    /// language, recomputes the same bytes.
+    pub fn compute_hash(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.remove("hash");
+        }
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// JSON with object keys in byte order and no insignificant whitespace.
+pub fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The writer's end of a node's chain: assigns `seq`, `prevHash`, `hash`.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub chain_id: String,
+    pub next_seq: u64,
+    pub last_hash: String,
+}
+
+impl Chain {
+    /// A new chain, as after a restart without a spool.
+    pub fn fresh(chain_id: String) -> Chain {
+        Chain {
+            chain_id,
+            next_seq: 0,
+            last_hash: GENESIS_HASH.to_owned(),
+        }
+    }
+
+    /// Link `record` into the chain.
+    pub fn link(&mut self, record: &mut DecisionRecord) {
+        record.chain_id.clone_from(&self.chain_id);
+        record.seq = self.next_seq;
+        record.prev_hash.clone_from(&self.last_hash);
+        record.hash = record.compute_hash();
+        self.next_seq += 1;
+        self.last_hash.clone_from(&record.hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> DecisionRecord {
+        DecisionRecord {
+            kind: RECORD_TYPE.into(),
+            id: id.into(),
+            ts: "2026-11-22T23:59:59.123456Z".into(),
+            node: "n".into(),
+            chain_id: String::new(),
+            request_id: "r".into(),
+            decision: "deny".into(),
+            status: 403,
+            reason: "policy".into(),
+            policy_id: Some("p".into()),
+            policy_version: Some(1),
+            bundle: "b".into(),
+            bundle_revision: "r1".into(),
+            rationale: "p matched".into(),
+            evidence_refs: vec![],
+            evidence: Map::new(),
+            shadow: vec![],
+            latency_us: 3,
+            seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn chain_links_and_detects_edits() {
+        let mut chain = Chain::fresh("c1".into());
+        let mut a = record("a");
+        let mut b = record("b");
+        chain.link(&mut a);
+        chain.link(&mut b);
+        assert_eq!((a.seq, b.seq), (0, 1));
+        assert_eq!(a.prev_hash, GENESIS_HASH);
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(b.compute_hash(), b.hash);
+        b.decision = "allow".into();
+        assert_ne!(b.compute_hash(), b.hash);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let mut out = String::new();
+        write_canonical(&serde_json::json!({"b": 1, "a": [true, {"d": null, "c": "x"}]}), &mut out);
+        assert_eq!(out, r#"{"a":[true,{"c":"x","d":null}],"b":1}"#);
+    }
+}

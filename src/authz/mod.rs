@@ -1,0 +1,175 @@
+//! The ext_authz `Check` service: request → input view → decision →
+//! Envoy response + decision event.
+//!
+//! The check path reads the active [`Engine`] through `arc-swap` (no lock a
+//! bundle loader could hold), decides in memory, hands the decision event to
+//! the audit queue with `try_send`, and returns. No I/O, no waiting.
+
+mod response;
+pub mod view;
+
+use crate::admin::metrics::{Metrics, PolicyCounters};
+use crate::audit::{ids, DecisionEvent, Recorder};
+use crate::bundle::Bundle;
+use crate::policy::{Reason, Verdict};
+use arc_swap::ArcSwapOption;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use view::RequestView;
+pub use view::{IdentitySource, ViewSettings};
+
+/// A bundle ready to decide: the compiled bundle plus what the check path
+/// needs alongside it. Replaced whole on every activation.
+pub struct Engine {
+    pub bundle: Arc<Bundle>,
+    pub counters: Vec<PolicyCounters>,
+    pub source: String,
+    pub activated_at: SystemTime,
+}
+
+/// The slot the check path reads and the bundle loader swaps.
+pub type EngineSlot = Arc<ArcSwapOption<Engine>>;
+
+/// Answers `Check`.
+pub struct Authorizer {
+    engine: EngineSlot,
+    settings: ViewSettings,
+    on_error: Verdict,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// The decision, with what the response and the record need.
+struct Decided {
+    verdict: Verdict,
+    reason: Reason,
+    status: u16,
+}
+
+impl Authorizer {
+    pub fn new(
+        engine: EngineSlot,
+        settings: ViewSettings,
+        on_error: Verdict,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Authorizer {
+        Authorizer {
+            engine,
+            settings,
+            on_error,
+            recorder,
+            metrics,
+        }
+    }
+
+    /// Decide one request. Synchronous: everything it needs is in memory.
+    pub fn check(&self, request: &CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let decision_id = ids::decision_id(at);
+        let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let view = RequestView::new(request, &self.settings, now_unix);
+        let guard = self.engine.load();
+
+        let Some(engine) = guard.as_ref() else {
+            let decided = Decided {
+                verdict: self.on_error,
+                reason: Reason::Error,
+                status: response::status_of(self.on_error, response::ERROR_STATUS),
+            };
+            let response = response::unavailable(self.on_error, &decision_id, "no policy bundle is active");
+            self.finish(started, at, decision_id, &view, &decided, None, None, Default::default());
+            return response;
+        };
+
+        let policies = &engine.bundle.policies;
+        let outcome = policies.decide(&view, self.on_error);
+        for m in &outcome.matches {
+            engine.counters[m.policy].record_match(m.mode, policies.get(m.policy).state());
+        }
+        for &failed in &outcome.errors {
+            engine.counters[failed].record_error();
+        }
+        let (response, status) = match (outcome.verdict, outcome.reason) {
+            (verdict, Reason::Error) => (
+                response::unavailable(verdict, &decision_id, "a policy could not be evaluated"),
+                response::status_of(verdict, response::ERROR_STATUS),
+            ),
+            (Verdict::Deny, _) => {
+                let policy = outcome.deciding.map(|i| policies.get(i));
+                response::deny(policy, &decision_id, &engine.bundle.revision)
+            }
+            (Verdict::Allow, _) => (
+                response::allow(
+                    outcome.enforced_allows(policies),
+                    outcome.deciding.map(|i| policies.get(i)),
+                    &decision_id,
+                    &engine.bundle.revision,
+                ),
+                200,
+            ),
+        };
+        let evidence = outcome
+            .deciding
+            .map(|i| policies.evidence(i, &view))
+            .unwrap_or_default();
+        let decided = Decided {
+            verdict: outcome.verdict,
+            reason: outcome.reason,
+            status,
+        };
+        self.finish(
+            started,
+            at,
+            decision_id,
+            &view,
+            &decided,
+            Some(engine.bundle.clone()),
+            Some(outcome),
+            evidence,
+        );
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        started: Instant,
+        at: SystemTime,
+        id: uuid::Uuid,
+        view: &RequestView<'_>,
+        decided: &Decided,
+        bundle: Option<Arc<Bundle>>,
+        outcome: Option<crate::policy::Outcome>,
+        evidence: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let elapsed = started.elapsed();
+        self.metrics.check_latency.observe(elapsed.as_secs_f64());
+        self.metrics.decision(decided.verdict, decided.reason).inc();
+        self.recorder.record(DecisionEvent {
+            id,
+            at,
+            request_id: view.request_id().to_owned(),
+            verdict: decided.verdict,
+            status: decided.status,
+            reason: decided.reason,
+            bundle,
+            outcome,
+            evidence,
+            latency_us: elapsed.as_micros() as u64,
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for Authorizer {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Authorizer::check(self, request.get_ref())))
+    }
+}

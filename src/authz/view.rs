@@ -1,0 +1,465 @@
+//! The input document of SPEC §5 as a view over a `CheckRequest`.
+//!
+//! Fields a policy names are answered straight from the protobuf, borrowed
+//! where possible. The body is parsed, the metadata converted and the whole
+//! document built only when something asks for them, once per request.
+
+use crate::policy::input::{resolve_in_document, walk, Field, Input, VarPath};
+use crate::policy::logic::Val;
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::str::FromStr;
+
+/// Where `principal.*` comes from (`--principal-from`, `--roles-from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The peer certificate principal Envoy reports for the downstream.
+    Peer,
+    /// A claim in Envoy metadata, e.g. the payload `jwt_authn` stores.
+    Jwt { namespace: String, claim: Vec<String> },
+    /// A request header set by a trusted gateway.
+    Header(String),
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a principal source: use peer, jwt:NAMESPACE:CLAIM or header:NAME")]
+pub struct IdentitySourceError(String);
+
+impl FromStr for IdentitySource {
+    type Err = IdentitySourceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IdentitySourceError(s.to_owned());
+        if s == "peer" {
+            return Ok(IdentitySource::Peer);
+        }
+        if s == "none" || s.is_empty() {
+            return Ok(IdentitySource::None);
+        }
+        if let Some(name) = s.strip_prefix("header:") {
+            if name.is_empty() {
+                return Err(bad());
+            }
+            return Ok(IdentitySource::Header(name.to_ascii_lowercase()));
+        }
+        if let Some(rest) = s.strip_prefix("jwt:") {
+            // Namespaces contain dots, claims may too: split at the last ':'.
+            let (namespace, claim) = rest.rsplit_once(':').ok_or_else(bad)?;
+            if namespace.is_empty() || claim.is_empty() {
+                return Err(bad());
+            }
+            return Ok(IdentitySource::Jwt {
+                namespace: namespace.to_owned(),
+                claim: claim.split('.').map(str::to_owned).collect(),
+            });
+        }
+        Err(bad())
+    }
+}
+
+/// How the sidecar derives `principal.*`.
+#[derive(Debug, Clone)]
+pub struct ViewSettings {
+    pub principal_from: IdentitySource,
+    pub roles_from: IdentitySource,
+}
+
+impl Default for ViewSettings {
+    fn default() -> Self {
+        ViewSettings {
+            principal_from: IdentitySource::Peer,
+            roles_from: IdentitySource::None,
+        }
+    }
+}
+
+/// The outcome of looking at the request body.
+enum Body {
+    Absent,
+    Json(Value),
+    Invalid(String),
+}
+
+pub struct RequestView<'r> {
+    attributes: Option<&'r AttributeContext>,
+    http: Option<&'r HttpRequest>,
+    settings: &'r ViewSettings,
+    now_unix: u64,
+    body: OnceCell<Body>,
+    metadata: OnceCell<Value>,
+    document: OnceCell<Value>,
+}
+
+impl<'r> RequestView<'r> {
+    pub fn new(request: &'r CheckRequest, settings: &'r ViewSettings, now_unix: u64) -> Self {
+        let attributes = request.attributes.as_ref();
+        let http = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        RequestView {
+            attributes,
+            http,
+            settings,
+            now_unix,
+            body: OnceCell::new(),
+            metadata: OnceCell::new(),
+            document: OnceCell::new(),
+        }
+    }
+
+    /// `x-request-id`, else Envoy's own request id.
+    pub fn request_id(&self) -> &'r str {
+        self.header("x-request-id")
+            .or_else(|| self.http.map(|h| h.id.as_str()))
+            .unwrap_or("")
+    }
+
+    fn method(&self) -> &'r str {
+        self.http.map_or("", |h| h.method.as_str())
+    }
+
+    /// Envoy sends the path with its query; the document's path has none.
+    fn path(&self) -> &'r str {
+        let full = self.http.map_or("", |h| h.path.as_str());
+        full.split_once('?').map_or(full, |(p, _)| p)
+    }
+
+    fn query_string(&self) -> &'r str {
+        let Some(http) = self.http else { return "" };
+        match http.path.split_once('?') {
+            Some((_, q)) => q.split_once('#').map_or(q, |(q, _)| q),
+            None => http.query.as_str(),
+        }
+    }
+
+    /// A request header by lower-case name, from the header map or, when
+    /// Envoy encodes raw headers, from `header_map`.
+    pub fn header(&self, name: &str) -> Option<&'r str> {
+        let http = self.http?;
+        if let Some(v) = http.headers.get(name) {
+            return Some(v.as_str());
+        }
+        let raw = http.header_map.as_ref()?;
+        raw.headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .map(|h| {
+                if h.raw_value.is_empty() {
+                    h.value.as_str()
+                } else {
+                    std::str::from_utf8(&h.raw_value).unwrap_or("")
+                }
+            })
+    }
+
+    fn query_param(&self, name: &str) -> Option<Cow<'r, str>> {
+        self.query_string()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_component(k) == name).then(|| decode_component(v))
+            })
+    }
+
+    fn segments(&self) -> Vec<Val<'r>> {
+        self.path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(Val::str)
+            .collect()
+    }
+
+    fn size(&self) -> f64 {
+        match self.http {
+            Some(h) if h.size >= 0 => h.size as f64,
+            Some(h) => self.raw_body(h).len() as f64,
+            None => 0.0,
+        }
+    }
+
+    fn raw_body<'h>(&self, http: &'h HttpRequest) -> &'h [u8] {
+        if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body
+        }
+    }
+
+    fn body(&self) -> &Body {
+        self.body.get_or_init(|| {
+            let Some(http) = self.http else {
+                return Body::Absent;
+            };
+            let bytes = self.raw_body(http);
+            let is_json = self
+                .header("content-type")
+                .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+            if !is_json || bytes.is_empty() {
+                return Body::Absent;
+            }
+            match serde_json::from_slice(bytes) {
+                Ok(v) => Body::Json(v),
+                Err(e) => Body::Invalid(format!("request body is not valid JSON: {e}")),
+            }
+        })
+    }
+
+    fn peer(&self, source: bool) -> Option<&'r Peer> {
+        let a = self.attributes?;
+        if source {
+            a.source.as_ref()
+        } else {
+            a.destination.as_ref()
+        }
+    }
+
+    fn peer_address(&self, source: bool) -> Option<Val<'r>> {
+        match self.peer(source)?.address.as_ref()?.address.as_ref()? {
+            Address::SocketAddress(sa) => Some(Val::str(&sa.address)),
+            Address::Pipe(pipe) => Some(Val::str(&pipe.path)),
+            Address::EnvoyInternalAddress(_) => None,
+        }
+    }
+
+    fn peer_port(&self, source: bool) -> Option<Val<'r>> {
+        match self.peer(source)?.address.as_ref()?.address.as_ref()? {
+            Address::SocketAddress(sa) => match sa.port_specifier.as_ref()? {
+                PortSpecifier::PortValue(p) => Some(Val::Num(f64::from(*p))),
+                PortSpecifier::NamedPort(name) => Some(Val::str(name)),
+            },
+            _ => None,
+        }
+    }
+
+    fn peer_principal(&self, source: bool) -> Option<Val<'r>> {
+        self.peer(source).map(|p| Val::str(&p.principal))
+    }
+
+    /// Envoy metadata as JSON, `{namespace: {...}}`.
+    fn metadata(&self) -> &Value {
+        self.metadata.get_or_init(|| {
+            let Some(meta) = self.attributes.and_then(|a| a.metadata_context.as_ref()) else {
+                return Value::Object(Map::new());
+            };
+            Value::Object(
+                meta.filter_metadata
+                    .iter()
+                    .map(|(ns, s)| (ns.clone(), struct_to_json(s)))
+                    .collect(),
+            )
+        })
+    }
+
+    fn identity<'s>(&'s self, source: &IdentitySource) -> Option<Val<'s>> {
+        match source {
+            IdentitySource::Peer => self.peer_principal(true),
+            IdentitySource::Header(name) => self.header(name).map(Val::str),
+            IdentitySource::Jwt { namespace, claim } => {
+                let ns = self.metadata().get(namespace)?;
+                let mut value = ns;
+                for segment in claim {
+                    value = value.get(segment)?;
+                }
+                Some(Val::from_json(value))
+            }
+            IdentitySource::None => None,
+        }
+    }
+
+    fn principal_id(&self) -> Option<Val<'_>> {
+        self.identity(&self.settings.principal_from)
+    }
+
+    /// Roles as a list: a JSON array claim, or a space/comma separated string.
+    fn principal_roles(&self) -> Option<Val<'_>> {
+        let roles = self.identity(&self.settings.roles_from)?;
+        if roles.is_array() {
+            return Some(roles);
+        }
+        let text = roles.to_js_string();
+        let list = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|r| !r.is_empty())
+            .map(|r| Val::Str(Cow::Owned(r.to_owned())))
+            .collect();
+        Some(Val::List(list))
+    }
+
+    /// The whole input document. Only paths that name a whole subtree
+    /// (`request`, `request.headers`, `""`) need it.
+    pub fn document(&self) -> &Value {
+        self.document.get_or_init(|| self.build_document())
+    }
+
+    fn build_document(&self) -> Value {
+        let mut headers = Map::new();
+        if let Some(http) = self.http {
+            for (k, v) in &http.headers {
+                headers.insert(k.clone(), Value::String(v.clone()));
+            }
+            if let Some(raw) = &http.header_map {
+                for h in &raw.headers {
+                    let key = h.key.to_ascii_lowercase();
+                    if !headers.contains_key(&key) {
+                        let v = self.header(&key).unwrap_or("");
+                        headers.insert(key, Value::String(v.to_owned()));
+                    }
+                }
+            }
+        }
+        let mut query = Map::new();
+        for pair in self.query_string().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query
+                .entry(decode_component(k).into_owned())
+                .or_insert_with(|| Value::String(decode_component(v).into_owned()));
+        }
+        let mut request = Map::new();
+        let put = |m: &mut Map<String, Value>, k: &str, v: Option<Val<'_>>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v.to_json());
+            }
+        };
+        put(&mut request, "id", Some(Val::str(self.request_id())));
+        put(&mut request, "method", Some(Val::str(self.method())));
+        put(&mut request, "path", Some(Val::str(self.path())));
+        put(&mut request, "host", self.http.map(|h| Val::str(&h.host)));
+        put(&mut request, "scheme", self.http.map(|h| Val::str(&h.scheme)));
+        put(&mut request, "protocol", self.http.map(|h| Val::str(&h.protocol)));
+        put(&mut request, "segments", Some(Val::List(self.segments())));
+        request.insert("query".into(), Value::Object(query));
+        request.insert("headers".into(), Value::Object(headers));
+        match self.body() {
+            Body::Json(v) => {
+                request.insert("body".into(), v.clone());
+            }
+            Body::Invalid(e) => {
+                request.insert("bodyError".into(), Value::String(e.clone()));
+            }
+            Body::Absent => {}
+        }
+        put(&mut request, "size", Some(Val::Num(self.size())));
+
+        let peer_doc = |source: bool| {
+            let mut m = Map::new();
+            if self.peer(source).is_some() {
+                put(&mut m, "address", self.peer_address(source));
+                put(&mut m, "port", self.peer_port(source));
+                put(&mut m, "principal", self.peer_principal(source));
+            }
+            Value::Object(m)
+        };
+        let context: Map<String, Value> = self
+            .attributes
+            .map(|a| {
+                a.context_extensions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut principal = Map::new();
+        put(&mut principal, "id", self.principal_id());
+        put(&mut principal, "roles", self.principal_roles());
+        let mut doc = Map::new();
+        doc.insert("request".into(), Value::Object(request));
+        doc.insert("source".into(), peer_doc(true));
+        doc.insert("destination".into(), peer_doc(false));
+        doc.insert("context".into(), Value::Object(context));
+        doc.insert("metadata".into(), self.metadata().clone());
+        doc.insert("principal".into(), Value::Object(principal));
+        doc.insert("time".into(), serde_json::json!({ "unix": self.now_unix }));
+        Value::Object(doc)
+    }
+}
+
+impl Input for RequestView<'_> {
+    fn resolve<'s>(&'s self, path: &VarPath) -> Option<Val<'s>> {
+        let rest = path.rest();
+        let leaf = |v: Option<Val<'s>>| v.and_then(|v| walk(v, rest));
+        match path.field() {
+            Field::Document | Field::Subtree => resolve_in_document(self.document(), path),
+            Field::Unknown => None,
+            Field::RequestId => leaf(Some(Val::str(self.request_id()))),
+            Field::RequestMethod => leaf(Some(Val::str(self.method()))),
+            Field::RequestPath => leaf(Some(Val::str(self.path()))),
+            Field::RequestHost => leaf(self.http.map(|h| Val::str(&h.host))),
+            Field::RequestScheme => leaf(self.http.map(|h| Val::str(&h.scheme))),
+            Field::RequestProtocol => leaf(self.http.map(|h| Val::str(&h.protocol))),
+            Field::RequestSize => leaf(Some(Val::Num(self.size()))),
+            Field::RequestSegments => leaf(Some(Val::List(self.segments()))),
+            Field::RequestHeader => leaf(self.header(path.key()).map(Val::str)),
+            Field::RequestQuery => leaf(self.query_param(path.key()).map(Val::Str)),
+            Field::RequestBody => match self.body() {
+                Body::Json(v) => walk(Val::from_json(v), rest),
+                _ => None,
+            },
+            Field::RequestBodyError => match self.body() {
+                Body::Invalid(e) => leaf(Some(Val::str(e))),
+                _ => None,
+            },
+            Field::SourceAddress => leaf(self.peer_address(true)),
+            Field::SourcePort => leaf(self.peer_port(true)),
+            Field::SourcePrincipal => leaf(self.peer_principal(true)),
+            Field::DestinationAddress => leaf(self.peer_address(false)),
+            Field::DestinationPort => leaf(self.peer_port(false)),
+            Field::DestinationPrincipal => leaf(self.peer_principal(false)),
+            Field::ContextKey => leaf(
+                self.attributes
+                    .and_then(|a| a.context_extensions.get(path.key()))
+                    .map(|v| Val::str(v)),
+            ),
+            Field::Metadata => {
+                let namespaces = self.metadata();
+                path.metadata_split().find_map(|(ns, rest)| {
+                    namespaces.get(ns).map(|v| walk(Val::from_json(v), rest))
+                })?
+            }
+            Field::PrincipalId => leaf(self.principal_id()),
+            Field::PrincipalRoles => leaf(self.principal_roles()),
+            Field::TimeUnix => leaf(Some(Val::Num(self.now_unix as f64))),
+        }
+    }
+}
+
+/// Percent-decode a query component; `+` is a space (form encoding, as
+/// Go's `url.ParseQuery` does for OPA users).
+fn decode_component(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let spaced = s.replace('+', " ");
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+pub fn struct_to_json(s: &Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), proto_to_json(v)))
+            .collect(),
+    )
+}
+
+fn proto_to_json(v: &ProtoValue) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => crate::policy::logic::value::number_to_json(*n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(proto_to_json).collect()),
+    }
+}

@@ -1,0 +1,366 @@
+//! Policy bundles: reading (directory or `.tar.gz`), all-or-nothing
+//! validation, packing, and watching for new revisions.
+//!
+//! A bundle is a set of files (SPEC §5). Everything is read into memory
+//! first ([`BundleFiles`]), then validated as a whole, so a bundle either
+//! becomes a complete [`Bundle`] or a single [`BundleError`] naming the file,
+//! policy and JSON pointer at fault.
+
+mod archive;
+pub mod watch;
+
+use crate::policy::{Policy, PolicyDocument, PolicySet, Verdict};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use archive::pack;
+
+/// `bundle.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundleManifest {
+    pub name: String,
+    pub revision: String,
+    pub default_decision: Verdict,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// One case of `tests/*.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyTest {
+    pub name: String,
+    pub input: Value,
+    pub expect: Expectation,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expectation {
+    pub decision: Verdict,
+    /// The deciding policy; `null` asserts that the default decided.
+    #[serde(default, deserialize_with = "present_or_null", skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<Option<String>>,
+}
+
+/// Distinguish an absent `policyId` (not checked) from `null` (default decided).
+fn present_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A bundle's raw files by relative path (`bundle.json`, `policies/a.json`, …).
+pub type BundleFiles = BTreeMap<String, Vec<u8>>;
+
+/// A validated, compiled bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    pub name: Arc<str>,
+    pub revision: Arc<str>,
+    pub manifest: BundleManifest,
+    pub policies: PolicySet,
+    /// Policy id → the file it came from.
+    pub policy_files: BTreeMap<String, String>,
+    pub tests: Vec<(String, Vec<PolicyTest>)>,
+    /// SHA-256 over every file: identifies the content, whatever the revision says.
+    pub digest: String,
+}
+
+/// Why a bundle was refused. Display gives one line:
+/// `FILE: policy "ID" at /POINTER: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleError {
+    pub file: String,
+    pub policy: Option<String>,
+    pub pointer: Option<String>,
+    pub message: String,
+}
+
+impl BundleError {
+    pub fn file(file: impl Into<String>, message: impl Into<String>) -> Self {
+        BundleError {
+            file: file.into(),
+            policy: None,
+            pointer: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(policy) = &self.policy {
+            write!(f, " policy \"{policy}\"")?;
+        }
+        if let Some(pointer) = &self.pointer {
+            write!(f, " at {pointer}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+/// Where a bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Directory(PathBuf),
+    Archive(PathBuf),
+}
+
+impl Source {
+    /// Interpret a `--bundle` value.
+    pub fn parse(spec: &str) -> Result<Source, BundleError> {
+        if spec.starts_with("https://") || spec.starts_with("http://") {
+            return Err(BundleError::file(
+                spec,
+                "remote bundle sources are not supported by this build yet; use a directory or a .tar.gz",
+            ));
+        }
+        let path = PathBuf::from(spec);
+        if spec.ends_with(".tar.gz") || spec.ends_with(".tgz") {
+            return Ok(Source::Archive(path));
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(Source::Directory(path)),
+            Ok(_) => Err(BundleError::file(spec, "not a bundle: expected a directory or a .tar.gz file")),
+            Err(e) => Err(BundleError::file(spec, format!("cannot open bundle: {e}"))),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Directory(p) | Source::Archive(p) => p,
+        }
+    }
+
+    /// Read every bundle file into memory.
+    pub fn read(&self) -> Result<BundleFiles, BundleError> {
+        match self {
+            Source::Directory(dir) => read_directory(dir),
+            Source::Archive(file) => {
+                let bytes = std::fs::read(file).map_err(|e| {
+                    BundleError::file(file.display().to_string(), format!("cannot read: {e}"))
+                })?;
+                archive::unpack(&bytes).map_err(|message| {
+                    BundleError::file(file.display().to_string(), message)
+                })
+            }
+        }
+    }
+
+    /// Read and validate.
+    pub fn load(&self) -> Result<Bundle, BundleError> {
+        Bundle::from_files(&self.read()?)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path().display())
+    }
+}
+
+/// Largest single file a bundle may hold.
+const MAX_FILE_BYTES: u64 = 8 << 20;
+
+/// The files of a bundle directory. Symlinks are followed, which is how a
+/// Kubernetes ConfigMap volume presents its files (`..data` indirection);
+/// names starting with `.` other than `.signatures.json` are skipped.
+fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
+    let mut files = BundleFiles::new();
+    let read = |rel: &str| -> Result<Vec<u8>, BundleError> {
+        let path = dir.join(rel);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_FILE_BYTES {
+            return Err(BundleError::file(rel, format!("file is larger than {MAX_FILE_BYTES} bytes")));
+        }
+        std::fs::read(&path).map_err(|e| BundleError::file(rel, format!("cannot read: {e}")))
+    };
+    files.insert("bundle.json".into(), read("bundle.json")?);
+    if dir.join(".signatures.json").exists() {
+        files.insert(".signatures.json".into(), read(".signatures.json")?);
+    }
+    for sub in ["policies", "tests"] {
+        let sub_dir = dir.join(sub);
+        if !sub_dir.exists() {
+            continue;
+        }
+        let entries = std::fs::read_dir(&sub_dir)
+            .map_err(|e| BundleError::file(sub, format!("cannot list: {e}")))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| BundleError::file(sub, format!("cannot list: {e}")))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let rel = format!("{sub}/{name}");
+            files.insert(rel.clone(), read(&rel)?);
+        }
+    }
+    Ok(files)
+}
+
+/// Parse `bytes` as JSON, then deserialize it, with errors naming the JSON
+/// pointer of the offending field.
+fn parse_json<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8]) -> Result<(T, Value), BundleError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| BundleError::file(file, format!("invalid JSON: {e}")))?;
+    let typed = deserialize_value(file, &value)?;
+    Ok((typed, value))
+}
+
+fn deserialize_value<T: serde::de::DeserializeOwned>(file: &str, value: &Value) -> Result<T, BundleError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let pointer = pointer_of(e.path());
+        BundleError {
+            file: file.to_owned(),
+            policy: value.get("id").and_then(Value::as_str).map(str::to_owned),
+            pointer: Some(pointer),
+            message: e.inner().to_string(),
+        }
+    })
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        out.push('/');
+        match segment {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+impl Bundle {
+    /// Validate and compile a complete set of bundle files.
+    pub fn from_files(files: &BundleFiles) -> Result<Bundle, BundleError> {
+        let manifest_bytes = files
+            .get("bundle.json")
+            .ok_or_else(|| BundleError::file("bundle.json", "missing: every bundle needs a bundle.json"))?;
+        let (manifest, _): (BundleManifest, _) = parse_json("bundle.json", manifest_bytes)?;
+        if manifest.name.is_empty() {
+            return Err(BundleError {
+                pointer: Some("/name".into()),
+                ..BundleError::file("bundle.json", "name must not be empty")
+            });
+        }
+
+        let mut policies = Vec::new();
+        let mut policy_files: BTreeMap<String, String> = BTreeMap::new();
+        for (file, bytes) in files.range("policies/".to_owned()..) {
+            if !file.starts_with("policies/") {
+                break;
+            }
+            let (document, _): (PolicyDocument, _) = parse_json(file, bytes)?;
+            if let Some(first) = policy_files.get(&document.id) {
+                return Err(BundleError {
+                    policy: Some(document.id.clone()),
+                    pointer: Some("/id".into()),
+                    ..BundleError::file(file.as_str(), format!("duplicate policy id (also in {first})"))
+                });
+            }
+            let id = document.id.clone();
+            let policy = Policy::compile(document).map_err(|e| BundleError {
+                file: file.clone(),
+                policy: Some(e.policy),
+                pointer: Some(e.pointer),
+                message: e.message,
+            })?;
+            policy_files.insert(id, file.clone());
+            policies.push(policy);
+        }
+
+        let mut tests = Vec::new();
+        for (file, bytes) in files.range("tests/".to_owned()..) {
+            if !file.starts_with("tests/") {
+                break;
+            }
+            let (cases, _): (Vec<PolicyTest>, _) = parse_json(file, bytes)?;
+            for (i, case) in cases.iter().enumerate() {
+                if let Some(Some(id)) = &case.expect.policy_id {
+                    if !policy_files.contains_key(id) {
+                        return Err(BundleError {
+                            pointer: Some(format!("/{i}/expect/policyId")),
+                            ..BundleError::file(file.as_str(), format!("test \"{}\" expects unknown policy \"{id}\"", case.name))
+                        });
+                    }
+                }
+            }
+            tests.push((file.clone(), cases));
+        }
+
+        Ok(Bundle {
+            name: Arc::from(manifest.name.as_str()),
+            revision: Arc::from(manifest.revision.as_str()),
+            policies: PolicySet::new(policies, manifest.default_decision),
+            policy_files,
+            tests,
+            digest: digest(files),
+            manifest,
+        })
+    }
+
+    /// Run the bundle's own tests; one message per failure.
+    pub fn run_tests(&self) -> (usize, Vec<String>) {
+        let mut total = 0;
+        let mut failures = Vec::new();
+        for (file, cases) in &self.tests {
+            for case in cases {
+                total += 1;
+                let outcome = self.policies.decide(&case.input, Verdict::Deny);
+                let got_policy = outcome.deciding.map(|i| self.policies.get(i).id.to_string());
+                let policy_ok = match &case.expect.policy_id {
+                    None => true,
+                    Some(expected) => expected == &got_policy,
+                };
+                if outcome.verdict == case.expect.decision && policy_ok {
+                    continue;
+                }
+                let describe = |decision: Verdict, policy: &Option<String>| match policy {
+                    Some(p) => format!("{} by {p}", decision.as_str()),
+                    None => format!("{} by default", decision.as_str()),
+                };
+                let expected_policy = case.expect.policy_id.clone().flatten();
+                let expected = match &case.expect.policy_id {
+                    Some(p) => describe(case.expect.decision, p),
+                    None => case.expect.decision.as_str().to_owned(),
+                };
+                failures.push(format!(
+                    "FAIL {file}: test \"{}\": policy {}: expected {expected}, got {}",
+                    case.name,
+                    expected_policy.or_else(|| got_policy.clone()).unwrap_or_else(|| "(default)".into()),
+                    describe(outcome.verdict, &got_policy),
+                ));
+            }
+        }
+        (total, failures)
+    }
+}
+
+/// SHA-256 over file names and contents, in name order.
+pub fn digest(files: &BundleFiles) -> String {
+    let mut hasher = Sha256::new();
+    for (name, bytes) in files {
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    }
+    hex::encode(hasher.finalize())
+}

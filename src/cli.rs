@@ -1,0 +1,340 @@
+//! The command line (SPEC §2). Every flag can also come from the
+//! environment variable named in its help. Bad input exits 2 with one line;
+//! failed tests exit 1.
+
+use crate::audit::{ids, to_record, DecisionEvent};
+use crate::authz::{IdentitySource, ViewSettings};
+use crate::bundle::{self, Bundle, Source};
+use crate::policy::{Mode, Verdict};
+use crate::serve::{self, ListenAddr, ServeConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+#[derive(Parser)]
+#[command(name = "sentinelnet", version, about = "Envoy ext_authz policy decision point", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar: answer Envoy ext_authz Check from a policy bundle.
+    Serve(ServeArgs),
+    /// Decide one input document and print the decision record.
+    Eval(EvalArgs),
+    /// Run a bundle's tests/*.json.
+    Test(TestArgs),
+    /// Build bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnError {
+    Deny,
+    Allow,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// ext_authz gRPC listener: HOST:PORT or unix:/path.sock.
+    #[arg(long, env = "SENTINEL_GRPC_ADDR", default_value = "127.0.0.1:9191")]
+    grpc_addr: ListenAddr,
+    /// Admin HTTP listener.
+    #[arg(long, env = "SENTINEL_ADMIN_ADDR", default_value = "127.0.0.1:9192")]
+    admin_addr: SocketAddr,
+    /// Bundle source: a directory or a .tar.gz (watched for changes).
+    #[arg(long, env = "SENTINEL_BUNDLE")]
+    bundle: String,
+    /// Directory of trusted Ed25519 bundle keys (*.pub).
+    #[arg(long, env = "SENTINEL_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+    /// Where to persist the last activated bundle.
+    #[arg(long, env = "SENTINEL_BUNDLE_CACHE")]
+    bundle_cache: Option<PathBuf>,
+    /// Audit service URL for decision records.
+    #[arg(long, env = "SENTINEL_AUDIT_URL")]
+    audit_url: Option<String>,
+    /// Directory for the durable decision-record spool.
+    #[arg(long, env = "SENTINEL_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Decision when the sidecar cannot decide (no bundle, a policy fails).
+    #[arg(long, env = "SENTINEL_ON_ERROR", value_enum, default_value = "deny")]
+    on_error: OnError,
+    /// Source of principal.id: peer, jwt:NAMESPACE:CLAIM or header:NAME.
+    #[arg(long, env = "SENTINEL_PRINCIPAL_FROM", default_value = "peer")]
+    principal_from: IdentitySource,
+    /// Source of principal.roles: jwt:NAMESPACE:CLAIM or header:NAME.
+    #[arg(long, env = "SENTINEL_ROLES_FROM", default_value = "none")]
+    roles_from: IdentitySource,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Bundle source: a directory or a .tar.gz.
+    #[arg(long, env = "SENTINEL_BUNDLE")]
+    bundle: String,
+    /// Input document (JSON, the shape of SPEC §5).
+    #[arg(long, env = "SENTINEL_EVAL_INPUT")]
+    input: PathBuf,
+    /// Add every policy's result to the output.
+    #[arg(long, env = "SENTINEL_EVAL_EXPLAIN")]
+    explain: bool,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Bundle source: a directory or a .tar.gz.
+    #[arg(env = "SENTINEL_BUNDLE")]
+    src: String,
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Validate, compile-check and pack a bundle directory.
+    Build {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The .tar.gz to write.
+        #[arg(short, long, env = "SENTINEL_BUNDLE_OUTPUT")]
+        output: PathBuf,
+    },
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input: flags, files, policies (exit 2).
+    Usage(String),
+    /// The command ran and found problems, e.g. failing tests (exit 1).
+    Failed,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Usage(format!("{e:#}"))
+    }
+}
+
+impl From<bundle::BundleError> for Failure {
+    fn from(e: bundle::BundleError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+/// Parse the command line, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+            }
+            // One line, not clap's usage block.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("sentinelnet: {}", first.trim_start_matches("error: "));
+            return 2;
+        }
+    };
+    init_tracing();
+    match run(cli.command) {
+        Ok(()) => 0,
+        Err(Failure::Usage(message)) => {
+            eprintln!("sentinelnet: {message}");
+            2
+        }
+        Err(Failure::Failed) => 1,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SENTINEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve(args) => run_serve(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Test(args) => run_test(args),
+        Command::Bundle(BundleCommand::Build { dir, output }) => run_build(dir, output),
+    }
+}
+
+fn not_yet(flag: &str) -> Failure {
+    Failure::Usage(format!(
+        "{flag} is not supported by this build yet; remove it (see README, \"Status\")"
+    ))
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    // Refuse rather than ignore: silently dropping signature checks or the
+    // audit destination would be worse than not starting.
+    if args.trusted_keys.is_some() {
+        return Err(not_yet("--trusted-keys"));
+    }
+    if args.bundle_cache.is_some() {
+        return Err(not_yet("--bundle-cache"));
+    }
+    if args.audit_url.is_some() {
+        return Err(not_yet("--audit-url"));
+    }
+    if args.spool_dir.is_some() {
+        return Err(not_yet("--spool-dir"));
+    }
+    let source = Source::parse(&args.bundle)?;
+    let config = ServeConfig {
+        grpc_addr: args.grpc_addr,
+        admin_addr: args.admin_addr,
+        source,
+        on_error: match args.on_error {
+            OnError::Deny => Verdict::Deny,
+            OnError::Allow => Verdict::Allow,
+        },
+        view: ViewSettings {
+            principal_from: args.principal_from,
+            roles_from: args.roles_from,
+        },
+        node: node_name(),
+    };
+    serve::run(config).map_err(Failure::from)
+}
+
+/// `POD_NAME`, else the host name.
+fn node_name() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn load(src: &str) -> Result<Bundle, Failure> {
+    Ok(Source::parse(src)?.load()?)
+}
+
+fn run_eval(args: EvalArgs) -> Result<(), Failure> {
+    let bundle = Arc::new(load(&args.bundle)?);
+    let display = args.input.display().to_string();
+    let text = std::fs::read(&args.input).map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+    let input: Value = serde_json::from_slice(&text).map_err(|e| Failure::Usage(format!("{display}: invalid JSON: {e}")))?;
+    if !input.is_object() {
+        return Err(Failure::Usage(format!("{display}: the input document must be a JSON object")));
+    }
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let policies = &bundle.policies;
+    let outcome = policies.decide(&input, Verdict::Deny);
+    let latency_us = started.elapsed().as_micros() as u64;
+    let deciding = outcome.deciding.map(|i| policies.get(i));
+    let status = match outcome.verdict {
+        Verdict::Allow => 200,
+        Verdict::Deny => deciding.and_then(|p| p.document.response.status).unwrap_or(403),
+    };
+    let explain = args.explain.then(|| {
+        policies
+            .policies()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let matched = outcome.matches.iter().find(|m| m.policy == i);
+                json!({
+                    "policyId": &*p.id,
+                    "state": p.state().as_str(),
+                    "effect": p.effect().as_str(),
+                    "evaluated": p.state().is_evaluated(),
+                    "matched": matched.is_some(),
+                    "failed": outcome.errors.contains(&i),
+                    "mode": matched.map(|m| match m.mode {
+                        Mode::Enforce => "enforce",
+                        Mode::CanaryShadow => "canary-shadow",
+                        Mode::Shadow => "shadow",
+                    }),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let evidence = outcome
+        .deciding
+        .map(|i| policies.evidence(i, &input))
+        .unwrap_or_default();
+    let request_id = input
+        .pointer("/request/id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let event = DecisionEvent {
+        id: ids::decision_id(at),
+        at,
+        request_id,
+        verdict: outcome.verdict,
+        status,
+        reason: outcome.reason,
+        bundle: Some(bundle.clone()),
+        outcome: Some(outcome),
+        evidence,
+        latency_us,
+    };
+    let record = to_record("eval", event);
+    let mut out = serde_json::to_value(&record).unwrap_or(Value::Null);
+    if let (Some(explain), Value::Object(map)) = (explain, &mut out) {
+        map.insert("explain".into(), Value::Array(explain));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+fn run_test(args: TestArgs) -> Result<(), Failure> {
+    let bundle = load(&args.src)?;
+    let (total, failures) = bundle.run_tests();
+    for line in &failures {
+        println!("{line}");
+    }
+    let passed = total - failures.len();
+    println!(
+        "bundle {} {}: {passed} of {total} policy tests passed",
+        bundle.name, bundle.revision
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed)
+    }
+}
+
+fn run_build(dir: PathBuf, output: PathBuf) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::Usage(format!("{}: not a bundle directory", dir.display())));
+    }
+    let source = Source::Directory(dir);
+    let files = source.read()?;
+    let bundle = Bundle::from_files(&files)?;
+    let packed = bundle::pack(&files).map_err(|e| Failure::Usage(format!("cannot pack: {e}")))?;
+    std::fs::write(&output, packed)
+        .map_err(|e| Failure::Usage(format!("{}: cannot write: {e}", output.display())))?;
+    println!(
+        "wrote {} (bundle {} {}, {} policies, sha256 {})",
+        output.display(),
+        bundle.name,
+        bundle.revision,
+        bundle.policies.policies().len(),
+        bundle.digest
+    );
+    Ok(())
+}
