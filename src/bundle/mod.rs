@@ -94,14 +94,17 @@ impl BundleError {
 
 impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}:", self.file)?;
         if let Some(policy) = &self.policy {
             write!(f, " policy \"{policy}\"")?;
         }
         if let Some(pointer) = &self.pointer {
             write!(f, " at {pointer}")?;
         }
-        write!(f, ": {}", self.message)
+        if self.policy.is_some() || self.pointer.is_some() {
+            f.write_str(":")?;
+        }
+        write!(f, " {}", self.message)
     }
 }
 
