@@ -15,7 +15,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 #[derive(Parser)]
-#[command(name = "sentinelnet", version, about = "Envoy ext_authz policy decision point", propagate_version = true)]
+#[command(
+    name = "sentinelnet",
+    version,
+    about = "Envoy ext_authz policy decision point",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar: answer Envoy ext_authz Check from a policy bundle.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Decide one input document and print the decision record.
     Eval(EvalArgs),
     /// Run a bundle's tests/*.json.
@@ -133,9 +138,18 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    2
+                } else {
+                    0
+                };
             }
             // One line, not clap's usage block.
             let rendered = e.render().to_string();
@@ -167,7 +181,7 @@ fn init_tracing() {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(*args),
         Command::Eval(args) => run_eval(args),
         Command::Test(args) => run_test(args),
         Command::Bundle(BundleCommand::Build { dir, output }) => run_build(dir, output),
@@ -233,10 +247,14 @@ fn load(src: &str) -> Result<Bundle, Failure> {
 fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     let bundle = Arc::new(load(&args.bundle)?);
     let display = args.input.display().to_string();
-    let text = std::fs::read(&args.input).map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
-    let input: Value = serde_json::from_slice(&text).map_err(|e| Failure::Usage(format!("{display}: invalid JSON: {e}")))?;
+    let text = std::fs::read(&args.input)
+        .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+    let input: Value = serde_json::from_slice(&text)
+        .map_err(|e| Failure::Usage(format!("{display}: invalid JSON: {e}")))?;
     if !input.is_object() {
-        return Err(Failure::Usage(format!("{display}: the input document must be a JSON object")));
+        return Err(Failure::Usage(format!(
+            "{display}: the input document must be a JSON object"
+        )));
     }
     let started = Instant::now();
     let at = SystemTime::now();
@@ -246,7 +264,9 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     let deciding = outcome.deciding.map(|i| policies.get(i));
     let status = match outcome.verdict {
         Verdict::Allow => 200,
-        Verdict::Deny => deciding.and_then(|p| p.document.response.status).unwrap_or(403),
+        Verdict::Deny => deciding
+            .and_then(|p| p.document.response.status)
+            .unwrap_or(403),
     };
     let explain = args.explain.then(|| {
         policies
@@ -321,7 +341,10 @@ fn run_test(args: TestArgs) -> Result<(), Failure> {
 
 fn run_build(dir: PathBuf, output: PathBuf) -> Result<(), Failure> {
     if !dir.is_dir() {
-        return Err(Failure::Usage(format!("{}: not a bundle directory", dir.display())));
+        return Err(Failure::Usage(format!(
+            "{}: not a bundle directory",
+            dir.display()
+        )));
     }
     let source = Source::Directory(dir);
     let files = source.read()?;

@@ -117,7 +117,8 @@ impl Activator {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let log = Arc::new(DecisionLog::default());
-    let (recorder, pipeline) = Pipeline::start(config.node.clone(), log.clone(), metrics.audit.clone());
+    let (recorder, pipeline) =
+        Pipeline::start(config.node.clone(), log.clone(), metrics.audit.clone());
     let engine: EngineSlot = Arc::new(ArcSwapOption::empty());
     let status = Arc::new(LoadStatus::new(config.source.to_string()));
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -145,7 +146,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot watch {}", config.source))?;
 
-    let authorizer = Authorizer::new(engine.clone(), config.view, config.on_error, recorder, metrics.clone());
+    let authorizer = Authorizer::new(
+        engine.clone(),
+        config.view,
+        config.on_error,
+        recorder,
+        metrics.clone(),
+    );
     let (stop_tx, stop_rx) = signal_watch::channel(false);
     let stopped = |mut rx: signal_watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -176,14 +183,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on gRPC address {addr}"))?;
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tracing::info!(%addr, "ext_authz gRPC listening");
             tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, grpc_stop))
         }
         ListenAddr::Unix(path) => {
             // A socket file left by a previous run would make bind fail.
             if path.exists() {
-                std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
             }
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;

@@ -32,7 +32,12 @@ fn error_for(file: &str, content: &str) -> String {
     write_bundle(dir.path(), "b", "r1", "deny", &[good_policy("ok.policy")]);
     std::fs::write(dir.path().join(file), content).expect("write");
     let out = run(&["test", dir.path().to_str().expect("utf-8 path")]);
-    assert_eq!(out.status.code(), Some(2), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line, got: {err}");
     err.trim_end().to_owned()
@@ -46,31 +51,52 @@ fn policy_with_when(id: &str, when: Value) -> String {
 
 #[test]
 fn unknown_operator() {
-    let e = error_for("policies/p.json", &policy_with_when("p1", json!({"or": [false, {"eqals": [1, 1]}]})));
+    let e = error_for(
+        "policies/p.json",
+        &policy_with_when("p1", json!({"or": [false, {"eqals": [1, 1]}]})),
+    );
     assert!(e.starts_with("sentinelnet: policies/p.json: policy \"p1\" at /when/or/1/eqals: unknown operator \"eqals\""), "{e}");
 }
 
 #[test]
 fn wrong_arity() {
-    let e = error_for("policies/p.json", &policy_with_when("p2", json!({"!": {"==": [1, 2, 3]}})));
+    let e = error_for(
+        "policies/p.json",
+        &policy_with_when("p2", json!({"!": {"==": [1, 2, 3]}})),
+    );
     assert_eq!(e, "sentinelnet: policies/p.json: policy \"p2\" at /when/!/==: operator \"==\" takes 2 argument(s), got 3");
 }
 
 #[test]
 fn bad_regex() {
-    let e = error_for("policies/p.json", &policy_with_when("p3", json!({"matches": [{"var": "request.path"}, "^/v1/(kernels"]})));
+    let e = error_for(
+        "policies/p.json",
+        &policy_with_when(
+            "p3",
+            json!({"matches": [{"var": "request.path"}, "^/v1/(kernels"]}),
+        ),
+    );
     assert!(e.starts_with("sentinelnet: policies/p.json: policy \"p3\" at /when/matches/1: invalid regex \"^/v1/(kernels\""), "{e}");
 }
 
 #[test]
 fn bad_cidr() {
-    let e = error_for("policies/p.json", &policy_with_when("p4", json!({"in_cidr": [{"var": "source.address"}, "10.0.0.0/33"]})));
+    let e = error_for(
+        "policies/p.json",
+        &policy_with_when(
+            "p4",
+            json!({"in_cidr": [{"var": "source.address"}, "10.0.0.0/33"]}),
+        ),
+    );
     assert_eq!(e, "sentinelnet: policies/p.json: policy \"p4\" at /when/in_cidr/1: in_cidr: invalid CIDR \"10.0.0.0/33\"");
 }
 
 #[test]
 fn duplicate_id() {
-    let e = error_for("policies/zz-copy.json", &good_policy("ok.policy").to_string());
+    let e = error_for(
+        "policies/zz-copy.json",
+        &good_policy("ok.policy").to_string(),
+    );
     assert_eq!(
         e,
         "sentinelnet: policies/zz-copy.json: policy \"ok.policy\" at /id: duplicate policy id (also in policies/ok.policy.json)"
@@ -82,13 +108,21 @@ fn unknown_field() {
     let mut p = good_policy("p5");
     p["response"] = json!({"status": 403, "bodyy": "typo"});
     let e = error_for("policies/p.json", &p.to_string());
-    assert!(e.starts_with("sentinelnet: policies/p.json: policy \"p5\" at /response/bodyy: unknown field `bodyy`"), "{e}");
+    assert!(
+        e.starts_with(
+            "sentinelnet: policies/p.json: policy \"p5\" at /response/bodyy: unknown field `bodyy`"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn invalid_json() {
     let e = error_for("policies/p.json", "{\"id\": \"p6\",\n  \"version\": 1,,\n}");
-    assert!(e.starts_with("sentinelnet: policies/p.json: invalid JSON: "), "{e}");
+    assert!(
+        e.starts_with("sentinelnet: policies/p.json: invalid JSON: "),
+        "{e}"
+    );
     assert!(e.contains("line 2"), "{e}");
 }
 
@@ -97,7 +131,12 @@ fn wrong_type_names_the_field() {
     let mut p = good_policy("p7");
     p["severity"] = json!("SEVERE");
     let e = error_for("policies/p.json", &p.to_string());
-    assert!(e.starts_with("sentinelnet: policies/p.json: policy \"p7\" at /severity: unknown variant `SEVERE`"), "{e}");
+    assert!(
+        e.starts_with(
+            "sentinelnet: policies/p.json: policy \"p7\" at /severity: unknown variant `SEVERE`"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -105,11 +144,23 @@ fn bad_flags_and_missing_files_exit_2_with_one_line() {
     for args in [
         vec!["serve", "--bundle", "policies", "--grpc-addr", "nonsense"],
         vec!["serve", "--bundle", "policies", "--on-error", "maybe"],
-        vec!["serve", "--bundle", "policies", "--principal-from", "cookie:x"],
+        vec![
+            "serve",
+            "--bundle",
+            "policies",
+            "--principal-from",
+            "cookie:x",
+        ],
         vec!["serve", "--bundle", "/no/such/bundle"],
         vec!["serve", "--no-such-flag"],
         vec!["test", "/no/such/bundle"],
-        vec!["eval", "--bundle", "policies", "--input", "/no/such/input.json"],
+        vec![
+            "eval",
+            "--bundle",
+            "policies",
+            "--input",
+            "/no/such/input.json",
+        ],
     ] {
         let out = Command::new(sentinelnet())
             .args(&args)
@@ -127,11 +178,26 @@ fn bad_flags_and_missing_files_exit_2_with_one_line() {
 fn serve_refuses_an_invalid_initial_bundle() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_bundle(dir.path(), "b", "r1", "deny", &[]);
-    std::fs::write(dir.path().join("policies/x.json"), policy_with_when("x", json!({"nope": []}))).expect("write");
-    let out = run(&["serve", "--bundle", dir.path().to_str().expect("path"), "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+    std::fs::write(
+        dir.path().join("policies/x.json"),
+        policy_with_when("x", json!({"nope": []})),
+    )
+    .expect("write");
+    let out = run(&[
+        "serve",
+        "--bundle",
+        dir.path().to_str().expect("path"),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("policies/x.json: policy \"x\" at /when/nope: unknown operator"), "{err}");
+    assert!(
+        err.contains("policies/x.json: policy \"x\" at /when/nope: unknown operator"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +208,11 @@ fn flags_can_come_from_the_environment() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/no/such/bundle/from/env"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/bundle/from/env"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn write_input(dir: &Path, input: &Value) -> String {
@@ -160,7 +230,14 @@ fn eval_prints_the_decision_record() {
                 "principal": {"id": "spiffe://c/ns/a/sa/bob", "roles": ["editor"]}}),
     );
     let bundle = repo().join("policies");
-    let out = run(&["eval", "--bundle", bundle.to_str().expect("path"), "--input", &input, "--explain"]);
+    let out = run(&[
+        "eval",
+        "--bundle",
+        bundle.to_str().expect("path"),
+        "--input",
+        &input,
+        "--explain",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let record: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(record["type"], "policy.decision");
@@ -170,8 +247,14 @@ fn eval_prints_the_decision_record() {
     assert_eq!(record["policyId"], "kernel.delete-needs-admin");
     assert_eq!(record["policyVersion"], 3);
     assert_eq!(record["bundleRevision"], "r1");
-    assert_eq!(record["rationale"], "kernel.delete-needs-admin matched: Only admins may delete Kernel objects");
-    assert_eq!(record["evidence"], json!({"request.method": "DELETE", "principal.id": "spiffe://c/ns/a/sa/bob"}));
+    assert_eq!(
+        record["rationale"],
+        "kernel.delete-needs-admin matched: Only admins may delete Kernel objects"
+    );
+    assert_eq!(
+        record["evidence"],
+        json!({"request.method": "DELETE", "principal.id": "spiffe://c/ns/a/sa/bob"})
+    );
     let explain = record["explain"].as_array().expect("explain list");
     let entry = explain
         .iter()
@@ -205,14 +288,31 @@ fn test_command_reports_each_failure_and_exits_1() {
 fn bundle_build_packs_a_tarball_that_loads_and_tests_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_file = dir.path().join("kernel.tar.gz");
-    let out = run(&["bundle", "build", repo().join("policies").to_str().expect("path"), "-o", out_file.to_str().expect("path")]);
+    let out = run(&[
+        "bundle",
+        "build",
+        repo().join("policies").to_str().expect("path"),
+        "-o",
+        out_file.to_str().expect("path"),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let first = std::fs::read(&out_file).expect("tarball written");
     // Deterministic: building again gives the same bytes.
-    run(&["bundle", "build", repo().join("policies").to_str().expect("path"), "-o", out_file.to_str().expect("path")]);
+    run(&[
+        "bundle",
+        "build",
+        repo().join("policies").to_str().expect("path"),
+        "-o",
+        out_file.to_str().expect("path"),
+    ]);
     assert_eq!(first, std::fs::read(&out_file).expect("tarball"));
     let out = run(&["test", out_file.to_str().expect("path")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("12 of 12 policy tests passed"));
 
     // A corrupt tarball is one clear error.

@@ -16,12 +16,23 @@ fn all_official_jsonlogic_cases_pass() {
         total += 1;
         let got = Rule::compile(rule)
             .map_err(|e| e.to_string())
-            .and_then(|r| r.evaluate(data).map(|v| v.to_json()).map_err(|e| e.to_string()));
+            .and_then(|r| {
+                r.evaluate(data)
+                    .map(|v| v.to_json())
+                    .map_err(|e| e.to_string())
+            });
         match got {
             Ok(value) if &value == expected => {}
-            other => failures.push(format!("{rule} with {data}: expected {expected}, got {other:?}")),
+            other => failures.push(format!(
+                "{rule} with {data}: expected {expected}, got {other:?}"
+            )),
         }
     }
     assert_eq!(total, 277, "the official file has 277 cases");
-    assert!(failures.is_empty(), "{} of {total} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

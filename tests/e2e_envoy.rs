@@ -10,7 +10,12 @@ use std::time::Duration;
 use support::*;
 
 /// Principals come from gateway headers in these tests (no downstream mTLS).
-const IDENTITY_FLAGS: &[&str] = &["--principal-from", "header:x-user", "--roles-from", "header:x-roles"];
+const IDENTITY_FLAGS: &[&str] = &[
+    "--principal-from",
+    "header:x-user",
+    "--roles-from",
+    "header:x-roles",
+];
 
 fn client() -> Client {
     Client::builder()
@@ -56,8 +61,14 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
     let echo: Value = serde_json::from_str(&body).expect("echo JSON");
     let upstream = &echo["headers"];
     assert_eq!(upstream["x-kernel-caller"], "verified");
-    assert!(upstream.get("x-debug-token").is_none(), "x-debug-token must be removed: {upstream}");
-    let allow_decision = upstream["x-sentinel-decision-id"].as_str().expect("decision id upstream").to_owned();
+    assert!(
+        upstream.get("x-debug-token").is_none(),
+        "x-debug-token must be removed: {upstream}"
+    );
+    let allow_decision = upstream["x-sentinel-decision-id"]
+        .as_str()
+        .expect("decision id upstream")
+        .to_owned();
     assert_eq!(header(&headers, "x-policy"), Some("kernel.read-allowed"));
 
     // Denied by a policy: its status, body and headers reach the client.
@@ -69,7 +80,9 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
     assert_eq!(status, 403);
     assert_eq!(body, "admin role required");
     assert_eq!(header(&headers, "x-reason"), Some("needs-admin"));
-    let deny_decision = header(&headers, "x-sentinel-decision-id").expect("decision id").to_owned();
+    let deny_decision = header(&headers, "x-sentinel-decision-id")
+        .expect("decision id")
+        .to_owned();
 
     // The admin may delete: an allow policy decides.
     let (status, _, _) = send(
@@ -111,9 +124,15 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
             .header("content-type", "application/json")
             .body("{not json"),
     );
-    assert_eq!((status, body.as_str()), (400, "request body is not valid JSON"));
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "request body is not valid JSON")
+    );
     assert_eq!(header(&headers, "x-reason"), Some("bad-json"));
-    assert_eq!(sidecar.metric(r#"sentinel_decisions_total{decision="deny",reason="error"}"#), 0.0);
+    assert_eq!(
+        sidecar.metric(r#"sentinel_decisions_total{decision="deny",reason="error"}"#),
+        0.0
+    );
 
     // Shadow: the simulating policy matches curl but never enforces; the
     // record says what it would have decided.
@@ -132,10 +151,14 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
     );
     assert_eq!(status, 200);
 
-    wait_until("records to reach the decision log", Duration::from_secs(5), || {
-        let records = http_json(&sidecar.admin("/v1/decisions?limit=50"));
-        records["decisions"].as_array().map_or(0, Vec::len) >= 9
-    });
+    wait_until(
+        "records to reach the decision log",
+        Duration::from_secs(5),
+        || {
+            let records = http_json(&sidecar.admin("/v1/decisions?limit=50"));
+            records["decisions"].as_array().map_or(0, Vec::len) >= 9
+        },
+    );
     let records = http_json(&sidecar.admin("/v1/decisions?limit=50"))["decisions"].clone();
     let by_request = |rid: &str| -> Value {
         records
@@ -152,15 +175,25 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
     );
     let draft = by_request("draft-probe-1");
     assert_eq!(draft["policyId"], "kernel.read-allowed");
-    assert!(draft["shadow"].as_array().is_some_and(Vec::is_empty), "{draft}");
+    assert!(
+        draft["shadow"].as_array().is_some_and(Vec::is_empty),
+        "{draft}"
+    );
 
     let deny_record = records
         .as_array()
-        .and_then(|a| a.iter().find(|r| r["id"] == deny_decision.as_str()).cloned())
+        .and_then(|a| {
+            a.iter()
+                .find(|r| r["id"] == deny_decision.as_str())
+                .cloned()
+        })
         .expect("record of the deny");
     assert_eq!(deny_record["policyId"], "kernel.delete-needs-admin");
     assert_eq!(deny_record["status"], 403);
-    assert_eq!(deny_record["evidence"], json!({"request.method": "DELETE", "principal.id": "bob"}));
+    assert_eq!(
+        deny_record["evidence"],
+        json!({"request.method": "DELETE", "principal.id": "bob"})
+    );
 
     // Explain lists the decision among the policy's recent decisions.
     let explain = http_json(&sidecar.admin("/v1/policies/kernel.delete-needs-admin/explain"));
@@ -168,20 +201,32 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
     assert!(explain["recentDecisions"]
         .as_array()
         .is_some_and(|d| d.iter().any(|r| r["decisionId"] == deny_decision.as_str())));
-    assert_eq!(http_get(&sidecar.admin("/v1/policies/nope/explain")).map(|r| r.0), Some(404));
+    assert_eq!(
+        http_get(&sidecar.admin("/v1/policies/nope/explain")).map(|r| r.0),
+        Some(404)
+    );
 
     // Envoy's access log joins to the records through dynamic metadata.
-    wait_until("the access log (Envoy flushes it in batches)", Duration::from_secs(10), || {
-        let lines = envoy.access_log_lines();
-        [&allow_decision, &deny_decision]
-            .iter()
-            .all(|id| lines.iter().any(|l| l["decision_id"] == id.as_str()))
-    });
+    wait_until(
+        "the access log (Envoy flushes it in batches)",
+        Duration::from_secs(10),
+        || {
+            let lines = envoy.access_log_lines();
+            [&allow_decision, &deny_decision]
+                .iter()
+                .all(|id| lines.iter().any(|l| l["decision_id"] == id.as_str()))
+        },
+    );
     let line = envoy
         .access_log_lines()
         .into_iter()
         .find(|l| l["decision_id"] == deny_decision.as_str())
-        .unwrap_or_else(|| panic!("no access log line for {deny_decision}: {:?}", envoy.access_log_lines()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no access log line for {deny_decision}: {:?}",
+                envoy.access_log_lines()
+            )
+        });
     assert_eq!(line["policy_id"], "kernel.delete-needs-admin");
     assert_eq!(line["policy_version"], 3);
     assert_eq!(line["bundle_revision"], "r1");
@@ -197,8 +242,10 @@ fn default_allow_bundle_lets_unmatched_requests_through() {
         "open",
         "r7",
         "allow",
-        &[json!({"id": "block-secrets", "version": 1, "severity": "HIGH", "state": "active",
-                 "effect": "deny", "when": {"starts_with": [{"var": "request.path"}, "/secrets"]}})],
+        &[
+            json!({"id": "block-secrets", "version": 1, "severity": "HIGH", "state": "active",
+                 "effect": "deny", "when": {"starts_with": [{"var": "request.path"}, "/secrets"]}}),
+        ],
     );
     let kernel = Kernel::start();
     let sidecar = Sidecar::start(&bundle, Grpc::tcp(), &[], dir.path());
@@ -209,7 +256,10 @@ fn default_allow_bundle_lets_unmatched_requests_through() {
     let (status, _, body) = send(http.get(envoy.url("/secrets/x")));
     assert_eq!(status, 403);
     assert!(body.contains("denied by policy block-secrets"), "{body}");
-    assert_eq!(sidecar.metric(r#"sentinel_decisions_total{decision="allow",reason="default"}"#), 1.0);
+    assert_eq!(
+        sidecar.metric(r#"sentinel_decisions_total{decision="allow",reason="default"}"#),
+        1.0
+    );
 }
 
 /// Decide 3,000 export requests with distinct ids; return the denied ids.
@@ -252,11 +302,15 @@ fn canary_slice_is_near_its_percent_and_identical_after_restart() {
         first.len()
     );
     assert_eq!(
-        sidecar.metric(r#"sentinel_policy_matches_total{mode="canary",policy="kernel.export-canary"}"#),
+        sidecar.metric(
+            r#"sentinel_policy_matches_total{mode="canary",policy="kernel.export-canary"}"#
+        ),
         first.len() as f64
     );
     assert_eq!(
-        sidecar.metric(r#"sentinel_policy_matches_total{mode="shadow",policy="kernel.export-canary"}"#),
+        sidecar.metric(
+            r#"sentinel_policy_matches_total{mode="shadow",policy="kernel.export-canary"}"#
+        ),
         (3000 - first.len()) as f64
     );
 
@@ -274,12 +328,20 @@ fn unix_socket_variant_decides_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("sentinel.sock");
     let kernel = Kernel::start();
-    let sidecar = Sidecar::start(&repo().join("policies"), Grpc::Unix(socket), IDENTITY_FLAGS, dir.path());
+    let sidecar = Sidecar::start(
+        &repo().join("policies"),
+        Grpc::Unix(socket),
+        IDENTITY_FLAGS,
+        dir.path(),
+    );
     let envoy = Envoy::start(&sidecar.grpc, kernel.port, dir.path());
     let http = client();
     let (status, _, _) = send(http.get(envoy.url("/v1/kernels")).header("x-user", "alice"));
     assert_eq!(status, 200);
-    let (status, _, body) = send(http.delete(envoy.url("/v1/kernels/k")).header("x-user", "alice"));
+    let (status, _, body) = send(
+        http.delete(envoy.url("/v1/kernels/k"))
+            .header("x-user", "alice"),
+    );
     assert_eq!((status, body.as_str()), (403, "admin role required"));
 }
 
@@ -289,6 +351,10 @@ fn sidecar_down_fails_closed_with_503() {
     let kernel = Kernel::start();
     // Nothing listens on this port.
     let envoy = Envoy::start(&Grpc::tcp(), kernel.port, dir.path());
-    let (status, _, _) = send(client().get(envoy.url("/v1/kernels")).header("x-user", "alice"));
+    let (status, _, _) = send(
+        client()
+            .get(envoy.url("/v1/kernels"))
+            .header("x-user", "alice"),
+    );
     assert_eq!(status, 503);
 }

@@ -71,12 +71,16 @@ fn twelve_swaps_under_load_fail_no_request() {
                     sent.fetch_add(1, Ordering::Relaxed);
                     match http.get(envoy.url("/v1/kernels")).send() {
                         Ok(r) if r.status().as_u16() == 200 => {
-                            let echo: Value = serde_json::from_str(&r.text().unwrap_or_default()).unwrap_or(Value::Null);
+                            let echo: Value = serde_json::from_str(&r.text().unwrap_or_default())
+                                .unwrap_or(Value::Null);
                             if let Some(rev) = echo["headers"]["x-bundle-revision"].as_str() {
                                 seen.lock().expect("lock").insert(rev.to_owned());
                             }
                         }
-                        Ok(r) => failures.lock().expect("lock").push(format!("status {}", r.status())),
+                        Ok(r) => failures
+                            .lock()
+                            .expect("lock")
+                            .push(format!("status {}", r.status())),
                         Err(e) => failures.lock().expect("lock").push(e.to_string()),
                     }
                 }
@@ -87,9 +91,11 @@ fn twelve_swaps_under_load_fail_no_request() {
             std::thread::sleep(Duration::from_millis(150));
             let revision = format!("r{n}");
             write_revision(&bundle, &revision);
-            wait_until(&format!("revision {revision} to be active"), Duration::from_secs(10), || {
-                active_revision(&sidecar) == revision
-            });
+            wait_until(
+                &format!("revision {revision} to be active"),
+                Duration::from_secs(10),
+                || active_revision(&sidecar) == revision,
+            );
             revisions.push(revision);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -97,14 +103,34 @@ fn twelve_swaps_under_load_fail_no_request() {
     });
     let failures = failures.into_inner().expect("lock");
     let sent = sent.into_inner();
-    assert!(failures.is_empty(), "{} of {sent} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(sent > 100, "the load generator sent only {sent} requests");
     let seen = seen.into_inner().expect("lock");
-    assert!(seen.contains("r12"), "the last revision decided requests: {seen:?}");
-    assert!(seen.len() >= 6, "requests were decided by several revisions during the run: {seen:?}");
-    assert_eq!(sidecar.metric(r#"sentinel_bundle_loads_total{result="success"}"#), 13.0);
-    assert_eq!(sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#), 0.0);
-    assert_eq!(sidecar.metric(r#"sentinel_bundle_info{name="swap",revision="r12"}"#), 1.0);
+    assert!(
+        seen.contains("r12"),
+        "the last revision decided requests: {seen:?}"
+    );
+    assert!(
+        seen.len() >= 6,
+        "requests were decided by several revisions during the run: {seen:?}"
+    );
+    assert_eq!(
+        sidecar.metric(r#"sentinel_bundle_loads_total{result="success"}"#),
+        13.0
+    );
+    assert_eq!(
+        sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#),
+        0.0
+    );
+    assert_eq!(
+        sidecar.metric(r#"sentinel_bundle_info{name="swap",revision="r12"}"#),
+        1.0
+    );
     drop(kernel);
 }
 
@@ -120,13 +146,19 @@ fn broken_bundle_is_refused_counted_and_the_old_one_keeps_deciding() {
     let mut broken = revision_policy("r2");
     broken["when"] = json!({"and": [true, {"startz_with": [{"var": "request.path"}, "/"]}]});
     replace_file(&bundle.join("policies/stamp.json"), &broken.to_string());
-    wait_until("the broken bundle to be refused", Duration::from_secs(10), || {
-        sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#) == 1.0
-    });
+    wait_until(
+        "the broken bundle to be refused",
+        Duration::from_secs(10),
+        || sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#) == 1.0,
+    );
     let status = sidecar.status();
-    let message = status["lastBundleError"]["message"].as_str().unwrap_or_default();
+    let message = status["lastBundleError"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
-        message.starts_with("policies/stamp.json: policy \"stamp\" at /when/and/1/startz_with: unknown operator"),
+        message.starts_with(
+            "policies/stamp.json: policy \"stamp\" at /when/and/1/startz_with: unknown operator"
+        ),
         "{message}"
     );
     assert_eq!(status["bundle"]["revision"], "r1");
@@ -139,7 +171,9 @@ fn broken_bundle_is_refused_counted_and_the_old_one_keeps_deciding() {
 
     // Fixing it activates the new revision.
     write_revision(&bundle, "r2");
-    wait_until("the fixed bundle", Duration::from_secs(10), || active_revision(&sidecar) == "r2");
+    wait_until("the fixed bundle", Duration::from_secs(10), || {
+        active_revision(&sidecar) == "r2"
+    });
 }
 
 /// Lay a bundle out as the kubelet does for a ConfigMap volume with `items`
@@ -165,12 +199,18 @@ fn configmap_symlink_flip_is_picked_up_within_a_second() {
     // The kubelet's update: new directory, new symlink, atomic rename over
     // `..data`, old directory removed.
     configmap_revision(&root, "..2026_11_23_10_05_00.2", "r2");
-    std::os::unix::fs::symlink("..2026_11_23_10_05_00.2", root.join("..data_tmp")).expect("symlink");
+    std::os::unix::fs::symlink("..2026_11_23_10_05_00.2", root.join("..data_tmp"))
+        .expect("symlink");
     let flipped = Instant::now();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("flip");
     std::fs::remove_dir_all(root.join("..2026_11_23_10_00_00.1")).expect("cleanup");
-    wait_until("the flipped revision", Duration::from_secs(1), || active_revision(&sidecar) == "r2");
+    wait_until("the flipped revision", Duration::from_secs(1), || {
+        active_revision(&sidecar) == "r2"
+    });
     let took = flipped.elapsed();
     eprintln!("ConfigMap flip picked up after {took:?}");
-    assert_eq!(sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#), 0.0);
+    assert_eq!(
+        sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#),
+        0.0
+    );
 }

@@ -8,14 +8,14 @@ use crate::audit::AuditCounters;
 use crate::bundle::Bundle;
 use crate::policy::{Mode, Reason, State, Verdict};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Check latency buckets, 5 µs to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
-    500e-3, 1.0,
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+    100e-3, 250e-3, 500e-3, 1.0,
 ];
 
 pub struct Metrics {
@@ -54,7 +54,10 @@ impl PolicyCounters {
     }
 }
 
-fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
     // Names are fixed and unique here, so registration cannot collide.
     let _ = registry.register(Box::new(metric.clone()));
     metric
@@ -66,15 +69,21 @@ impl Metrics {
         let check_latency = registered(
             &registry,
             Histogram::with_opts(
-                HistogramOpts::new("sentinel_check_latency_seconds", "Time to decide one ext_authz Check.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "sentinel_check_latency_seconds",
+                    "Time to decide one ext_authz Check.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid histogram"),
         );
         let decisions_vec = registered(
             &registry,
             IntCounterVec::new(
-                Opts::new("sentinel_decisions_total", "Decisions by outcome and reason."),
+                Opts::new(
+                    "sentinel_decisions_total",
+                    "Decisions by outcome and reason.",
+                ),
                 &["decision", "reason"],
             )
             .expect("valid counter"),
@@ -85,7 +94,10 @@ impl Metrics {
         let policy_matches = registered(
             &registry,
             IntCounterVec::new(
-                Opts::new("sentinel_policy_matches_total", "Policy matches by policy and mode."),
+                Opts::new(
+                    "sentinel_policy_matches_total",
+                    "Policy matches by policy and mode.",
+                ),
                 &["policy", "mode"],
             )
             .expect("valid counter"),
@@ -93,7 +105,10 @@ impl Metrics {
         let policy_eval_errors = registered(
             &registry,
             IntCounterVec::new(
-                Opts::new("sentinel_policy_eval_errors_total", "Policy evaluations that failed."),
+                Opts::new(
+                    "sentinel_policy_eval_errors_total",
+                    "Policy evaluations that failed.",
+                ),
                 &["policy"],
             )
             .expect("valid counter"),
@@ -122,16 +137,32 @@ impl Metrics {
             )
             .expect("valid gauge"),
         );
-        let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help).expect("valid counter"));
-        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help).expect("valid gauge"));
+        let counter = |name: &str, help: &str| {
+            registered(
+                &registry,
+                IntCounter::new(name, help).expect("valid counter"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            registered(&registry, IntGauge::new(name, help).expect("valid gauge"))
+        };
         let audit = AuditCounters {
-            shipped: counter("sentinel_audit_shipped_total", "Decision records acknowledged by the audit service."),
+            shipped: counter(
+                "sentinel_audit_shipped_total",
+                "Decision records acknowledged by the audit service.",
+            ),
             dropped: counter(
                 "sentinel_audit_dropped_total",
                 "Decision records dropped, whatever the reason (queue full, spool bound).",
             ),
-            queue_depth: gauge("sentinel_audit_queue_depth", "Decision records waiting in memory."),
-            spool_bytes: gauge("sentinel_audit_spool_bytes", "Bytes of decision records in the spool."),
+            queue_depth: gauge(
+                "sentinel_audit_queue_depth",
+                "Decision records waiting in memory.",
+            ),
+            spool_bytes: gauge(
+                "sentinel_audit_spool_bytes",
+                "Bytes of decision records in the spool.",
+            ),
         };
         Metrics {
             check_latency,
@@ -167,7 +198,8 @@ impl Metrics {
             .policies()
             .iter()
             .map(|p| PolicyCounters {
-                matches: ["enforce", "canary", "shadow"].map(|m| self.policy_matches.with_label_values(&[&*p.id, m])),
+                matches: ["enforce", "canary", "shadow"]
+                    .map(|m| self.policy_matches.with_label_values(&[&*p.id, m])),
                 eval_errors: self.policy_eval_errors.with_label_values(&[&*p.id]),
             })
             .collect()
@@ -176,9 +208,13 @@ impl Metrics {
     /// Point `sentinel_bundle_info` at the new bundle.
     pub fn set_active_bundle(&self, previous: Option<&Bundle>, current: &Bundle) {
         if let Some(old) = previous {
-            let _ = self.bundle_info.remove_label_values(&[&*old.name, &*old.revision]);
+            let _ = self
+                .bundle_info
+                .remove_label_values(&[&*old.name, &*old.revision]);
         }
-        self.bundle_info.with_label_values(&[&*current.name, &*current.revision]).set(1);
+        self.bundle_info
+            .with_label_values(&[&*current.name, &*current.revision])
+            .set(1);
     }
 
     /// The text exposition of every metric.

@@ -189,7 +189,10 @@ async fn explain(State(state): State<AdminState>, Path(id): Path<String>) -> Res
     let Some(policy) = engine.bundle.policies.find(&id) else {
         return error(
             StatusCode::NOT_FOUND,
-            format!("no policy \"{id}\" in bundle {} {}", engine.bundle.name, engine.bundle.revision),
+            format!(
+                "no policy \"{id}\" in bundle {} {}",
+                engine.bundle.name, engine.bundle.revision
+            ),
         );
     };
     let recent: Vec<Value> = state

@@ -25,7 +25,9 @@ pub fn decision_id(at: SystemTime) -> Uuid {
     let seed = *SEED.get_or_init(|| Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mixed = splitmix64(seed ^ n);
-    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let millis = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut random = [0u8; 10];
     random[..8].copy_from_slice(&mixed.to_be_bytes());
     random[8..].copy_from_slice(&(seed as u16).to_be_bytes());

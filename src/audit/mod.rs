@@ -75,7 +75,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn start(node: String, log: Arc<DecisionLog>, counters: AuditCounters) -> (Recorder, Pipeline) {
+    pub fn start(
+        node: String,
+        log: Arc<DecisionLog>,
+        counters: AuditCounters,
+    ) -> (Recorder, Pipeline) {
         let (tx, mut rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
         let recorder = Recorder {
             tx,
@@ -116,7 +120,9 @@ pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
         .zip(policies)
         .map(|(i, set)| set.get(i));
     let rationale = match (event.reason, deciding) {
-        (Reason::Policy, Some(p)) if p.document.description.is_empty() => format!("{} matched", p.id),
+        (Reason::Policy, Some(p)) if p.document.description.is_empty() => {
+            format!("{} matched", p.id)
+        }
         (Reason::Policy, Some(p)) => format!("{} matched: {}", p.id, p.document.description),
         (Reason::Error, Some(p)) => format!(
             "{} could not be evaluated; the on-error decision ({}) applied",
@@ -183,7 +189,9 @@ pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-22T23:59:59.123456Z`.
 pub fn format_timestamp(at: SystemTime) -> String {
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
@@ -219,6 +227,9 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_micros() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_391_999_123_456);
         assert_eq!(format_timestamp(at), "2026-11-22T23:59:59.123456Z");
-        assert_eq!(format_timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 }

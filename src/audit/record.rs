@@ -171,7 +171,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys() {
         let mut out = String::new();
-        write_canonical(&serde_json::json!({"b": 1, "a": [true, {"d": null, "c": "x"}]}), &mut out);
+        write_canonical(
+            &serde_json::json!({"b": 1, "a": [true, {"d": null, "c": "x"}]}),
+            &mut out,
+        );
         assert_eq!(out, r#"{"a":[true,{"c":"x","d":null}],"b":1}"#);
     }
 }

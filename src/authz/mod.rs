@@ -80,8 +80,18 @@ impl Authorizer {
                 reason: Reason::Error,
                 status: response::status_of(self.on_error, response::ERROR_STATUS),
             };
-            let response = response::unavailable(self.on_error, &decision_id, "no policy bundle is active");
-            self.finish(started, at, decision_id, &view, &decided, None, None, Default::default());
+            let response =
+                response::unavailable(self.on_error, &decision_id, "no policy bundle is active");
+            self.finish(
+                started,
+                at,
+                decision_id,
+                &view,
+                &decided,
+                None,
+                None,
+                Default::default(),
+            );
             return response;
         };
 
@@ -170,6 +180,9 @@ impl Authorization for Authorizer {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(Authorizer::check(self, request.get_ref())))
+        Ok(tonic::Response::new(Authorizer::check(
+            self,
+            request.get_ref(),
+        )))
     }
 }

@@ -5,7 +5,9 @@ use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendA
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{CheckResponse, DeniedHttpResponse, OkHttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse,
+};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
 use envoy_types::pb::google::rpc::Status;
 use std::collections::HashMap;
@@ -56,7 +58,10 @@ fn metadata(decision_id: &str, policy: Option<&Policy>, revision: &str) -> Struc
     };
     let mut fields = HashMap::with_capacity(4);
     fields.insert("decisionId".to_owned(), string(decision_id));
-    fields.insert("policyId".to_owned(), policy.map_or_else(null, |p| string(&p.id)));
+    fields.insert(
+        "policyId".to_owned(),
+        policy.map_or_else(null, |p| string(&p.id)),
+    );
     fields.insert(
         "policyVersion".to_owned(),
         policy.map_or_else(null, |p| ProtoValue {
@@ -91,7 +96,9 @@ pub fn deny(policy: Option<&Policy>, decision_id: &Uuid, revision: &str) -> (Che
     let response = CheckResponse {
         status: status(GRPC_PERMISSION_DENIED),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus { code: i32::from(code) }),
+            status: Some(HttpStatus {
+                code: i32::from(code),
+            }),
             headers,
             body,
         })),

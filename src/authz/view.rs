@@ -22,7 +22,10 @@ pub enum IdentitySource {
     /// The peer certificate principal Envoy reports for the downstream.
     Peer,
     /// A claim in Envoy metadata, e.g. the payload `jwt_authn` stores.
-    Jwt { namespace: String, claim: Vec<String> },
+    Jwt {
+        namespace: String,
+        claim: Vec<String>,
+    },
     /// A request header set by a trusted gateway.
     Header(String),
     None,
@@ -332,8 +335,16 @@ impl<'r> RequestView<'r> {
         put(&mut request, "method", Some(Val::str(self.method())));
         put(&mut request, "path", Some(Val::str(self.path())));
         put(&mut request, "host", self.http.map(|h| Val::str(&h.host)));
-        put(&mut request, "scheme", self.http.map(|h| Val::str(&h.scheme)));
-        put(&mut request, "protocol", self.http.map(|h| Val::str(&h.protocol)));
+        put(
+            &mut request,
+            "scheme",
+            self.http.map(|h| Val::str(&h.scheme)),
+        );
+        put(
+            &mut request,
+            "protocol",
+            self.http.map(|h| Val::str(&h.protocol)),
+        );
         put(&mut request, "segments", Some(Val::List(self.segments())));
         request.insert("query".into(), Value::Object(query));
         request.insert("headers".into(), Value::Object(headers));
@@ -461,5 +472,239 @@ fn proto_to_json(v: &ProtoValue) -> Value {
         Some(Kind::BoolValue(b)) => Value::Bool(*b),
         Some(Kind::StructValue(s)) => struct_to_json(s),
         Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(proto_to_json).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address as CoreAddress, Metadata, SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+    use serde_json::json;
+
+    fn peer(ip: &str, port: u32, principal: &str) -> Peer {
+        Peer {
+            address: Some(CoreAddress {
+                address: Some(Address::SocketAddress(SocketAddress {
+                    address: ip.into(),
+                    port_specifier: Some(PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            principal: principal.into(),
+            ..Default::default()
+        }
+    }
+
+    fn sample(body: &str) -> CheckRequest {
+        let headers = [
+            ("x-request-id", "rid-1"),
+            ("content-type", "application/json"),
+            ("x-user", "alice"),
+            ("x-roles", "editor, admin"),
+        ];
+        let jwt = json!({"jwt_payload": {"sub": "bob", "roles": ["auditor"], "n": 3}});
+        let jwt_struct = Struct {
+            fields: jwt
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), json_to_proto(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(peer("10.1.2.3", 41000, "spiffe://cluster/ns/a/sa/client")),
+                destination: Some(peer("10.9.9.9", 8080, "spiffe://cluster/ns/k/sa/kernel")),
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        id: "envoy-id".into(),
+                        method: "POST".into(),
+                        path: "/v1/kernels/k1/run?dry=true&name=a%20b&tag=x+y&dry=false".into(),
+                        host: "kernel.local".into(),
+                        scheme: "https".into(),
+                        protocol: "HTTP/1.1".into(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        raw_body: body.as_bytes().to_vec(),
+                        size: body.len() as i64,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: [("tenant".to_string(), "acme".to_string())]
+                    .into_iter()
+                    .collect(),
+                metadata_context: Some(Metadata {
+                    filter_metadata: [("envoy.filters.http.jwt_authn".to_string(), jwt_struct)]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn json_to_proto(v: &Value) -> ProtoValue {
+        let kind = match v {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(*b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            Value::String(s) => Kind::StringValue(s.clone()),
+            Value::Array(a) => Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+                values: a.iter().map(json_to_proto).collect(),
+            }),
+            Value::Object(m) => Kind::StructValue(Struct {
+                fields: m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json_to_proto(v)))
+                    .collect(),
+            }),
+        };
+        ProtoValue { kind: Some(kind) }
+    }
+
+    const PATHS: &[&str] = &[
+        "request.id",
+        "request.method",
+        "request.path",
+        "request.host",
+        "request.scheme",
+        "request.protocol",
+        "request.size",
+        "request.segments",
+        "request.segments.1",
+        "request.query.dry",
+        "request.query.name",
+        "request.query.tag",
+        "request.query.none",
+        "request.headers.x-user",
+        "request.headers.missing",
+        "request.headers",
+        "request.body",
+        "request.body.amount",
+        "request.body.items.0.sku",
+        "request.bodyError",
+        "source.address",
+        "source.port",
+        "source.principal",
+        "destination.address",
+        "destination.port",
+        "context.tenant",
+        "context.none",
+        "metadata.envoy.filters.http.jwt_authn.jwt_payload.sub",
+        "metadata.envoy.filters.http.jwt_authn.jwt_payload.roles.0",
+        "metadata.envoy.filters.http.jwt_authn",
+        "principal.id",
+        "principal.roles",
+        "principal.roles.1",
+        "time.unix",
+        "time",
+        "request",
+        "nosuch",
+        "request.nosuch",
+        "",
+    ];
+
+    /// Every path answers the same from the typed view as from the
+    /// materialised document: the fast paths cannot drift from SPEC §5.
+    #[test]
+    fn typed_view_answers_exactly_what_the_document_answers() {
+        for body in [
+            r#"{"amount": 12000, "items": [{"sku": "A1"}]}"#,
+            "{broken",
+            "",
+        ] {
+            for settings in [
+                ViewSettings::default(),
+                ViewSettings {
+                    principal_from: "header:x-user".parse().unwrap(),
+                    roles_from: "header:x-roles".parse().unwrap(),
+                },
+                ViewSettings {
+                    principal_from: "jwt:envoy.filters.http.jwt_authn:jwt_payload.sub"
+                        .parse()
+                        .unwrap(),
+                    roles_from: "jwt:envoy.filters.http.jwt_authn:jwt_payload.roles"
+                        .parse()
+                        .unwrap(),
+                },
+            ] {
+                let request = sample(body);
+                let view = RequestView::new(&request, &settings, 1_795_000_000);
+                let document = view.document().clone();
+                for raw in PATHS {
+                    let path = VarPath::parse(raw);
+                    let fast = view.resolve(&path).map(|v| v.to_json());
+                    let slow = document.resolve(&path).map(|v| v.to_json());
+                    assert_eq!(
+                        fast, slow,
+                        "path {raw:?} with body {body:?} and {settings:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn view_fields_follow_the_spec() {
+        let settings = ViewSettings {
+            principal_from: "jwt:envoy.filters.http.jwt_authn:jwt_payload.sub"
+                .parse()
+                .unwrap(),
+            roles_from: "header:x-roles".parse().unwrap(),
+        };
+        let request = sample(r#"{"amount": 5}"#);
+        let view = RequestView::new(&request, &settings, 7);
+        let get = |p: &str| view.resolve(&VarPath::parse(p)).map(|v| v.to_json());
+        assert_eq!(get("request.id"), Some(json!("rid-1")));
+        assert_eq!(get("request.path"), Some(json!("/v1/kernels/k1/run")));
+        assert_eq!(
+            get("request.segments"),
+            Some(json!(["v1", "kernels", "k1", "run"]))
+        );
+        assert_eq!(
+            get("request.query.dry"),
+            Some(json!("true")),
+            "first value wins"
+        );
+        assert_eq!(get("request.query.name"), Some(json!("a b")));
+        assert_eq!(get("request.query.tag"), Some(json!("x y")));
+        assert_eq!(get("request.body.amount"), Some(json!(5)));
+        assert_eq!(get("principal.id"), Some(json!("bob")));
+        assert_eq!(get("principal.roles"), Some(json!(["editor", "admin"])));
+        assert_eq!(get("source.port"), Some(json!(41000)));
+        assert_eq!(get("time.unix"), Some(json!(7)));
+
+        let broken = sample("{broken");
+        let view = RequestView::new(&broken, &settings, 7);
+        assert!(view.resolve(&VarPath::parse("request.body")).is_none());
+        let error = view
+            .resolve(&VarPath::parse("request.bodyError"))
+            .map(|v| v.to_json());
+        assert!(error.is_some_and(|e| e.as_str().is_some_and(|s| s.contains("not valid JSON"))));
+    }
+
+    #[test]
+    fn identity_sources_parse_or_fail_clearly() {
+        assert_eq!(
+            "jwt:envoy.filters.http.jwt_authn:payload.sub"
+                .parse::<IdentitySource>()
+                .unwrap(),
+            IdentitySource::Jwt {
+                namespace: "envoy.filters.http.jwt_authn".into(),
+                claim: vec!["payload".into(), "sub".into()],
+            }
+        );
+        assert!("cookie:x".parse::<IdentitySource>().is_err());
+        assert!("jwt:only".parse::<IdentitySource>().is_err());
+        assert!("header:".parse::<IdentitySource>().is_err());
     }
 }

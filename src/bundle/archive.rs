@@ -32,7 +32,9 @@ pub fn unpack(bytes: &[u8]) -> Result<BundleFiles, String> {
     let mut archive = tar::Archive::new(GzDecoder::new(bytes));
     let mut files = BundleFiles::new();
     let mut total: u64 = 0;
-    let entries = archive.entries().map_err(|e| format!("not a tar.gz archive: {e}"))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a tar.gz archive: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("corrupt archive: {e}"))?;
         let kind = entry.header().entry_type();
@@ -53,7 +55,9 @@ pub fn unpack(bytes: &[u8]) -> Result<BundleFiles, String> {
         }
         total += entry.size();
         if total > MAX_TOTAL_BYTES {
-            return Err(format!("archive unpacks to more than {MAX_TOTAL_BYTES} bytes"));
+            return Err(format!(
+                "archive unpacks to more than {MAX_TOTAL_BYTES} bytes"
+            ));
         }
         let mut content = Vec::with_capacity(entry.size() as usize);
         entry
@@ -88,7 +92,10 @@ fn strip_single_top_directory(files: BundleFiles) -> BundleFiles {
     }
     files
         .into_iter()
-        .filter_map(|(name, content)| name.split_once('/').map(|(_, rest)| (rest.to_owned(), content)))
+        .filter_map(|(name, content)| {
+            name.split_once('/')
+                .map(|(_, rest)| (rest.to_owned(), content))
+        })
         .collect()
 }
 

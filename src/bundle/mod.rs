@@ -45,12 +45,18 @@ pub struct PolicyTest {
 pub struct Expectation {
     pub decision: Verdict,
     /// The deciding policy; `null` asserts that the default decided.
-    #[serde(default, deserialize_with = "present_or_null", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub policy_id: Option<Option<String>>,
 }
 
 /// Distinguish an absent `policyId` (not checked) from `null` (default decided).
-fn present_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+fn present_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
@@ -132,7 +138,10 @@ impl Source {
         }
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => Ok(Source::Directory(path)),
-            Ok(_) => Err(BundleError::file(spec, "not a bundle: expected a directory or a .tar.gz file")),
+            Ok(_) => Err(BundleError::file(
+                spec,
+                "not a bundle: expected a directory or a .tar.gz file",
+            )),
             Err(e) => Err(BundleError::file(spec, format!("cannot open bundle: {e}"))),
         }
     }
@@ -151,9 +160,8 @@ impl Source {
                 let bytes = std::fs::read(file).map_err(|e| {
                     BundleError::file(file.display().to_string(), format!("cannot read: {e}"))
                 })?;
-                archive::unpack(&bytes).map_err(|message| {
-                    BundleError::file(file.display().to_string(), message)
-                })
+                archive::unpack(&bytes)
+                    .map_err(|message| BundleError::file(file.display().to_string(), message))
             }
         }
     }
@@ -182,7 +190,10 @@ fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
         let path = dir.join(rel);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size > MAX_FILE_BYTES {
-            return Err(BundleError::file(rel, format!("file is larger than {MAX_FILE_BYTES} bytes")));
+            return Err(BundleError::file(
+                rel,
+                format!("file is larger than {MAX_FILE_BYTES} bytes"),
+            ));
         }
         std::fs::read(&path).map_err(|e| BundleError::file(rel, format!("cannot read: {e}")))
     };
@@ -212,14 +223,20 @@ fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
 
 /// Parse `bytes` as JSON, then deserialize it, with errors naming the JSON
 /// pointer of the offending field.
-fn parse_json<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8]) -> Result<(T, Value), BundleError> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    file: &str,
+    bytes: &[u8],
+) -> Result<(T, Value), BundleError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| BundleError::file(file, format!("invalid JSON: {e}")))?;
     let typed = deserialize_value(file, &value)?;
     Ok((typed, value))
 }
 
-fn deserialize_value<T: serde::de::DeserializeOwned>(file: &str, value: &Value) -> Result<T, BundleError> {
+fn deserialize_value<T: serde::de::DeserializeOwned>(
+    file: &str,
+    value: &Value,
+) -> Result<T, BundleError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let pointer = pointer_of(e.path());
         BundleError {
@@ -253,9 +270,9 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 impl Bundle {
     /// Validate and compile a complete set of bundle files.
     pub fn from_files(files: &BundleFiles) -> Result<Bundle, BundleError> {
-        let manifest_bytes = files
-            .get("bundle.json")
-            .ok_or_else(|| BundleError::file("bundle.json", "missing: every bundle needs a bundle.json"))?;
+        let manifest_bytes = files.get("bundle.json").ok_or_else(|| {
+            BundleError::file("bundle.json", "missing: every bundle needs a bundle.json")
+        })?;
         let (manifest, _): (BundleManifest, _) = parse_json("bundle.json", manifest_bytes)?;
         if manifest.name.is_empty() {
             return Err(BundleError {
@@ -275,7 +292,10 @@ impl Bundle {
                 return Err(BundleError {
                     policy: Some(document.id.clone()),
                     pointer: Some("/id".into()),
-                    ..BundleError::file(file.as_str(), format!("duplicate policy id (also in {first})"))
+                    ..BundleError::file(
+                        file.as_str(),
+                        format!("duplicate policy id (also in {first})"),
+                    )
                 });
             }
             let id = document.id.clone();
@@ -300,7 +320,10 @@ impl Bundle {
                     if !policy_files.contains_key(id) {
                         return Err(BundleError {
                             pointer: Some(format!("/{i}/expect/policyId")),
-                            ..BundleError::file(file.as_str(), format!("test \"{}\" expects unknown policy \"{id}\"", case.name))
+                            ..BundleError::file(
+                                file.as_str(),
+                                format!("test \"{}\" expects unknown policy \"{id}\"", case.name),
+                            )
                         });
                     }
                 }
@@ -327,7 +350,9 @@ impl Bundle {
             for case in cases {
                 total += 1;
                 let outcome = self.policies.decide(&case.input, Verdict::Deny);
-                let got_policy = outcome.deciding.map(|i| self.policies.get(i).id.to_string());
+                let got_policy = outcome
+                    .deciding
+                    .map(|i| self.policies.get(i).id.to_string());
                 let policy_ok = match &case.expect.policy_id {
                     None => true,
                     Some(expected) => expected == &got_policy,
@@ -347,7 +372,9 @@ impl Bundle {
                 failures.push(format!(
                     "FAIL {file}: test \"{}\": policy {}: expected {expected}, got {}",
                     case.name,
-                    expected_policy.or_else(|| got_policy.clone()).unwrap_or_else(|| "(default)".into()),
+                    expected_policy
+                        .or_else(|| got_policy.clone())
+                        .unwrap_or_else(|| "(default)".into()),
                     describe(outcome.verdict, &got_policy),
                 ));
             }

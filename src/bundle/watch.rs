@@ -30,7 +30,11 @@ impl Drop for WatchHandle {
 
 /// Watch `source`; call `on_load` with every new bundle (or the error that
 /// refused it). `current_digest` is the digest already active, if any.
-pub fn watch<F>(source: Source, current_digest: Option<String>, on_load: F) -> notify::Result<WatchHandle>
+pub fn watch<F>(
+    source: Source,
+    current_digest: Option<String>,
+    on_load: F,
+) -> notify::Result<WatchHandle>
 where
     F: Fn(Result<Bundle, BundleError>) + Send + Sync + 'static,
 {
@@ -67,7 +71,10 @@ where
             let read = tokio::task::spawn_blocking(move || src.read()).await;
             let files = match read {
                 Ok(files) => files,
-                Err(join_error) => Err(BundleError::file(source.to_string(), format!("reload failed: {join_error}"))),
+                Err(join_error) => Err(BundleError::file(
+                    source.to_string(),
+                    format!("reload failed: {join_error}"),
+                )),
             };
             let result = match files {
                 Ok(files) => {
@@ -77,7 +84,12 @@ where
                     }
                     let loaded = tokio::task::spawn_blocking(move || Bundle::from_files(&files))
                         .await
-                        .unwrap_or_else(|e| Err(BundleError::file(source.to_string(), format!("reload failed: {e}"))));
+                        .unwrap_or_else(|e| {
+                            Err(BundleError::file(
+                                source.to_string(),
+                                format!("reload failed: {e}"),
+                            ))
+                        });
                     if loaded.is_ok() {
                         last_digest = Some(digest);
                     }

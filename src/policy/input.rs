@@ -155,9 +155,23 @@ fn classify(segments: &[Box<str>]) -> (Field, usize) {
         (Some(peer @ ("source" | "destination")), Some(second)) => {
             let source = peer == "source";
             match second {
-                "address" => (if source { SourceAddress } else { DestinationAddress }, 2),
+                "address" => (
+                    if source {
+                        SourceAddress
+                    } else {
+                        DestinationAddress
+                    },
+                    2,
+                ),
                 "port" => (if source { SourcePort } else { DestinationPort }, 2),
-                "principal" => (if source { SourcePrincipal } else { DestinationPrincipal }, 2),
+                "principal" => (
+                    if source {
+                        SourcePrincipal
+                    } else {
+                        DestinationPrincipal
+                    },
+                    2,
+                ),
                 _ => (Unknown, 2),
             }
         }

@@ -154,18 +154,33 @@ impl Policy {
         if !(0.0..=100.0).contains(&document.canary_percent) {
             return Err(fail(
                 "/canaryPercent",
-                format!("canaryPercent must be between 0 and 100, got {}", document.canary_percent),
+                format!(
+                    "canaryPercent must be between 0 and 100, got {}",
+                    document.canary_percent
+                ),
             ));
         }
         if let Some(status) = document.response.status {
             if !(200..=599).contains(&status) {
-                return Err(fail("/response/status", format!("status must be an HTTP status (200-599), got {status}")));
+                return Err(fail(
+                    "/response/status",
+                    format!("status must be an HTTP status (200-599), got {status}"),
+                ));
             }
         }
         for (field, names) in [
-            ("headers", document.response.headers.keys().collect::<Vec<_>>()),
-            ("responseHeaders", document.response.response_headers.keys().collect()),
-            ("removeHeaders", document.response.remove_headers.iter().collect()),
+            (
+                "headers",
+                document.response.headers.keys().collect::<Vec<_>>(),
+            ),
+            (
+                "responseHeaders",
+                document.response.response_headers.keys().collect(),
+            ),
+            (
+                "removeHeaders",
+                document.response.remove_headers.iter().collect(),
+            ),
         ] {
             if let Some(bad) = names.iter().find(|n| !is_header_name(n)) {
                 return Err(fail(
@@ -182,7 +197,11 @@ impl Policy {
             };
             fail(&pointer, e.message)
         })?;
-        let evidence = document.evidence.iter().map(|p| VarPath::parse(p)).collect();
+        let evidence = document
+            .evidence
+            .iter()
+            .map(|p| VarPath::parse(p))
+            .collect();
         let canary_key = VarPath::parse(&document.canary_key);
         let canary_threshold = (document.canary_percent * 100.0).round() as u64;
         Ok(Policy {
@@ -303,7 +322,10 @@ pub struct Outcome {
 impl Outcome {
     /// Enforced allow policies that matched, in id order (their response
     /// headers are merged in this order).
-    pub fn enforced_allows<'p>(&'p self, set: &'p PolicySet) -> impl Iterator<Item = &'p Policy> + 'p {
+    pub fn enforced_allows<'p>(
+        &'p self,
+        set: &'p PolicySet,
+    ) -> impl Iterator<Item = &'p Policy> + 'p {
         self.matches
             .iter()
             .filter(|m| m.mode == Mode::Enforce)
@@ -450,7 +472,9 @@ impl PolicySet {
             .evidence
             .iter()
             .map(|path| {
-                let value = input.resolve(path).map_or(Value::Null, |v: Val<'_>| v.to_json());
+                let value = input
+                    .resolve(path)
+                    .map_or(Value::Null, |v: Val<'_>| v.to_json());
                 (path.as_str().to_owned(), value)
             })
             .collect()
@@ -499,9 +523,18 @@ mod tests {
             Verdict::Allow,
         );
         let out = set.decide(&json!({}), Verdict::Deny);
-        assert_eq!((out.verdict, out.reason, out.deciding), (Verdict::Allow, Reason::Default, None));
+        assert_eq!(
+            (out.verdict, out.reason, out.deciding),
+            (Verdict::Allow, Reason::Default, None)
+        );
         // The simulating policy matched in shadow; the draft was not evaluated.
-        assert_eq!(out.matches, vec![Match { policy: 1, mode: Mode::Shadow }]);
+        assert_eq!(
+            out.matches,
+            vec![Match {
+                policy: 1,
+                mode: Mode::Shadow
+            }]
+        );
     }
 
     #[test]
@@ -516,7 +549,10 @@ mod tests {
                 set.decide(&input, Verdict::Deny).verdict == Verdict::Deny
             })
             .count();
-        assert!((210..=390).contains(&denied), "{denied} of 3000 in a 10% canary");
+        assert!(
+            (210..=390).contains(&denied),
+            "{denied} of 3000 in a 10% canary"
+        );
     }
 
     #[test]

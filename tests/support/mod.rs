@@ -127,7 +127,10 @@ impl Kernel {
             .expect("python3 runs the mock Kernel");
         let kernel = Kernel {
             port,
-            _proc: Proc { child, name: "kernel" },
+            _proc: Proc {
+                child,
+                name: "kernel",
+            },
         };
         wait_until("the mock Kernel", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -193,7 +196,10 @@ impl Sidecar {
         Sidecar {
             grpc,
             admin_port,
-            proc: Proc { child, name: "sidecar" },
+            proc: Proc {
+                child,
+                name: "sidecar",
+            },
             log,
         }
     }
@@ -243,10 +249,16 @@ impl Envoy {
         let port = free_port();
         let admin_port = free_port();
         let (template, target) = match sidecar {
-            Grpc::Tcp(p) => ("envoy/envoy.yaml", ("port_value: 9191".to_owned(), format!("port_value: {p}"))),
+            Grpc::Tcp(p) => (
+                "envoy/envoy.yaml",
+                ("port_value: 9191".to_owned(), format!("port_value: {p}")),
+            ),
             Grpc::Unix(path) => (
                 "envoy/envoy-uds.yaml",
-                ("path: /tmp/sentinelnet.sock".to_owned(), format!("path: {}", path.display())),
+                (
+                    "path: /tmp/sentinelnet.sock".to_owned(),
+                    format!("path: {}", path.display()),
+                ),
             ),
         };
         let config = std::fs::read_to_string(repo().join(template))
@@ -261,7 +273,15 @@ impl Envoy {
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error", "--file-flush-interval-msec", "100"])
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "error",
+                "--file-flush-interval-msec",
+                "100",
+            ])
             .stdout(std::fs::File::create(&access_log).expect("access log"))
             .stderr(Stdio::null())
             .spawn()
@@ -270,7 +290,10 @@ impl Envoy {
             port,
             admin_port,
             access_log,
-            _proc: Proc { child, name: "envoy" },
+            _proc: Proc {
+                child,
+                name: "envoy",
+            },
         };
         let ready = format!("http://127.0.0.1:{admin_port}/ready");
         wait_until("Envoy to be live", Duration::from_secs(30), || {
@@ -313,11 +336,16 @@ pub fn write_bundle(dir: &Path, name: &str, revision: &str, default: &str, polic
     std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
     std::fs::write(
         dir.join("bundle.json"),
-        serde_json::json!({"name": name, "revision": revision, "defaultDecision": default}).to_string(),
+        serde_json::json!({"name": name, "revision": revision, "defaultDecision": default})
+            .to_string(),
     )
     .expect("write bundle.json");
     for p in policies {
         let id = p["id"].as_str().expect("policy id");
-        std::fs::write(dir.join("policies").join(format!("{id}.json")), p.to_string()).expect("write policy");
+        std::fs::write(
+            dir.join("policies").join(format!("{id}.json")),
+            p.to_string(),
+        )
+        .expect("write policy");
     }
 }

@@ -115,21 +115,35 @@ impl<'a, I: Input> Evaluator<'a, I> {
         }
     }
 
-    fn eval_default(&mut self, default: Option<&'a Expr>, scope: Scope<'_, 'a>) -> Result<Val<'a>, EvalError> {
+    fn eval_default(
+        &mut self,
+        default: Option<&'a Expr>,
+        scope: Scope<'_, 'a>,
+    ) -> Result<Val<'a>, EvalError> {
         match default {
             Some(d) => self.eval(d, scope),
             None => Ok(Val::Null),
         }
     }
 
-    fn arg(&mut self, args: &'a [Expr], i: usize, scope: Scope<'_, 'a>) -> Result<Val<'a>, EvalError> {
+    fn arg(
+        &mut self,
+        args: &'a [Expr],
+        i: usize,
+        scope: Scope<'_, 'a>,
+    ) -> Result<Val<'a>, EvalError> {
         match args.get(i) {
             Some(e) => self.eval(e, scope),
             None => Ok(Val::Null),
         }
     }
 
-    fn eval_op(&mut self, op: Op, args: &'a [Expr], scope: Scope<'_, 'a>) -> Result<Val<'a>, EvalError> {
+    fn eval_op(
+        &mut self,
+        op: Op,
+        args: &'a [Expr],
+        scope: Scope<'_, 'a>,
+    ) -> Result<Val<'a>, EvalError> {
         Ok(match op {
             Op::If => {
                 let mut i = 0;
@@ -242,7 +256,10 @@ impl<'a, I: Input> Evaluator<'a, I> {
                 Val::Num(a % self.arg(args, 1, scope)?.to_number())
             }
             Op::Map | Op::Filter | Op::All | Op::None | Op::Some => {
-                let items = self.arg(args, 0, scope)?.into_array_items().unwrap_or_default();
+                let items = self
+                    .arg(args, 0, scope)?
+                    .into_array_items()
+                    .unwrap_or_default();
                 let logic = &args[1];
                 match op {
                     Op::Map => {
@@ -373,7 +390,11 @@ impl<'a, I: Input> Evaluator<'a, I> {
 
     /// `missing`: keys come from the first argument when it is an array,
     /// otherwise from all arguments.
-    fn missing(&mut self, args: &'a [Expr], scope: Scope<'_, 'a>) -> Result<Vec<Val<'a>>, EvalError> {
+    fn missing(
+        &mut self,
+        args: &'a [Expr],
+        scope: Scope<'_, 'a>,
+    ) -> Result<Vec<Val<'a>>, EvalError> {
         if args.is_empty() {
             return Ok(Vec::new());
         }
@@ -445,21 +466,55 @@ mod tests {
     #[test]
     fn extensions() {
         let data = json!({"source": {"address": "10.1.2.3"}, "p": "/v1/kernels/abc"});
-        assert_eq!(run(json!({"in_cidr": [{"var": "source.address"}, "10.0.0.0/8"]}), data.clone()), json!(true));
-        assert_eq!(run(json!({"in_cidr": [{"var": "source.address"}, ["192.168.0.0/16", "fd00::/8"]]}), data.clone()), json!(false));
-        assert_eq!(run(json!({"in_cidr": ["not-an-ip", "10.0.0.0/8"]}), data.clone()), json!(false));
-        assert_eq!(run(json!({"matches": [{"var": "p"}, "^/v1/kernels/[a-z]+$"]}), data.clone()), json!(true));
-        assert_eq!(run(json!({"starts_with": [{"var": "p"}, "/v1/"]}), data.clone()), json!(true));
-        assert_eq!(run(json!({"ends_with": [{"var": "p"}, "/xyz"]}), data.clone()), json!(false));
+        assert_eq!(
+            run(
+                json!({"in_cidr": [{"var": "source.address"}, "10.0.0.0/8"]}),
+                data.clone()
+            ),
+            json!(true)
+        );
+        assert_eq!(
+            run(
+                json!({"in_cidr": [{"var": "source.address"}, ["192.168.0.0/16", "fd00::/8"]]}),
+                data.clone()
+            ),
+            json!(false)
+        );
+        assert_eq!(
+            run(
+                json!({"in_cidr": ["not-an-ip", "10.0.0.0/8"]}),
+                data.clone()
+            ),
+            json!(false)
+        );
+        assert_eq!(
+            run(
+                json!({"matches": [{"var": "p"}, "^/v1/kernels/[a-z]+$"]}),
+                data.clone()
+            ),
+            json!(true)
+        );
+        assert_eq!(
+            run(json!({"starts_with": [{"var": "p"}, "/v1/"]}), data.clone()),
+            json!(true)
+        );
+        assert_eq!(
+            run(json!({"ends_with": [{"var": "p"}, "/xyz"]}), data.clone()),
+            json!(false)
+        );
         assert_eq!(run(json!({"starts_with": [5, "5"]}), data), json!(false));
     }
 
     #[test]
     fn step_budget_stops_runaway_iteration() {
         let big: Vec<u32> = (0..300_000).collect();
-        let rule = Rule::compile(&json!({"map": [{"var": "xs"}, {"+": [{"var": ""}, 1]}]})).unwrap();
+        let rule =
+            Rule::compile(&json!({"map": [{"var": "xs"}, {"+": [{"var": ""}, 1]}]})).unwrap();
         let data = json!({ "xs": big });
-        assert_eq!(evaluate(&rule.root, &data).err(), Some(EvalError::BudgetExceeded));
+        assert_eq!(
+            evaluate(&rule.root, &data).err(),
+            Some(EvalError::BudgetExceeded)
+        );
     }
 
     #[test]

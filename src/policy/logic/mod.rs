@@ -220,9 +220,17 @@ fn escape_pointer(token: &str) -> String {
 }
 
 impl Compiler {
-    fn compile(&mut self, rule: &Value, pointer: &mut String, depth: usize) -> Result<Expr, CompileError> {
+    fn compile(
+        &mut self,
+        rule: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         if depth > MAX_DEPTH {
-            return Err(err(pointer, format!("rule nested deeper than {MAX_DEPTH} levels")));
+            return Err(err(
+                pointer,
+                format!("rule nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
         match rule {
             Value::Array(items) => {
@@ -262,7 +270,13 @@ impl Compiler {
         }
     }
 
-    fn child(&mut self, rule: &Value, pointer: &mut String, token: &str, depth: usize) -> Result<Expr, CompileError> {
+    fn child(
+        &mut self,
+        rule: &Value,
+        pointer: &mut String,
+        token: &str,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         let len = pointer.len();
         pointer.push('/');
         pointer.push_str(token);
@@ -274,14 +288,19 @@ impl Compiler {
     }
 
     /// Arguments as json-logic-js sees them: a non-array is one argument.
-    fn args<'v>(raw: &'v Value) -> (&'v [Value], bool) {
+    fn args(raw: &Value) -> (&[Value], bool) {
         match raw {
             Value::Array(items) => (items.as_slice(), true),
             single => (std::slice::from_ref(single), false),
         }
     }
 
-    fn compile_args(&mut self, raw: &Value, pointer: &mut String, depth: usize) -> Result<Vec<Expr>, CompileError> {
+    fn compile_args(
+        &mut self,
+        raw: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Vec<Expr>, CompileError> {
         let (args, is_array) = Self::args(raw);
         let mut out = Vec::with_capacity(args.len());
         for (i, arg) in args.iter().enumerate() {
@@ -294,7 +313,13 @@ impl Compiler {
         Ok(out)
     }
 
-    fn compile_operation(&mut self, name: &str, raw_args: &Value, pointer: &mut String, depth: usize) -> Result<Expr, CompileError> {
+    fn compile_operation(
+        &mut self,
+        name: &str,
+        raw_args: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         match name {
             "var" => return self.compile_var(raw_args, pointer, depth),
             "matches" => return self.compile_matches(raw_args, pointer, depth),
@@ -345,12 +370,21 @@ impl Compiler {
         }
     }
 
-    fn compile_var(&mut self, raw_args: &Value, pointer: &mut String, depth: usize) -> Result<Expr, CompileError> {
+    fn compile_var(
+        &mut self,
+        raw_args: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         let mut args = self.compile_args(raw_args, pointer, depth)?;
         if args.len() > 2 {
             return Err(err(pointer, arity_message("var", 0, 2, args.len())));
         }
-        let default = if args.len() == 2 { args.pop().map(Box::new) } else { None };
+        let default = if args.len() == 2 {
+            args.pop().map(Box::new)
+        } else {
+            None
+        };
         let path_arg = args.pop();
         let path = match path_arg {
             None | Some(Expr::Const(Value::Null)) => VarPath::parse(""),
@@ -359,7 +393,10 @@ impl Compiler {
             Some(Expr::Const(other)) => {
                 return Err(err(
                     pointer,
-                    format!("var path must be a string or a number, got {}", type_name(&other)),
+                    format!(
+                        "var path must be a string or a number, got {}",
+                        type_name(&other)
+                    ),
                 ))
             }
             Some(dynamic) => {
@@ -374,7 +411,12 @@ impl Compiler {
         Ok(Expr::Var { path, default })
     }
 
-    fn compile_matches(&mut self, raw_args: &Value, pointer: &mut String, depth: usize) -> Result<Expr, CompileError> {
+    fn compile_matches(
+        &mut self,
+        raw_args: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         let mut args = self.compile_args(raw_args, pointer, depth)?;
         if args.len() != 2 {
             return Err(err(pointer, arity_message("matches", 2, 2, args.len())));
@@ -402,7 +444,12 @@ impl Compiler {
         Ok(Expr::Matches { subject, regex })
     }
 
-    fn compile_in_cidr(&mut self, raw_args: &Value, pointer: &mut String, depth: usize) -> Result<Expr, CompileError> {
+    fn compile_in_cidr(
+        &mut self,
+        raw_args: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<Expr, CompileError> {
         let mut args = self.compile_args(raw_args, pointer, depth)?;
         if args.len() != 2 {
             return Err(err(pointer, arity_message("in_cidr", 2, 2, args.len())));
@@ -411,12 +458,11 @@ impl Compiler {
         let literals: Vec<Value> = match args.pop() {
             Some(Expr::Const(Value::String(s))) => vec![Value::String(s)],
             Some(Expr::Const(Value::Array(items))) if !items.is_empty() => items,
-            _ => {
-                return Err(err(
-                    &networks_pointer,
-                    "in_cidr: the networks must be a literal CIDR string or a non-empty array of them".into(),
-                ))
-            }
+            _ => return Err(err(
+                &networks_pointer,
+                "in_cidr: the networks must be a literal CIDR string or a non-empty array of them"
+                    .into(),
+            )),
         };
         let mut nets = Vec::with_capacity(literals.len());
         for (i, literal) in literals.iter().enumerate() {
@@ -427,11 +473,12 @@ impl Compiler {
             match parsed {
                 Ok(net) => nets.push(net.trunc()),
                 Err(_) => {
-                    let at = if literals.len() > 1 && matches!(raw_args.get(1), Some(Value::Array(_))) {
-                        format!("{networks_pointer}/{i}")
-                    } else {
-                        networks_pointer.clone()
-                    };
+                    let at =
+                        if literals.len() > 1 && matches!(raw_args.get(1), Some(Value::Array(_))) {
+                            format!("{networks_pointer}/{i}")
+                        } else {
+                            networks_pointer.clone()
+                        };
                     return Err(err(&at, format!("in_cidr: invalid CIDR {literal}")));
                 }
             }
@@ -472,7 +519,11 @@ fn fold_constant(expr: Expr) -> Expr {
 
 fn err(pointer: &str, message: String) -> CompileError {
     CompileError {
-        pointer: if pointer.is_empty() { "/".into() } else { pointer.into() },
+        pointer: if pointer.is_empty() {
+            "/".into()
+        } else {
+            pointer.into()
+        },
         message,
     }
 }
@@ -525,7 +576,9 @@ mod tests {
         assert_eq!(e.pointer, "/matches/1");
         assert!(e.message.contains("invalid regex"), "{e}");
 
-        let e = compile_err(json!({"in_cidr": [{"var": "source.address"}, ["10.0.0.0/8", "300.1.0.0/16"]]}));
+        let e = compile_err(
+            json!({"in_cidr": [{"var": "source.address"}, ["10.0.0.0/8", "300.1.0.0/16"]]}),
+        );
         assert_eq!(e.pointer, "/in_cidr/1/1");
         assert!(e.message.contains("invalid CIDR"), "{e}");
     }
@@ -535,14 +588,24 @@ mod tests {
         let rule = Rule::compile(&json!({"in": ["a", {"merge": [["a"], ["b"]]}]})).unwrap();
         assert!(matches!(rule.root, Expr::Const(Value::Bool(true))));
         let rule = Rule::compile(&json!({"==": [{"var": "x"}, {"+": [1, 2]}]})).unwrap();
-        let Expr::Op { args, .. } = &rule.root else { panic!("not an op") };
+        let Expr::Op { args, .. } = &rule.root else {
+            panic!("not an op")
+        };
         assert!(matches!(&args[1], Expr::Const(v) if v == &json!(3)));
     }
 
     #[test]
     fn body_reads_are_detected() {
-        assert!(Rule::compile(&json!({"var": "request.body.amount"})).unwrap().reads_body());
-        assert!(!Rule::compile(&json!({"var": "request.method"})).unwrap().reads_body());
-        assert!(Rule::compile(&json!({"var": {"cat": ["request.", "body"]}})).unwrap().reads_body());
+        assert!(Rule::compile(&json!({"var": "request.body.amount"}))
+            .unwrap()
+            .reads_body());
+        assert!(!Rule::compile(&json!({"var": "request.method"}))
+            .unwrap()
+            .reads_body());
+        assert!(
+            Rule::compile(&json!({"var": {"cat": ["request.", "body"]}}))
+                .unwrap()
+                .reads_body()
+        );
     }
 }

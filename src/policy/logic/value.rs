@@ -264,7 +264,9 @@ pub fn string_to_number(s: &str) -> f64 {
         return u64::from_str_radix(hex, 16).map_or(f64::NAN, |v| v as f64);
     }
     // Rust accepts "inf"/"nan" spellings JavaScript does not.
-    if t.bytes().any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E') {
+    if t.bytes()
+        .any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E')
+    {
         return f64::NAN;
     }
     t.parse::<f64>().unwrap_or(f64::NAN)
@@ -346,8 +348,14 @@ mod tests {
 
     #[test]
     fn relational_comparison_of_strings_and_numbers() {
-        assert_eq!(compare(&Val::str("a"), &Val::str("b")), Some(Ordering::Less));
-        assert_eq!(compare(&Val::str("11"), &Val::Num(2.0)), Some(Ordering::Greater));
+        assert_eq!(
+            compare(&Val::str("a"), &Val::str("b")),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            compare(&Val::str("11"), &Val::Num(2.0)),
+            Some(Ordering::Greater)
+        );
         assert_eq!(compare(&Val::str("x"), &Val::Num(2.0)), None);
     }
 }
