@@ -2,7 +2,7 @@
 //! environment variable named in its help. Bad input exits 2 with one line;
 //! failed tests exit 1.
 
-use crate::audit::{ids, to_record, DecisionEvent};
+use crate::audit::{ids, to_record, verify, AuditConfig, ClientTls, DecisionEvent};
 use crate::authz::{IdentitySource, ViewSettings};
 use crate::bundle::{self, Bundle, Source};
 use crate::policy::{Mode, Verdict};
@@ -37,6 +37,18 @@ enum Command {
     /// Build bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Work with exported decision records.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chains of exported decision records (NDJSON).
+    Verify {
+        /// The records, one JSON object per line.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -65,9 +77,13 @@ struct ServeArgs {
     /// Audit service URL for decision records.
     #[arg(long, env = "SENTINEL_AUDIT_URL")]
     audit_url: Option<String>,
-    /// Directory for the durable decision-record spool.
+    /// Directory for the durable decision-record spool (needs --audit-url).
     #[arg(long, env = "SENTINEL_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Byte bound of the spool (or of the in-memory backlog without one);
+    /// past it the oldest records are dropped and counted.
+    #[arg(long, env = "SENTINEL_SPOOL_MAX_BYTES", default_value_t = 256 << 20)]
+    spool_max_bytes: u64,
     /// Decision when the sidecar cannot decide (no bundle, a policy fails).
     #[arg(long, env = "SENTINEL_ON_ERROR", value_enum, default_value = "deny")]
     on_error: OnError,
@@ -159,6 +175,7 @@ pub fn main() -> i32 {
         }
     };
     init_tracing();
+    crate::tls::install_crypto_provider();
     match run(cli.command) {
         Ok(()) => 0,
         Err(Failure::Usage(message)) => {
@@ -185,6 +202,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Eval(args) => run_eval(args),
         Command::Test(args) => run_test(args),
         Command::Bundle(BundleCommand::Build { dir, output }) => run_build(dir, output),
+        Command::Audit(AuditCommand::Verify { file }) => run_verify(file),
     }
 }
 
@@ -203,11 +221,15 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     if args.bundle_cache.is_some() {
         return Err(not_yet("--bundle-cache"));
     }
-    if args.audit_url.is_some() {
-        return Err(not_yet("--audit-url"));
+    if args.spool_dir.is_some() && args.audit_url.is_none() {
+        return Err(Failure::Usage(
+            "--spool-dir needs --audit-url: the spool holds records until the audit service acknowledges them".into(),
+        ));
     }
-    if args.spool_dir.is_some() {
-        return Err(not_yet("--spool-dir"));
+    if args.spool_max_bytes < 64 * 1024 {
+        return Err(Failure::Usage(
+            "--spool-max-bytes must be at least 65536".into(),
+        ));
     }
     let source = Source::parse(&args.bundle)?;
     let config = ServeConfig {
@@ -223,6 +245,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             roles_from: args.roles_from,
         },
         node: node_name(),
+        audit: AuditConfig {
+            url: args.audit_url,
+            tls: ClientTls::from_env(),
+            spool_dir: args.spool_dir,
+            max_bytes: args.spool_max_bytes,
+        },
     };
     serve::run(config).map_err(Failure::from)
 }
@@ -361,4 +389,32 @@ fn run_build(dir: PathBuf, output: PathBuf) -> Result<(), Failure> {
         bundle.digest
     );
     Ok(())
+}
+
+fn run_verify(file: PathBuf) -> Result<(), Failure> {
+    let display = file.display().to_string();
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+    let report = verify::verify(&text);
+    for chain in &report.chains {
+        println!(
+            "node {} chain {}: seq {}..{} ({} records)",
+            chain.node, chain.chain, chain.first_seq, chain.last_seq, chain.records
+        );
+    }
+    for problem in &report.problems {
+        println!("{display}: {problem}");
+    }
+    println!(
+        "{} records, {} duplicates ignored, {} out of order (tolerated), {} problems",
+        report.records,
+        report.duplicates,
+        report.out_of_order,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed)
+    }
 }

@@ -14,3 +14,4 @@ pub mod bundle;
 pub mod cli;
 pub mod policy;
 pub mod serve;
+pub mod tls;

@@ -2,7 +2,7 @@
 //! audit pipeline and the admin API together, and shuts them down in order.
 
 use crate::admin::{self, metrics::Metrics, AdminState, LoadStatus};
-use crate::audit::{log::DecisionLog, Pipeline};
+use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
 use crate::bundle::{watch, Bundle, BundleError, Source};
 use crate::policy::Verdict;
@@ -45,10 +45,12 @@ pub struct ServeConfig {
     pub on_error: Verdict,
     pub view: ViewSettings,
     pub node: String,
+    pub audit: AuditConfig,
 }
 
-/// Longest the audit queue may take to drain at shutdown.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Longest the audit thread may take at shutdown: its own flush deadline
+/// plus time to write what is left to the spool.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
 
 /// Run the sidecar until SIGTERM/SIGINT. An unusable initial bundle is an
 /// error (exit 2 at the CLI); later bad bundles are refused and reported
@@ -117,8 +119,14 @@ impl Activator {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let log = Arc::new(DecisionLog::default());
-    let (recorder, pipeline) =
-        Pipeline::start(config.node.clone(), log.clone(), metrics.audit.clone());
+    let audit_status = Arc::new(AuditStatus::default());
+    let (recorder, pipeline) = Pipeline::start(
+        config.node.clone(),
+        config.audit.clone(),
+        log.clone(),
+        metrics.audit.clone(),
+        audit_status.clone(),
+    )?;
     let engine: EngineSlot = Arc::new(ArcSwapOption::empty());
     let status = Arc::new(LoadStatus::new(config.source.to_string()));
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -166,6 +174,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metrics,
         status,
         log,
+        audit: audit_status,
     });
     let admin_stop = stopped(stop_rx.clone());
     let admin = tokio::spawn(async move {

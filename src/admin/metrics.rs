@@ -163,6 +163,31 @@ impl Metrics {
                 "sentinel_audit_spool_bytes",
                 "Bytes of decision records in the spool.",
             ),
+            backlog: gauge(
+                "sentinel_audit_backlog_records",
+                "Decision records written but not yet acknowledged by the audit service.",
+            ),
+            ship_failures: counter(
+                "sentinel_audit_ship_failures_total",
+                "Failed POSTs to the audit service.",
+            ),
+            ship_latency: registered(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sentinel_audit_ship_latency_seconds",
+                        "Time of one POST to the audit service.",
+                    )
+                    .buckets(vec![
+                        1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                )
+                .expect("valid histogram"),
+            ),
+            spool_corrupt: counter(
+                "sentinel_audit_spool_corrupt_records_total",
+                "Spool lines found corrupt or torn at start and skipped.",
+            ),
         };
         Metrics {
             check_latency,

@@ -4,7 +4,7 @@
 pub mod metrics;
 
 use crate::audit::log::DecisionLog;
-use crate::audit::{format_timestamp, record::DecisionRecord};
+use crate::audit::{format_timestamp, record::DecisionRecord, AuditStatus};
 use crate::authz::EngineSlot;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -55,6 +55,7 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub status: Arc<LoadStatus>,
     pub log: Arc<DecisionLog>,
+    pub audit: Arc<AuditStatus>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -127,9 +128,12 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
         },
         "audit": {
             "queued": audit.queue_depth.get(),
+            "unacknowledged": audit.backlog.get(),
             "spooledBytes": audit.spool_bytes.get(),
             "shipped": audit.shipped.get(),
             "dropped": audit.dropped.get(),
+            "shipFailures": audit.ship_failures.get(),
+            "pipeline": state.audit.snapshot(),
         },
     }))
 }

@@ -7,20 +7,30 @@
 //! event and counts it. Everything else happens on a dedicated thread, so
 //! audit work never competes with checks on the check runtime.
 
+mod backlog;
 pub mod ids;
 pub mod log;
 pub mod record;
+mod ship;
+mod spool;
+pub mod verify;
 
 use crate::bundle::Bundle;
 use crate::policy::{Mode, Outcome, Reason, Verdict};
+use backlog::{Backlog, Entry, MemoryBacklog};
 use log::DecisionLog;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use record::{Chain, DecisionRecord, ShadowEntry, RECORD_TYPE};
 use serde_json::{Map, Value};
-use std::sync::Arc;
-use std::time::SystemTime;
-use tokio::sync::mpsc;
+use spool::Spool;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
+
+pub use ship::ClientTls;
 
 /// Events waiting for the audit thread, at most.
 pub const QUEUE_CAPACITY: usize = 16_384;
@@ -47,6 +57,10 @@ pub struct AuditCounters {
     pub dropped: IntCounter,
     pub queue_depth: IntGauge,
     pub spool_bytes: IntGauge,
+    pub backlog: IntGauge,
+    pub ship_failures: IntCounter,
+    pub ship_latency: Histogram,
+    pub spool_corrupt: IntCounter,
 }
 
 /// The check path's handle: cheap to clone, never blocks.
@@ -62,48 +76,314 @@ impl Recorder {
             self.counters.dropped.inc();
         }
     }
+}
 
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+/// Where records go besides the in-memory decision log.
+#[derive(Clone, Debug, Default)]
+pub struct AuditConfig {
+    /// POST target; `None` keeps records in the decision log only.
+    pub url: Option<String>,
+    pub tls: ClientTls,
+    /// Durable backlog directory (`--spool-dir`).
+    pub spool_dir: Option<PathBuf>,
+    /// Byte bound of the spool, or of the in-memory backlog without one.
+    pub max_bytes: u64,
+}
+
+/// What `/v1/status` shows about shipping.
+#[derive(Default)]
+pub struct AuditStatus {
+    inner: Mutex<AuditStatusInner>,
+}
+
+#[derive(Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditStatusInner {
+    pub destination: Option<String>,
+    pub spool_dir: Option<String>,
+    pub chain_id: String,
+    pub last_shipped_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+impl AuditStatus {
+    fn update(&self, f: impl FnOnce(&mut AuditStatusInner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn snapshot(&self) -> AuditStatusInner {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
-/// The audit thread. Joins once every [`Recorder`] is dropped and the queue
-/// is drained.
+/// How long shutdown may spend shipping what is left before leaving it in
+/// the spool (or, without one, dropping and counting it).
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How often unsynced spool writes are fsync'd.
+const SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The audit thread: turns events into chained records, keeps the decision
+/// log, and ships. Finishes once every [`Recorder`] is dropped and what was
+/// queued is shipped, spooled or (past [`SHUTDOWN_FLUSH`]) given up on.
 pub struct Pipeline {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// State shared by the writer and the shipper (both on the audit thread).
+struct Shared {
+    backlog: Mutex<Box<dyn Backlog>>,
+    wake: Notify,
+    closing: AtomicBool,
+    counters: AuditCounters,
+}
+
+impl Shared {
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Box<dyn Backlog>> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_sizes(&self, backlog: &dyn Backlog, spooled: bool) {
+        self.counters.backlog.set(backlog.pending() as i64);
+        if spooled {
+            self.counters.spool_bytes.set(backlog.bytes() as i64);
+        }
+    }
+}
+
 impl Pipeline {
+    /// Start the audit thread. Fails on an unusable spool directory or
+    /// audit URL (bad input: the sidecar should not start).
     pub fn start(
         node: String,
+        config: AuditConfig,
         log: Arc<DecisionLog>,
         counters: AuditCounters,
-    ) -> (Recorder, Pipeline) {
-        let (tx, mut rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
+        status: Arc<AuditStatus>,
+    ) -> anyhow::Result<(Recorder, Pipeline)> {
+        let client = match &config.url {
+            Some(url) => Some(config.tls.client_for(url).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let (backlog, chain): (Box<dyn Backlog>, Chain) = match &config.spool_dir {
+            Some(dir) => {
+                let (mut spool, head, corrupt) = Spool::open(dir, config.max_bytes)?;
+                for c in &corrupt {
+                    tracing::warn!(file = %c.file, line = c.line, reason = %c.reason, "skipping corrupt spool record");
+                }
+                counters.spool_corrupt.inc_by(corrupt.len() as u64);
+                let chain = match head {
+                    Some(h) => Chain::resume(h.chain_id, h.seq + 1, h.hash),
+                    None => Chain::fresh(Uuid::now_v7().to_string()),
+                };
+                spool.set_chain(&chain.chain_id);
+                (Box::new(spool), chain)
+            }
+            None => (
+                Box::new(MemoryBacklog::new(config.max_bytes)),
+                Chain::fresh(Uuid::now_v7().to_string()),
+            ),
+        };
+        status.update(|s| {
+            s.destination.clone_from(&config.url);
+            s.spool_dir = config.spool_dir.as_ref().map(|d| d.display().to_string());
+            s.chain_id.clone_from(&chain.chain_id);
+        });
+        let (tx, rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
         let recorder = Recorder {
             tx,
             counters: counters.clone(),
         };
+        let shared = Arc::new(Shared {
+            backlog: Mutex::new(backlog),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            counters,
+        });
+        let spooled = config.spool_dir.is_some();
+        let destination = config.url.clone().zip(client);
         let thread = std::thread::Builder::new()
             .name("sentinel-audit".into())
             .spawn(move || {
-                let mut chain = Chain::fresh(Uuid::now_v7().to_string());
-                while let Some(event) = rx.blocking_recv() {
-                    let mut record = to_record(&node, event);
-                    chain.link(&mut record);
-                    log.push(record);
-                    counters.queue_depth.set(rx.len() as i64);
-                }
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the audit runtime; records are not kept");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let writer = write_records(node, chain, rx, log, shared.clone(), destination.is_some(), spooled);
+                    let syncer = sync_periodically(shared.clone());
+                    match destination {
+                        Some((url, client)) => {
+                            let shipper = ship_records(shared.clone(), client, url, status, spooled);
+                            tokio::join!(writer, shipper, syncer);
+                        }
+                        None => {
+                            tokio::join!(writer, syncer);
+                        }
+                    }
+                    shared.backlog().sync();
+                });
             })
-            .ok();
-        (recorder, Pipeline { thread })
+            .map_err(|e| anyhow::anyhow!("cannot start the audit thread: {e}"))?;
+        Ok((
+            recorder,
+            Pipeline {
+                thread: Some(thread),
+            },
+        ))
     }
 
-    /// Wait for the queue to drain (all recorders must be dropped first).
+    /// Wait for the audit thread (all recorders must be dropped first).
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+async fn write_records(
+    node: String,
+    mut chain: Chain,
+    mut rx: mpsc::Receiver<DecisionEvent>,
+    log: Arc<DecisionLog>,
+    shared: Arc<Shared>,
+    shipping: bool,
+    spooled: bool,
+) {
+    let mut events = Vec::with_capacity(256);
+    while rx.recv_many(&mut events, 256).await > 0 {
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events.drain(..) {
+            let mut record = to_record(&node, event);
+            chain.link(&mut record);
+            if shipping {
+                match serde_json::to_vec(&record) {
+                    Ok(line) => entries.push(Entry {
+                        seq: record.seq,
+                        line,
+                    }),
+                    Err(e) => tracing::error!(error = %e, "cannot serialise a decision record"),
+                }
+            }
+            log.push(record);
+        }
+        if shipping {
+            let mut backlog = shared.backlog();
+            let dropped = backlog.append(entries);
+            shared.counters.dropped.inc_by(dropped);
+            shared.publish_sizes(backlog.as_ref(), spooled);
+            drop(backlog);
+            shared.wake.notify_one();
+        }
+        shared.counters.queue_depth.set(rx.len() as i64);
+    }
+    shared.closing.store(true, Ordering::SeqCst);
+    shared.wake.notify_one();
+}
+
+async fn sync_periodically(shared: Arc<Shared>) {
+    while !shared.closing.load(Ordering::SeqCst) {
+        tokio::time::sleep(SYNC_INTERVAL).await;
+        shared.backlog().sync();
+    }
+}
+
+async fn ship_records(
+    shared: Arc<Shared>,
+    client: reqwest::Client,
+    url: String,
+    status: Arc<AuditStatus>,
+    spooled: bool,
+) {
+    let chain_id = status.snapshot().chain_id;
+    let mut attempt: u32 = 0;
+    let mut oldest_waiting: Option<Instant> = None;
+    let mut close_deadline: Option<Instant> = None;
+    loop {
+        let closing = shared.closing.load(Ordering::SeqCst);
+        if closing && close_deadline.is_none() {
+            close_deadline = Some(Instant::now() + SHUTDOWN_FLUSH);
+        }
+        if close_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let pending = shared.backlog().pending();
+        if pending == 0 {
+            if closing {
+                break;
+            }
+            oldest_waiting = None;
+            shared.wake.notified().await;
+            continue;
+        }
+        // Fill a batch by count or age, unless shutting down.
+        let since = *oldest_waiting.get_or_insert_with(Instant::now);
+        if !closing && pending < ship::BATCH_RECORDS && since.elapsed() < ship::FLUSH_AGE {
+            let _ = tokio::time::timeout(ship::FLUSH_AGE - since.elapsed(), shared.wake.notified())
+                .await;
+            continue;
+        }
+        let Some(batch) = shared
+            .backlog()
+            .next_batch(ship::BATCH_RECORDS, ship::BATCH_BYTES)
+        else {
+            oldest_waiting = None;
+            continue;
+        };
+        let started = Instant::now();
+        let result = ship::post(&client, &url, &chain_id, &batch).await;
+        shared
+            .counters
+            .ship_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                attempt = 0;
+                let mut backlog = shared.backlog();
+                backlog.ack(&batch);
+                shared.publish_sizes(backlog.as_ref(), spooled);
+                drop(backlog);
+                shared.counters.shipped.inc_by(batch.lines.len() as u64);
+                oldest_waiting = None;
+                status.update(|s| {
+                    s.last_shipped_at = Some(format_timestamp(SystemTime::now()));
+                    s.consecutive_failures = 0;
+                });
+            }
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                shared.counters.ship_failures.inc();
+                if attempt == 1 || attempt % 20 == 0 {
+                    tracing::warn!(error = %e, attempt, "shipping decision records failed; retrying");
+                }
+                status.update(|s| {
+                    s.last_error = Some(format!("{}: {e}", format_timestamp(SystemTime::now())));
+                    s.consecutive_failures = attempt;
+                });
+                let mut delay = ship::backoff(attempt, ids::random_u64());
+                if let Some(deadline) = close_deadline {
+                    delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    let left = shared.backlog().pending();
+    if left > 0 {
+        if spooled {
+            tracing::warn!(
+                records = left,
+                "shutting down with unshipped records; they stay in the spool"
+            );
+        } else {
+            tracing::warn!(
+                records = left,
+                "shutting down with unshipped records and no spool: dropped"
+            );
+            shared.counters.dropped.inc_by(left as u64);
         }
     }
 }

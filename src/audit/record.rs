@@ -112,6 +112,15 @@ impl Chain {
         }
     }
 
+    /// Continue a chain found in the spool after `seq - 1` with `last_hash`.
+    pub fn resume(chain_id: String, next_seq: u64, last_hash: String) -> Chain {
+        Chain {
+            chain_id,
+            next_seq,
+            last_hash,
+        }
+    }
+
     /// Link `record` into the chain.
     pub fn link(&mut self, record: &mut DecisionRecord) {
         record.chain_id.clone_from(&self.chain_id);
