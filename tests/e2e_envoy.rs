@@ -3,7 +3,7 @@
 
 mod support;
 
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,13 +16,6 @@ const IDENTITY_FLAGS: &[&str] = &[
     "--roles-from",
     "header:x-roles",
 ];
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
-}
 
 fn send(request: RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
     let response: Response = request.send().expect("Envoy answers");

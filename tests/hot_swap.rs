@@ -61,10 +61,7 @@ fn twelve_swaps_under_load_fail_no_request() {
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
-                let http = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .expect("client");
+                let http = client();
                 // Bounded: stops when the swaps are done, or after 60 s.
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {

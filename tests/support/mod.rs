@@ -3,6 +3,8 @@
 //! mock Kernel upstream that echoes what it received.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -92,13 +94,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// A blocking HTTP client (reqwest needs the process's rustls provider).
+pub fn client() -> reqwest::blocking::Client {
+    sentinelnet::tls::install_crypto_provider();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
 /// A blocking HTTP GET returning (status, body); None when nothing answers.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let response = client.get(url).send().ok()?;
+    let response = client().get(url).send().ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().unwrap_or_default()))
 }
@@ -189,6 +196,8 @@ impl Sidecar {
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(extra)
             .env("POD_NAME", "test-node")
+            // Test receivers speak plain http.
+            .env("DEV_SKIP_MTLS", "true")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

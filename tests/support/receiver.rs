@@ -1,0 +1,147 @@
+//! A real HTTP audit receiver for the tests: accepts gzip NDJSON POSTs,
+//! keeps every record it got (duplicates included, in arrival order), and
+//! can be stopped, restarted on the same port, or made to hang.
+
+use flate2::read::GzDecoder;
+use serde_json::Value;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Received {
+    pub lines: Mutex<Vec<String>>,
+    pub idempotency_keys: Mutex<Vec<String>>,
+    pub hang: AtomicBool,
+}
+
+impl Received {
+    pub fn records(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn ndjson(&self) -> String {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub received: Arc<Received>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Listen on `port` (0 for any) and keep records in `received`.
+    pub fn start(port: u16, received: Arc<Received>) -> Receiver {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = received.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let app = axum::Router::new()
+                    .route("/v1/audit/decisions", axum::routing::post(ingest))
+                    .with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        Receiver {
+            addr,
+            received,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/audit/decisions", self.addr)
+    }
+
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        // A hanging handler would hold graceful shutdown forever.
+        self.received.hang.store(false, Ordering::SeqCst);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+async fn ingest(
+    axum::extract::State(state): axum::extract::State<Arc<Received>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    while state.hang.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let ndjson = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/x-ndjson");
+    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "no Idempotency-Key".into(),
+        );
+    };
+    if !gzip || !ndjson {
+        return (
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "want gzip NDJSON".into(),
+        );
+    }
+    let mut text = String::new();
+    if GzDecoder::new(&body[..]).read_to_string(&mut text).is_err() {
+        return (axum::http::StatusCode::BAD_REQUEST, "bad gzip".into());
+    }
+    state
+        .idempotency_keys
+        .lock()
+        .expect("lock")
+        .push(key.to_owned());
+    let mut lines = state.lines.lock().expect("lock");
+    let before = lines.len();
+    lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+    (
+        axum::http::StatusCode::OK,
+        format!("{{\"accepted\": {}}}", lines.len() - before),
+    )
+}
