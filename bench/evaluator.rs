@@ -1,0 +1,247 @@
+//! Criterion benchmarks of the decision path without transport:
+//! input view construction, deciding with 1, 20 and 1,000 policies, and a
+//! whole in-process `Check` (view, decision, response, metrics, record
+//! hand-off). After criterion, a per-iteration timing pass prints
+//! p50/p99/p99.9, which criterion does not report.
+//!
+//! Run: `cargo bench --bench evaluator`
+
+use criterion::{criterion_group, Criterion};
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address as CoreAddress, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use sentinelnet::admin::metrics::Metrics;
+use sentinelnet::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
+use sentinelnet::authz::view::RequestView;
+use sentinelnet::authz::{Authorizer, Engine, ViewSettings};
+use sentinelnet::bundle::{Bundle, BundleFiles, Source};
+use sentinelnet::policy::input::{Input, VarPath};
+use sentinelnet::policy::Verdict;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+const KERNEL_20: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/bundles/kernel-20");
+
+/// What Envoy sends for `GET /v1/kernels?limit=10` from a caller in the
+/// cluster, with a typical set of headers.
+pub fn sample_request() -> CheckRequest {
+    let headers = [
+        (":authority", "kernel.svc:10000"),
+        (":method", "GET"),
+        (":path", "/v1/kernels?limit=10"),
+        (":scheme", "http"),
+        ("accept", "application/json"),
+        ("user-agent", "kernel-cli/2.3"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "5b0f4f0e-8a2c-4c44-9d5f-2b1d3c0e7a11"),
+        ("x-user", "spiffe://cluster/ns/app/sa/reader"),
+        ("x-roles", "reader,viewer"),
+    ];
+    let peer = |ip: &str, port: u32| Peer {
+        address: Some(CoreAddress {
+            address: Some(Address::SocketAddress(SocketAddress {
+                address: ip.into(),
+                port_specifier: Some(PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer("10.1.2.3", 40123)),
+            destination: Some(peer("10.9.0.7", 10000)),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "1234567890".into(),
+                    method: "GET".into(),
+                    path: "/v1/kernels?limit=10".into(),
+                    host: "kernel.svc:10000".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn settings() -> ViewSettings {
+    ViewSettings {
+        principal_from: "header:x-user".parse().expect("valid"),
+        roles_from: "header:x-roles".parse().expect("valid"),
+    }
+}
+
+fn kernel_files() -> BundleFiles {
+    Source::Directory(KERNEL_20.into())
+        .read()
+        .expect("bench bundle reads")
+}
+
+fn one_policy() -> Bundle {
+    let mut files = kernel_files();
+    files.retain(|name, _| name == "bundle.json" || name == "policies/kernel.read.json");
+    Bundle::from_files(&files).expect("1-policy bundle")
+}
+
+/// 1,000 policies: the 20 realistic ones, 50 times over, each copy on its
+/// own path prefix (copy 0 keeps the real prefix and matches the sample).
+pub fn thousand_policies() -> Bundle {
+    let base = kernel_files();
+    let mut files = BundleFiles::new();
+    files.insert("bundle.json".into(), base["bundle.json"].clone());
+    for copy in 0..50 {
+        for (name, bytes) in base.range("policies/".to_owned()..) {
+            let text = String::from_utf8_lossy(bytes);
+            let mut doc: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
+            let id = format!("{}.{copy:02}", doc["id"].as_str().unwrap_or("p"));
+            doc["id"] = serde_json::Value::String(id.clone());
+            let mut rendered = doc.to_string();
+            if copy > 0 {
+                rendered = rendered.replace("/v1/", &format!("/v1/c{copy}/"));
+            }
+            let stem = name
+                .trim_start_matches("policies/")
+                .trim_end_matches(".json");
+            files.insert(
+                format!("policies/{stem}.{copy:02}.json"),
+                rendered.into_bytes(),
+            );
+        }
+    }
+    Bundle::from_files(&files).expect("1,000-policy bundle")
+}
+
+fn authorizer(bundle: Bundle) -> (Authorizer, Pipeline) {
+    let metrics = Arc::new(Metrics::new());
+    let (recorder, pipeline) = Pipeline::start(
+        "bench".into(),
+        AuditConfig {
+            max_bytes: 64 << 20,
+            ..AuditConfig::default()
+        },
+        Arc::new(DecisionLog::default()),
+        metrics.audit.clone(),
+        Arc::new(AuditStatus::default()),
+    )
+    .expect("audit pipeline");
+    let engine = Engine {
+        counters: metrics.policy_counters(&bundle),
+        bundle: Arc::new(bundle),
+        source: KERNEL_20.into(),
+        activated_at: SystemTime::now(),
+    };
+    let slot = Arc::new(arc_swap::ArcSwapOption::from_pointee(engine));
+    (
+        Authorizer::new(slot, settings(), Verdict::Deny, recorder, metrics),
+        pipeline,
+    )
+}
+
+fn benches(c: &mut Criterion) {
+    let request = sample_request();
+    let settings = settings();
+    let paths: Vec<VarPath> = [
+        "request.method",
+        "request.path",
+        "principal.id",
+        "source.address",
+    ]
+    .iter()
+    .map(|p| VarPath::parse(p))
+    .collect();
+    c.bench_function("view/build and resolve 4 fields", |b| {
+        b.iter(|| {
+            let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
+            for p in &paths {
+                black_box(view.resolve(p));
+            }
+        })
+    });
+    let bundles = [
+        ("decide/1 policy", one_policy()),
+        (
+            "decide/20 policies",
+            Source::Directory(Path::new(KERNEL_20).into())
+                .load()
+                .expect("bundle"),
+        ),
+        ("decide/1000 policies", thousand_policies()),
+    ];
+    for (name, bundle) in &bundles {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
+                black_box(bundle.policies.decide(&view, Verdict::Deny))
+            })
+        });
+    }
+    let (authorizer, _pipeline) =
+        authorizer(Source::Directory(KERNEL_20.into()).load().expect("bundle"));
+    c.bench_function("check/in-process handler, 20 policies", |b| {
+        b.iter(|| black_box(authorizer.check(black_box(&request))))
+    });
+}
+
+/// p50/p99/p99.9 from timing each iteration.
+fn distribution(name: &str, iterations: usize, mut f: impl FnMut()) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let mut samples: Vec<u64> = (0..iterations)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "{name:<42} p50 {:>7.2} µs   p99 {:>7.2} µs   p99.9 {:>7.2} µs",
+        at(0.50),
+        at(0.99),
+        at(0.999)
+    );
+}
+
+fn percentiles() {
+    let request = sample_request();
+    let settings = settings();
+    println!("\nlatency distribution (per-iteration timing, includes ~20 ns of clock reads)");
+    let twenty = Source::Directory(KERNEL_20.into()).load().expect("bundle");
+    distribution("decide/20 policies", 200_000, || {
+        let view = RequestView::new(&request, &settings, 1_795_000_000);
+        black_box(twenty.policies.decide(&view, Verdict::Deny));
+    });
+    let thousand = thousand_policies();
+    distribution("decide/1000 policies", 20_000, || {
+        let view = RequestView::new(&request, &settings, 1_795_000_000);
+        black_box(thousand.policies.decide(&view, Verdict::Deny));
+    });
+    let (authorizer, _pipeline) = authorizer(twenty);
+    distribution("check/in-process handler, 20 policies", 200_000, || {
+        black_box(authorizer.check(&request));
+    });
+}
+
+criterion_group!(group, benches);
+
+fn main() {
+    group();
+    Criterion::default().configure_from_args().final_summary();
+    percentiles();
+}
