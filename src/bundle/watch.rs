@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 /// Quiet time after the last file event before reloading: long enough to
 /// see a whole ConfigMap flip or `cp -r` as one change, short enough to
 /// apply within a second.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct WatchHandle {

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Whole-path load harness: real Envoy 1.40 in front of each authz setup,
+measured in one run, interleaved round by round, so a noisy shared machine
+affects every setup alike.
+
+Setups (each its own Envoy, --concurrency 1, answering with a direct
+response so no upstream adds noise):
+  noauthz       no ext_authz at all (the baseline)
+  rbac          Envoy's in-process RBAC filter enforcing the equivalent rule
+  floor         ext_authz -> a do-nothing server answering OK at once (TCP)
+  sidecar-tcp   ext_authz -> sentinelnet serve, 20-policy bundle, TCP
+  sidecar-uds   ext_authz -> sentinelnet serve, same bundle, Unix socket
+  sidecar-hung  as sidecar-tcp, shipping records to an audit service that
+                accepts connections and never answers
+
+Loads: one connection (wrk -c1), fixed rates of 1k and 5k req/s (h2load
+--rps, per-request log for percentiles), and saturation (wrk -c16).
+
+Printed: req/s, p50/p99/p99.9, authz-server CPU µs per Check (from
+/proc/PID/task/*/schedstat, all threads, so audit work is included), and
+ratios to the no-authz baseline and to the floor. Then the 1,000-policy
+bundle: resident memory, and a bundle swap under load (failed requests,
+time until the new revision is live).
+
+Environment: ROUNDS (3), DURATION seconds per run (5), OUT (a JSON file).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION = int(os.environ.get("DURATION", "5"))
+ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / "target/envoy-venv/bin/envoy"))
+SENTINEL = ROOT / "target/release/sentinelnet"
+FLOOR = ROOT / "target/release/examples/authz-floor"
+BUNDLE = ROOT / "bench/bundles/kernel-20"
+PATH = "/v1/kernels?limit=10"
+HEADERS = ["x-user: spiffe://cluster/ns/app/sa/bench", "x-roles: reader"]
+SETUPS = ["noauthz", "rbac", "floor", "sidecar-tcp", "sidecar-uds", "sidecar-hung"]
+LOADS = ["1conn", "1k", "5k", "saturation"]
+AUTHZ_SERVERS = {"floor", "sidecar-tcp", "sidecar-uds", "sidecar-hung"}
+
+procs = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args, log):
+    p = subprocess.Popen([str(a) for a in args], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    procs.append(p)
+    return p
+
+
+def wait_http(url, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    sys.exit(f"timed out waiting for {url}")
+
+
+def cpu_ns(pid):
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- Envoy configs
+
+def envoy_config(port, admin, filters, authz_cluster=None):
+    """An Envoy bootstrap: one listener, direct 200 response, the given HTTP
+    filters before the router, and optionally the ext_authz cluster."""
+    clusters = []
+    if authz_cluster:
+        clusters.append({
+            "name": "authz", "type": "STATIC", "connect_timeout": "0.25s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": authz_cluster}}]}]},
+        })
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "bench",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "bench",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                        "http_filters": filters + [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    }}]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+EXT_AUTHZ = {
+    "name": "envoy.filters.http.ext_authz",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "failure_mode_allow": False,
+        "status_on_error": {"code": "ServiceUnavailable"},
+        "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "1s"},
+    },
+}
+
+# The RBAC equivalent of the allow path the load exercises (kernel.read):
+# GET on /v1/kernels* by a caller that presents x-user.
+RBAC = {
+    "name": "envoy.filters.http.rbac",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "ALLOW", "policies": {"kernel-read": {
+            "permissions": [{"and_rules": {"rules": [
+                {"header": {"name": ":method", "string_match": {"exact": "GET"}}},
+                {"url_path": {"path": {"prefix": "/v1/kernels"}}}]}}],
+            "principals": [{"header": {"name": "x-user", "present_match": True}}],
+        }}},
+    },
+}
+
+
+# ---------------------------------------------------------------- load tools
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+               + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), errors))
+end
+"""
+
+
+def run_wrk(url, connections, lua):
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}s", "-s", lua, url]
+    for h in HEADERS:
+        args += ["-H", h]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+    n, dur_us, p50, p99, p999, errors = map(int, line.split()[1:])
+    return {"requests": n, "rps": n / (dur_us / 1e6), "p50": p50, "p99": p99, "p999": p999, "errors": errors}
+
+
+def run_h2load(url, rate, tmp):
+    clients = 16
+    log = Path(tmp) / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends
+    args = ["h2load", "--h1", "-c", str(clients), "-D", str(DURATION), f"--rps={rate // clients}",
+            f"--log-file={log}", url]
+    for h in HEADERS:
+        args += ["-H", h]
+    subprocess.run(args, capture_output=True, text=True)
+    latencies, ok, failed = [], 0, 0
+    for row in log.read_text().splitlines():
+        cols = row.split("\t")
+        if len(cols) < 3:
+            continue
+        if cols[1].startswith("2"):
+            ok += 1
+            latencies.append(int(cols[2]))
+        else:
+            failed += 1
+    latencies.sort()
+    pct = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] if latencies else 0
+    return {"requests": ok + failed, "rps": ok / DURATION, "p50": pct(0.5), "p99": pct(0.99),
+            "p999": pct(0.999), "errors": failed}
+
+
+def hung_receiver():
+    """Accepts connections and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(128)
+    held = []
+
+    def loop():
+        while True:
+            conn, _ = srv.accept()
+            held.append(conn)
+    threading.Thread(target=loop, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the run
+
+def main():
+    for tool in ("wrk", "h2load"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run bench/run.sh (it installs wrk and nghttp2-client)")
+    tmp = tempfile.mkdtemp(prefix="sentinel-bench-")
+    lua = Path(tmp) / "report.lua"
+    lua.write_text(WRK_LUA)
+    servers, envoys = {}, {}
+
+    floor_port = free_port()
+    servers["floor"] = spawn([FLOOR, f"127.0.0.1:{floor_port}"], f"{tmp}/floor.log")
+    common = [SENTINEL, "serve", "--bundle", BUNDLE, "--principal-from", "header:x-user",
+              "--roles-from", "header:x-roles"]
+    sidecar_tcp, uds = free_port(), f"{tmp}/authz.sock"
+    hung_port = hung_receiver()
+    admins = {}
+    for name, grpc, extra in [
+        ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
+        ("sidecar-uds", f"unix:{uds}", []),
+        ("sidecar-hung", f"127.0.0.1:{free_port()}", ["--audit-url", f"http://127.0.0.1:{hung_port}/v1/audit/decisions"]),
+    ]:
+        admins[name] = free_port()
+        env_args = common + ["--grpc-addr", grpc, "--admin-addr", f"127.0.0.1:{admins[name]}"] + extra
+        os.environ["DEV_SKIP_MTLS"] = "true"
+        servers[name] = spawn(env_args, f"{tmp}/{name}.log")
+        wait_http(f"http://127.0.0.1:{admins[name]}/readyz")
+        if name == "sidecar-hung":
+            hung_grpc = grpc
+
+    clusters = {
+        "floor": {"socket_address": {"address": "127.0.0.1", "port_value": floor_port}},
+        "sidecar-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": sidecar_tcp}},
+        "sidecar-uds": {"pipe": {"path": uds}},
+        "sidecar-hung": {"socket_address": {"address": "127.0.0.1", "port_value": int(hung_grpc.split(":")[1])}},
+    }
+    for name in SETUPS:
+        port, admin = free_port(), free_port()
+        if name == "noauthz":
+            cfg = envoy_config(port, admin, [])
+        elif name == "rbac":
+            cfg = envoy_config(port, admin, [RBAC])
+        else:
+            cfg = envoy_config(port, admin, [EXT_AUTHZ], clusters[name])
+        path = Path(tmp) / f"envoy-{name}.json"
+        path.write_text(json.dumps(cfg))
+        spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"], f"{tmp}/envoy-{name}.log")
+        wait_http(f"http://127.0.0.1:{admin}/ready")
+        envoys[name] = f"http://127.0.0.1:{port}{PATH}"
+
+    results = {(s, l): [] for s in SETUPS for l in LOADS}
+    for r in range(ROUNDS):
+        for load in LOADS:
+            for setup in SETUPS:
+                url = envoys[setup]
+                server = servers.get(setup)
+                before = cpu_ns(server.pid) if server else 0
+                if load == "1conn":
+                    res = run_wrk(url, 1, lua)
+                elif load == "saturation":
+                    res = run_wrk(url, 16, lua)
+                else:
+                    res = run_h2load(url, 1000 if load == "1k" else 5000, tmp)
+                if server:
+                    res["cpu_us_per_check"] = (cpu_ns(server.pid) - before) / 1000 / max(res["requests"], 1)
+                results[(setup, load)].append(res)
+                print(f"round {r + 1}/{ROUNDS} {load:<10} {setup:<12} {res['rps']:>9.0f} req/s  "
+                      f"p50 {res['p50']:>6} µs  p99 {res['p99']:>6} µs  errors {res['errors']}", flush=True)
+
+    report(results)
+    extra = thousand_policy_checks(tmp, lua)
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"]).write_text(json.dumps({
+            "results": {f"{s}/{l}": v for (s, l), v in results.items()}, "thousand": extra}, indent=2))
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else 0
+
+
+def report(results):
+    print(f"\nMedians over {ROUNDS} interleaved rounds of {DURATION} s "
+          "(latencies in µs; ratios are req/s against the same load's baseline)\n")
+    print(f"| load | setup | req/s | p50 | p99 | p99.9 | authz CPU µs/Check | × no-authz | × floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for load in LOADS:
+        base = median([r["rps"] for r in results[("noauthz", load)]])
+        floor = median([r["rps"] for r in results[("floor", load)]])
+        for setup in SETUPS:
+            runs = results[(setup, load)]
+            rps = median([r["rps"] for r in runs])
+            cpu = median([r.get("cpu_us_per_check", 0) for r in runs]) if setup in AUTHZ_SERVERS else None
+            errors = sum(r["errors"] for r in runs)
+            print(f"| {load} | {setup}{' (' + str(errors) + ' errors)' if errors else ''} | {rps:.0f} | "
+                  f"{median([r['p50'] for r in runs])} | {median([r['p99'] for r in runs])} | "
+                  f"{median([r['p999'] for r in runs])} | {'' if cpu is None else f'{cpu:.1f}'} | "
+                  f"{rps / base if base else 0:.2f} | {rps / floor if floor else 0:.2f} |")
+
+
+def thousand_policy_checks(tmp, lua):
+    """RSS of a sidecar holding 1,000 policies, and a swap under load."""
+    bundle = Path(tmp) / "thousand"
+    (bundle / "policies").mkdir(parents=True)
+    base = json.loads((BUNDLE / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps(base))
+    templates = sorted((BUNDLE / "policies").glob("*.json"))
+    for copy in range(50):
+        for t in templates:
+            doc = json.loads(t.read_text())
+            doc["id"] = f"{doc['id']}.{copy:02}"
+            text = json.dumps(doc)
+            if copy:
+                text = text.replace("/v1/", f"/v1/c{copy}/")
+            (bundle / "policies" / f"{doc['id']}.json").write_text(text)
+    grpc, admin = free_port(), free_port()
+    sidecar = spawn([SENTINEL, "serve", "--bundle", bundle, "--grpc-addr", f"127.0.0.1:{grpc}",
+                     "--admin-addr", f"127.0.0.1:{admin}", "--principal-from", "header:x-user",
+                     "--roles-from", "header:x-roles"], f"{tmp}/thousand.log")
+    wait_http(f"http://127.0.0.1:{admin}/readyz")
+    port, eadmin = free_port(), free_port()
+    cfg = envoy_config(port, eadmin, [EXT_AUTHZ], {"socket_address": {"address": "127.0.0.1", "port_value": grpc}})
+    (Path(tmp) / "envoy-thousand.json").write_text(json.dumps(cfg))
+    spawn([ENVOY, "-c", Path(tmp) / "envoy-thousand.json", "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+          f"{tmp}/envoy-thousand.log")
+    wait_http(f"http://127.0.0.1:{eadmin}/ready")
+    rss_idle = rss_kib(sidecar.pid)
+
+    # Swap while wrk runs: rewrite bundle.json with a new revision and time
+    # until /v1/status shows it.
+    swaps = []
+    result = {}
+
+    def load():
+        result.update(run_wrk(f"http://127.0.0.1:{port}{PATH}", 16, lua))
+    worker = threading.Thread(target=load)
+    worker.start()
+    time.sleep(1)
+    for n in range(1, 6):
+        base["revision"] = f"swap-{n}"
+        tmpfile = bundle / "bundle.json.tmp"
+        tmpfile.write_text(json.dumps(base))
+        start = time.perf_counter()
+        os.rename(tmpfile, bundle / "bundle.json")
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/v1/status") as r:
+                if json.load(r)["bundle"]["revision"] == base["revision"]:
+                    break
+            time.sleep(0.002)
+        swaps.append((time.perf_counter() - start) * 1000)
+        time.sleep(0.5)
+    worker.join()
+    rss_loaded = rss_kib(sidecar.pid)
+    print(f"\n1,000-policy bundle: RSS {rss_idle / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB after load and swaps")
+    print(f"swap under saturation load: {result.get('requests', 0)} requests, {result.get('errors', 0)} failed, "
+          f"{result.get('rps', 0):.0f} req/s; new revision live after "
+          + ", ".join(f"{s:.0f}" for s in swaps) + " ms (includes the watch debounce of 50 ms)")
+    return {"rss_mib": rss_loaded / 1024, "swap_ms": swaps, "swap_load": result}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
