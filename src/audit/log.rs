@@ -32,7 +32,12 @@ impl DecisionLog {
         involved.dedup();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for policy in involved {
-            let ring = inner.by_policy.entry(policy.to_owned()).or_default();
+            if !inner.by_policy.contains_key(policy) {
+                inner.by_policy.insert(policy.to_owned(), VecDeque::new());
+            }
+            let Some(ring) = inner.by_policy.get_mut(policy) else {
+                continue;
+            };
             if ring.len() == PER_POLICY_CAPACITY {
                 ring.pop_front();
             }

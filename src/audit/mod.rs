@@ -120,6 +120,8 @@ impl AuditStatus {
 /// How long shutdown may spend shipping what is left before leaving it in
 /// the spool (or, without one, dropping and counting it).
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How often the audit thread collects queued decision events.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How often unsynced spool writes are fsync'd.
 const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -253,30 +255,50 @@ async fn write_records(
     shipping: bool,
     spooled: bool,
 ) {
-    let mut events = Vec::with_capacity(256);
-    while rx.recv_many(&mut events, 256).await > 0 {
-        let mut entries = Vec::with_capacity(events.len());
-        for event in events.drain(..) {
-            let mut record = to_record(&node, event);
-            chain.link(&mut record);
-            if shipping {
-                match serde_json::to_vec(&record) {
-                    Ok(line) => entries.push(Entry {
-                        seq: record.seq,
-                        line,
-                    }),
-                    Err(e) => tracing::error!(error = %e, "cannot serialise a decision record"),
+    // Drain on a timer instead of parking in `recv()`: a parked receiver
+    // makes every `try_send` on the check path wake this thread (a futex
+    // call and a context switch per decision). Polling every few
+    // milliseconds costs a timer tick and amortises everything else.
+    let mut ticker = tokio::time::interval(DRAIN_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = Vec::with_capacity(1024);
+    let mut closed = false;
+    while !closed {
+        ticker.tick().await;
+        loop {
+            while events.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-            log.push(record);
-        }
-        if shipping {
-            let mut backlog = shared.backlog();
-            let dropped = backlog.append(entries);
-            shared.counters.dropped.inc_by(dropped);
-            shared.publish_sizes(backlog.as_ref(), spooled);
-            drop(backlog);
-            shared.wake.notify_one();
+            if events.is_empty() {
+                break;
+            }
+            let mut entries = Vec::with_capacity(events.len());
+            for event in events.drain(..) {
+                let mut record = to_record(&node, event);
+                chain.link(&mut record);
+                if shipping {
+                    match serde_json::to_vec(&record) {
+                        Ok(line) => entries.push(Entry { seq: record.seq, line }),
+                        Err(e) => tracing::error!(error = %e, "cannot serialise a decision record"),
+                    }
+                }
+                log.push(record);
+            }
+            if shipping {
+                let mut backlog = shared.backlog();
+                let dropped = backlog.append(entries);
+                shared.counters.dropped.inc_by(dropped);
+                shared.publish_sizes(backlog.as_ref(), spooled);
+                drop(backlog);
+                shared.wake.notify_one();
+            }
         }
         shared.counters.queue_depth.set(rx.len() as i64);
     }

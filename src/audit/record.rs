@@ -9,61 +9,90 @@ pub const RECORD_TYPE: &str = "policy.decision";
 /// The `prevHash` of the first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Fields are declared in the byte order of their JSON names, so that
+/// serde's output is already canonical (see [`DecisionRecord::compute_hash`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowEntry {
-    pub policy_id: String,
-    pub policy_version: u64,
     /// The policy's state: `canary` (request outside the slice) or `simulating`.
     pub mode: String,
+    pub policy_id: String,
+    pub policy_version: u64,
     pub would_decide: String,
 }
 
+/// One decision record. Fields are declared in the byte order of their
+/// JSON names and maps are sorted, so serialising a record *is* its
+/// canonical JSON: hashing needs no intermediate tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
-    pub ts: String,
-    pub node: String,
-    /// Identifies one chain: a restart without a spool starts a new one.
-    pub chain_id: String,
-    pub request_id: String,
-    pub decision: String,
-    pub status: u16,
-    /// `policy`, `default` or `error`.
-    pub reason: String,
-    pub policy_id: Option<String>,
-    pub policy_version: Option<u64>,
     pub bundle: String,
     pub bundle_revision: String,
-    pub rationale: String,
-    pub evidence_refs: Vec<String>,
+    /// Identifies one chain: a restart without a spool starts a new one.
+    pub chain_id: String,
+    pub decision: String,
     pub evidence: Map<String, Value>,
-    pub shadow: Vec<ShadowEntry>,
-    pub latency_us: u64,
-    pub seq: u64,
-    pub prev_hash: String,
+    pub evidence_refs: Vec<String>,
+    /// Empty while the record is being hashed (and then not serialised).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+    pub id: String,
+    pub latency_us: u64,
+    pub node: String,
+    pub policy_id: Option<String>,
+    pub policy_version: Option<u64>,
+    pub prev_hash: String,
+    pub rationale: String,
+    /// `policy`, `default` or `error`.
+    pub reason: String,
+    pub request_id: String,
+    pub seq: u64,
+    pub shadow: Vec<ShadowEntry>,
+    pub status: u16,
+    pub ts: String,
+    #[serde(rename = "type")]
+    pub kind: String,
 }
 
-impl DecisionRecord {
-    /// SHA-256 of the record's canonical JSON (keys sorted, no whitespace)
-    /// without its `hash` field. Canonical so that any verifier, in any
-    /// language, recomputes the same bytes.
-    pub fn compute_hash(&self) -> String {
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut value {
-            map.remove("hash");
-        }
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+/// Feeds serialised bytes straight into SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-/// JSON with object keys in byte order and no insignificant whitespace.
+impl DecisionRecord {
+    /// SHA-256 (hex) of the record's canonical JSON without its `hash`
+    /// field: object keys in byte order at every level, no whitespace.
+    /// Any verifier, in any language, recomputes the same bytes.
+    pub fn compute_hash(&self) -> String {
+        if self.hash.is_empty() {
+            return self.hash_unhashed();
+        }
+        let mut unhashed = self.clone();
+        unhashed.hash.clear();
+        unhashed.hash_unhashed()
+    }
+
+    fn hash_unhashed(&self) -> String {
+        let mut writer = HashWriter(Sha256::new());
+        // Serialising plain data into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut writer, self);
+        hex::encode(writer.0.finalize())
+    }
+}
+
+/// The definition of canonical JSON (object keys in byte order, no
+/// whitespace), kept as the reference the fast path is tested against.
+#[cfg(test)]
 pub fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
@@ -175,6 +204,30 @@ mod tests {
         assert_eq!(b.compute_hash(), b.hash);
         b.decision = "allow".into();
         assert_ne!(b.compute_hash(), b.hash);
+    }
+
+    #[test]
+    fn serialising_a_record_is_its_canonical_form() {
+        let mut r = record("a");
+        r.evidence.insert("z.path".into(), serde_json::json!({"b": 1, "a": [true, null]}));
+        r.evidence.insert("a.path".into(), serde_json::json!("x"));
+        r.shadow.push(ShadowEntry {
+            mode: "canary".into(),
+            policy_id: "p".into(),
+            policy_version: 2,
+            would_decide: "deny".into(),
+        });
+        let mut tree = serde_json::to_value(&r).unwrap();
+        if let Value::Object(map) = &mut tree {
+            map.remove("hash");
+        }
+        let mut reference = String::new();
+        write_canonical(&tree, &mut reference);
+        assert_eq!(String::from_utf8(serde_json::to_vec(&r).unwrap()).unwrap(), reference);
+        let expected = hex::encode(Sha256::digest(reference.as_bytes()));
+        assert_eq!(r.compute_hash(), expected);
+        r.hash = expected.clone();
+        assert_eq!(r.compute_hash(), expected, "the hash field is not hashed");
     }
 
     #[test]
