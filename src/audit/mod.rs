@@ -285,7 +285,10 @@ async fn write_records(
                 chain.link(&mut record);
                 if shipping {
                     match serde_json::to_vec(&record) {
-                        Ok(line) => entries.push(Entry { seq: record.seq, line }),
+                        Ok(line) => entries.push(Entry {
+                            seq: record.seq,
+                            line,
+                        }),
                         Err(e) => tracing::error!(error = %e, "cannot serialise a decision record"),
                     }
                 }

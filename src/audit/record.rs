@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn serialising_a_record_is_its_canonical_form() {
         let mut r = record("a");
-        r.evidence.insert("z.path".into(), serde_json::json!({"b": 1, "a": [true, null]}));
+        r.evidence.insert(
+            "z.path".into(),
+            serde_json::json!({"b": 1, "a": [true, null]}),
+        );
         r.evidence.insert("a.path".into(), serde_json::json!("x"));
         r.shadow.push(ShadowEntry {
             mode: "canary".into(),
@@ -223,7 +226,10 @@ mod tests {
         }
         let mut reference = String::new();
         write_canonical(&tree, &mut reference);
-        assert_eq!(String::from_utf8(serde_json::to_vec(&r).unwrap()).unwrap(), reference);
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec(&r).unwrap()).unwrap(),
+            reference
+        );
         let expected = hex::encode(Sha256::digest(reference.as_bytes()));
         assert_eq!(r.compute_hash(), expected);
         r.hash = expected.clone();
