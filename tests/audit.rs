@@ -304,3 +304,102 @@ fn a_corrupt_spool_segment_costs_only_its_bad_records() {
     assert!(out.contains("1 problems"), "{out}");
     drop(kernel);
 }
+
+#[test]
+fn records_ship_over_mtls_with_the_kernel_client_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = support::pki::Pki::new(&dir.path().join("pki"), "audit");
+    let server = pki.issue("receiver", "audit.local", None);
+    let client = pki.issue(
+        "sidecar",
+        "kernel-7f9c",
+        Some("spiffe://cluster/ns/kernel/sa/sidecar"),
+    );
+    let tls = sentinelnet::tls::mtls_server_config(
+        &std::fs::read(&server.cert).expect("cert"),
+        &std::fs::read(&server.key).expect("key"),
+        pki.ca_pem.as_bytes(),
+    )
+    .expect("server TLS config");
+    let received = Arc::new(Received::default());
+    let receiver = Receiver::start_tls(0, received.clone(), tls);
+    let url = receiver.https_url();
+    let flags = [
+        "--principal-from",
+        "header:x-user",
+        "--audit-url",
+        url.as_str(),
+    ];
+    let ca = pki.ca_path();
+
+    // With the identity: records arrive.
+    let kernel = Kernel::start();
+    let env = [
+        ("KERNEL_MTLS_CERT_PATH", client.cert.as_path()),
+        ("KERNEL_MTLS_KEY_PATH", client.key.as_path()),
+        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
+    ];
+    let sidecar = Sidecar::start_with_env(
+        &repo().join("policies"),
+        Grpc::tcp(),
+        &flags,
+        &env,
+        dir.path(),
+    );
+    let envoy = Envoy::start(&sidecar.grpc, kernel.port, dir.path());
+    send(&envoy, (0..20).map(|i| format!("tls-{i}")));
+    let expected: BTreeSet<String> = (0..20).map(|i| format!("tls-{i}")).collect();
+    wait_until("records over mTLS", Duration::from_secs(15), || {
+        request_ids(&received).is_superset(&expected)
+    });
+    drop((envoy, sidecar));
+
+    // A certificate from another CA is refused by the receiver; the sidecar
+    // keeps deciding and counts the failures.
+    let other = support::pki::Pki::new(&dir.path().join("other"), "rogue");
+    let rogue = other.issue("rogue", "kernel-7f9c", None);
+    let env = [
+        ("KERNEL_MTLS_CERT_PATH", rogue.cert.as_path()),
+        ("KERNEL_MTLS_KEY_PATH", rogue.key.as_path()),
+        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
+    ];
+    let sidecar = Sidecar::start_with_env(
+        &repo().join("policies"),
+        Grpc::tcp(),
+        &flags,
+        &env,
+        dir.path(),
+    );
+    let envoy = Envoy::start(&sidecar.grpc, kernel.port, dir.path());
+    send(&envoy, (0..5).map(|i| format!("rogue-{i}")));
+    wait_until("refused shipping attempts", Duration::from_secs(15), || {
+        sidecar.metric("sentinel_audit_ship_failures_total") >= 1.0
+    });
+    assert!(
+        received
+            .refused_handshakes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    assert!(!request_ids(&received)
+        .iter()
+        .any(|id| id.starts_with("rogue-")));
+
+    // Plain http without DEV_SKIP_MTLS is refused at start, with one line.
+    let out = Command::new(sentinelnet())
+        .args(["serve", "--bundle"])
+        .arg(repo().join("policies"))
+        .args([
+            "--audit-url",
+            "http://127.0.0.1:9/v1/audit/decisions",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .env("DEV_SKIP_MTLS", "false")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http is refused"));
+}

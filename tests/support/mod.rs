@@ -3,6 +3,7 @@
 //! mock Kernel upstream that echoes what it received.
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod receiver;
 
 use serde_json::Value;
@@ -183,6 +184,28 @@ impl Sidecar {
     }
 
     pub fn spawn(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
+        Sidecar::spawn_with_env(bundle, grpc, extra, &[], log_dir)
+    }
+
+    pub fn start_with_env(
+        bundle: &Path,
+        grpc: Grpc,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+        log_dir: &Path,
+    ) -> Sidecar {
+        let sidecar = Sidecar::spawn_with_env(bundle, grpc, extra, env, log_dir);
+        sidecar.wait_ready();
+        sidecar
+    }
+
+    pub fn spawn_with_env(
+        bundle: &Path,
+        grpc: Grpc,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+        log_dir: &Path,
+    ) -> Sidecar {
         let admin_port = free_port();
         let log = log_dir.join(format!("sidecar-{admin_port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -196,8 +219,12 @@ impl Sidecar {
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(extra)
             .env("POD_NAME", "test-node")
-            // Test receivers speak plain http.
-            .env("DEV_SKIP_MTLS", "true")
+            // Test receivers speak plain http unless a test sets up mTLS.
+            .env(
+                "DEV_SKIP_MTLS",
+                if env.is_empty() { "true" } else { "false" },
+            )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -6,7 +6,7 @@ use flate2::read::GzDecoder;
 use serde_json::Value;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -14,6 +14,8 @@ pub struct Received {
     pub lines: Mutex<Vec<String>>,
     pub idempotency_keys: Mutex<Vec<String>>,
     pub hang: AtomicBool,
+    /// TLS handshakes refused (no or untrusted client certificate).
+    pub refused_handshakes: AtomicUsize,
 }
 
 impl Received {
@@ -46,6 +48,15 @@ pub struct Receiver {
 impl Receiver {
     /// Listen on `port` (0 for any) and keep records in `received`.
     pub fn start(port: u16, received: Arc<Received>) -> Receiver {
+        Receiver::spawn(port, received, None)
+    }
+
+    /// As [`Receiver::start`], over TLS that requires a client certificate.
+    pub fn start_tls(port: u16, received: Arc<Received>, tls: rustls::ServerConfig) -> Receiver {
+        Receiver::spawn(port, received, Some(tls))
+    }
+
+    fn spawn(port: u16, received: Arc<Received>, tls: Option<rustls::ServerConfig>) -> Receiver {
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("addr");
@@ -60,12 +71,27 @@ impl Receiver {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 let app = axum::Router::new()
                     .route("/v1/audit/decisions", axum::routing::post(ingest))
-                    .with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                    .with_state(state.clone());
+                let stop = async {
+                    let _ = rx.await;
+                };
+                match tls {
+                    None => {
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await;
+                    }
+                    Some(config) => {
+                        let listener = TlsListener {
+                            inner: listener,
+                            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                            received: state,
+                        };
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await;
+                    }
+                }
             });
         });
         Receiver {
@@ -78,6 +104,10 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/v1/audit/decisions", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}/v1/audit/decisions", self.addr)
     }
 
     pub fn stop(mut self) {
@@ -144,4 +174,35 @@ async fn ingest(
         axum::http::StatusCode::OK,
         format!("{{\"accepted\": {}}}", lines.len() - before),
     )
+}
+
+struct TlsListener {
+    inner: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    received: Arc<Received>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.received
+                        .refused_handshakes
+                        .fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
