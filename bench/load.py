@@ -382,7 +382,7 @@ def thousand_policy_checks(tmp, lua):
     print(f"\n1,000-policy bundle: RSS {rss_idle / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB after load and swaps")
     print(f"swap under saturation load: {result.get('requests', 0)} requests, {result.get('errors', 0)} failed, "
           f"{result.get('rps', 0):.0f} req/s; new revision live after "
-          + ", ".join(f"{s:.0f}" for s in swaps) + " ms (includes the watch debounce of 50 ms)")
+          + ", ".join(f"{s:.0f}" for s in swaps) + " ms (includes the watch debounce of 20 ms)")
     return {"rss_mib": rss_loaded / 1024, "swap_ms": swaps, "swap_load": result}
 
 

@@ -4,7 +4,7 @@
 
 use crate::audit::{ids, to_record, verify, AuditConfig, ClientTls, DecisionEvent};
 use crate::authz::{IdentitySource, ViewSettings};
-use crate::bundle::{self, Bundle, Source};
+use crate::bundle::{self, signing, Bundle, Source};
 use crate::policy::{Mode, Verdict};
 use crate::serve::{self, ListenAddr, ServeConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +40,23 @@ enum Command {
     /// Work with exported decision records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write an Ed25519 key pair NAME.key (0600) and NAME.pub.
+    Keygen {
+        /// Directory to write the keys into.
+        #[arg(long, env = "SENTINEL_KEYGEN_OUT")]
+        out: PathBuf,
+        /// Key name (file stem and key id).
+        #[arg(long, env = "SENTINEL_KEYGEN_NAME")]
+        name: String,
+    },
+    /// Print the base64 Ed25519 signature of a file.
+    Sign {
+        /// The private key (from keygen).
+        #[arg(long, env = "SENTINEL_SIGN_KEY")]
+        key: PathBuf,
+        /// The file to sign.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +141,17 @@ enum BundleCommand {
         /// The .tar.gz to write.
         #[arg(short, long, env = "SENTINEL_BUNDLE_OUTPUT")]
         output: PathBuf,
+        /// Sign the bundle with this private key (writes .signatures.json).
+        #[arg(long, env = "SENTINEL_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Verify a bundle's signature and contents.
+    Verify {
+        /// A bundle directory or .tar.gz.
+        file: String,
+        /// Directory of trusted public keys (*.pub).
+        #[arg(long, env = "SENTINEL_TRUSTED_KEYS")]
+        trusted_keys: PathBuf,
     },
 }
 
@@ -201,7 +229,27 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Serve(args) => run_serve(*args),
         Command::Eval(args) => run_eval(args),
         Command::Test(args) => run_test(args),
-        Command::Bundle(BundleCommand::Build { dir, output }) => run_build(dir, output),
+        Command::Bundle(BundleCommand::Build {
+            dir,
+            output,
+            sign_key,
+        }) => run_build(dir, output, sign_key),
+        Command::Bundle(BundleCommand::Verify { file, trusted_keys }) => {
+            run_bundle_verify(&file, &trusted_keys)
+        }
+        Command::Keygen { out, name } => {
+            let (private, public) =
+                signing::keygen(&out, &name).map_err(|e| Failure::Usage(e.to_string()))?;
+            println!("wrote {} and {}", private.display(), public.display());
+            Ok(())
+        }
+        Command::Sign { key, file } => {
+            let key = signing::SigningKey::load(&key).map_err(|e| Failure::Usage(e.to_string()))?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
+            println!("{}", key.sign(&bytes));
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify { file }) => run_verify(file),
     }
 }
@@ -215,9 +263,13 @@ fn not_yet(flag: &str) -> Failure {
 fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     // Refuse rather than ignore: silently dropping signature checks or the
     // audit destination would be worse than not starting.
-    if args.trusted_keys.is_some() {
-        return Err(not_yet("--trusted-keys"));
-    }
+    let trusted_keys = args
+        .trusted_keys
+        .as_deref()
+        .map(signing::TrustedKeys::load_dir)
+        .transpose()
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .map(Arc::new);
     if args.bundle_cache.is_some() {
         return Err(not_yet("--bundle-cache"));
     }
@@ -236,6 +288,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
         source,
+        trusted_keys,
         on_error: match args.on_error {
             OnError::Deny => Verdict::Deny,
             OnError::Allow => Verdict::Allow,
@@ -367,7 +420,7 @@ fn run_test(args: TestArgs) -> Result<(), Failure> {
     }
 }
 
-fn run_build(dir: PathBuf, output: PathBuf) -> Result<(), Failure> {
+fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<PathBuf>) -> Result<(), Failure> {
     if !dir.is_dir() {
         return Err(Failure::Usage(format!(
             "{}: not a bundle directory",
@@ -375,8 +428,15 @@ fn run_build(dir: PathBuf, output: PathBuf) -> Result<(), Failure> {
         )));
     }
     let source = Source::Directory(dir);
-    let files = source.read()?;
+    let mut files = source.read()?;
+    // A stale signature from an earlier build must not be packed.
+    files.remove(signing::SIGNATURES_FILE);
     let bundle = Bundle::from_files(&files)?;
+    if let Some(key) = sign_key {
+        let key = signing::SigningKey::load(&key).map_err(|e| Failure::Usage(e.to_string()))?;
+        signing::sign_bundle(&mut files, &key);
+        println!("signed with key {}", key.name);
+    }
     let packed = bundle::pack(&files).map_err(|e| Failure::Usage(format!("cannot pack: {e}")))?;
     std::fs::write(&output, packed)
         .map_err(|e| Failure::Usage(format!("{}: cannot write: {e}", output.display())))?;
@@ -416,5 +476,28 @@ fn run_verify(file: PathBuf) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Failed)
+    }
+}
+
+fn run_bundle_verify(src: &str, trusted_keys: &std::path::Path) -> Result<(), Failure> {
+    let trusted =
+        signing::TrustedKeys::load_dir(trusted_keys).map_err(|e| Failure::Usage(e.to_string()))?;
+    let source = Source::parse(src)?;
+    let files = source.read()?;
+    match Bundle::from_trusted_files(&files, Some(&trusted)) {
+        Ok(bundle) => {
+            println!(
+                "{src}: bundle {} {} ({} policies) signed by {}, every file matches its signature",
+                bundle.name,
+                bundle.revision,
+                bundle.policies.policies().len(),
+                bundle.signer.unwrap_or_default()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("{src}: {e}");
+            Err(Failure::Failed)
+        }
     }
 }

@@ -4,6 +4,7 @@
 use crate::admin::{self, metrics::Metrics, AdminState, LoadStatus};
 use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
+use crate::bundle::signing::TrustedKeys;
 use crate::bundle::{watch, Bundle, BundleError, Source};
 use crate::policy::Verdict;
 use anyhow::Context;
@@ -42,6 +43,8 @@ pub struct ServeConfig {
     pub grpc_addr: ListenAddr,
     pub admin_addr: SocketAddr,
     pub source: Source,
+    /// When set, only bundles signed by one of these keys are activated.
+    pub trusted_keys: Option<Arc<TrustedKeys>>,
     pub on_error: Verdict,
     pub view: ViewSettings,
     pub node: String,
@@ -142,16 +145,20 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         health,
     };
     let source = config.source.clone();
-    let initial = tokio::task::spawn_blocking(move || source.load())
+    let trusted = config.trusted_keys.clone();
+    let initial = tokio::task::spawn_blocking(move || source.load_trusted(trusted.as_deref()))
         .await
         .context("bundle loader panicked")?
         .map_err(|e| anyhow::Error::new(e).context("cannot load the initial bundle"))?;
     let initial_digest = initial.digest.clone();
     activator.activate(initial);
     let watch_activator = activator.clone();
-    let _watch = watch::watch(config.source.clone(), Some(initial_digest), move |loaded| {
-        watch_activator.apply(loaded)
-    })
+    let _watch = watch::watch(
+        config.source.clone(),
+        config.trusted_keys.clone(),
+        Some(initial_digest),
+        move |loaded| watch_activator.apply(loaded),
+    )
     .with_context(|| format!("cannot watch {}", config.source))?;
 
     let authorizer = Authorizer::new(

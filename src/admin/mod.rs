@@ -107,7 +107,7 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
             "revision": &*e.bundle.revision,
             "digest": e.bundle.digest,
             "source": e.source,
-            "signer": Value::Null,
+            "signer": e.bundle.signer,
             "activatedAt": format_timestamp(e.activated_at),
             "defaultDecision": e.bundle.policies.default_decision().as_str(),
             "policies": by_state,

@@ -7,6 +7,7 @@
 //! policy and JSON pointer at fault.
 
 mod archive;
+pub mod signing;
 pub mod watch;
 
 use crate::policy::{Policy, PolicyDocument, PolicySet, Verdict};
@@ -75,6 +76,8 @@ pub struct Bundle {
     pub tests: Vec<(String, Vec<PolicyTest>)>,
     /// SHA-256 over every file: identifies the content, whatever the revision says.
     pub digest: String,
+    /// The trusted key that signed it, when signatures are checked.
+    pub signer: Option<String>,
 }
 
 /// Why a bundle was refused. Display gives one line:
@@ -166,9 +169,17 @@ impl Source {
         }
     }
 
-    /// Read and validate.
+    /// Read and validate (signatures are not checked).
     pub fn load(&self) -> Result<Bundle, BundleError> {
         Bundle::from_files(&self.read()?)
+    }
+
+    /// Read, check the signature against `trusted` (when given), validate.
+    pub fn load_trusted(
+        &self,
+        trusted: Option<&signing::TrustedKeys>,
+    ) -> Result<Bundle, BundleError> {
+        Bundle::from_trusted_files(&self.read()?, trusted)
     }
 }
 
@@ -338,8 +349,23 @@ impl Bundle {
             policy_files,
             tests,
             digest: digest(files),
+            signer: None,
             manifest,
         })
+    }
+
+    /// As [`Bundle::from_files`], after checking the signature when trusted
+    /// keys are configured: a tampered or unsigned bundle is refused whole.
+    pub fn from_trusted_files(
+        files: &BundleFiles,
+        trusted: Option<&signing::TrustedKeys>,
+    ) -> Result<Bundle, BundleError> {
+        let signer = trusted
+            .map(|keys| signing::verify_bundle(files, keys))
+            .transpose()?;
+        let mut bundle = Bundle::from_files(files)?;
+        bundle.signer = signer;
+        Ok(bundle)
     }
 
     /// Run the bundle's own tests; one message per failure.

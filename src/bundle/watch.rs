@@ -6,15 +6,17 @@
 //! Events are debounced, the files are re-read off the runtime, and a reload
 //! whose content digest is unchanged is dropped.
 
+use super::signing::TrustedKeys;
 use super::{Bundle, BundleError, Source};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Quiet time after the last file event before reloading: long enough to
 /// see a whole ConfigMap flip or `cp -r` as one change, short enough to
 /// apply within a second.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct WatchHandle {
@@ -32,6 +34,7 @@ impl Drop for WatchHandle {
 /// refused it). `current_digest` is the digest already active, if any.
 pub fn watch<F>(
     source: Source,
+    trusted: Option<Arc<TrustedKeys>>,
     current_digest: Option<String>,
     on_load: F,
 ) -> notify::Result<WatchHandle>
@@ -82,14 +85,17 @@ where
                     if last_digest.as_deref() == Some(digest.as_str()) {
                         continue;
                     }
-                    let loaded = tokio::task::spawn_blocking(move || Bundle::from_files(&files))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(BundleError::file(
-                                source.to_string(),
-                                format!("reload failed: {e}"),
-                            ))
-                        });
+                    let trusted = trusted.clone();
+                    let loaded = tokio::task::spawn_blocking(move || {
+                        Bundle::from_trusted_files(&files, trusted.as_deref())
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(BundleError::file(
+                            source.to_string(),
+                            format!("reload failed: {e}"),
+                        ))
+                    });
                     if loaded.is_ok() {
                         last_digest = Some(digest);
                     }

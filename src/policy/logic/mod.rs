@@ -411,24 +411,35 @@ impl Compiler {
         Ok(Expr::Var { path, default })
     }
 
+    /// Compile the two arguments of an extension operator.
+    fn compile_pair(
+        &mut self,
+        name: &str,
+        raw_args: &Value,
+        pointer: &mut String,
+        depth: usize,
+    ) -> Result<(Expr, Expr), CompileError> {
+        let mut args = self.compile_args(raw_args, pointer, depth)?;
+        if args.len() != 2 {
+            return Err(err(pointer, arity_message(name, 2, 2, args.len())));
+        }
+        let second = args.pop().unwrap_or(Expr::Const(Value::Null));
+        let first = args.pop().unwrap_or(Expr::Const(Value::Null));
+        Ok((first, second))
+    }
+
     fn compile_matches(
         &mut self,
         raw_args: &Value,
         pointer: &mut String,
         depth: usize,
     ) -> Result<Expr, CompileError> {
-        let mut args = self.compile_args(raw_args, pointer, depth)?;
-        if args.len() != 2 {
-            return Err(err(pointer, arity_message("matches", 2, 2, args.len())));
-        }
-        let pattern = match args.pop() {
-            Some(Expr::Const(Value::String(p))) => p,
-            _ => {
-                return Err(err(
-                    &format!("{pointer}/1"),
-                    "matches: the pattern must be a literal string".into(),
-                ))
-            }
+        let (subject, pattern) = self.compile_pair("matches", raw_args, pointer, depth)?;
+        let Expr::Const(Value::String(pattern)) = pattern else {
+            return Err(err(
+                &format!("{pointer}/1"),
+                "matches: the pattern must be a literal string".into(),
+            ));
         };
         let regex = regex::RegexBuilder::new(&pattern)
             .size_limit(1 << 20)
@@ -440,8 +451,10 @@ impl Compiler {
                     format!("invalid regex {pattern:?}: {detail}"),
                 )
             })?;
-        let subject = Box::new(args.pop().unwrap_or(Expr::Const(Value::Null)));
-        Ok(Expr::Matches { subject, regex })
+        Ok(Expr::Matches {
+            subject: Box::new(subject),
+            regex,
+        })
     }
 
     fn compile_in_cidr(
@@ -450,14 +463,11 @@ impl Compiler {
         pointer: &mut String,
         depth: usize,
     ) -> Result<Expr, CompileError> {
-        let mut args = self.compile_args(raw_args, pointer, depth)?;
-        if args.len() != 2 {
-            return Err(err(pointer, arity_message("in_cidr", 2, 2, args.len())));
-        }
+        let (subject, networks) = self.compile_pair("in_cidr", raw_args, pointer, depth)?;
         let networks_pointer = format!("{pointer}/1");
-        let literals: Vec<Value> = match args.pop() {
-            Some(Expr::Const(Value::String(s))) => vec![Value::String(s)],
-            Some(Expr::Const(Value::Array(items))) if !items.is_empty() => items,
+        let literals: Vec<Value> = match networks {
+            Expr::Const(Value::String(s)) => vec![Value::String(s)],
+            Expr::Const(Value::Array(items)) if !items.is_empty() => items,
             _ => return Err(err(
                 &networks_pointer,
                 "in_cidr: the networks must be a literal CIDR string or a non-empty array of them"
@@ -483,9 +493,8 @@ impl Compiler {
                 }
             }
         }
-        let subject = Box::new(args.pop().unwrap_or(Expr::Const(Value::Null)));
         Ok(Expr::InCidr {
-            subject,
+            subject: Box::new(subject),
             nets: nets.into_boxed_slice(),
         })
     }
