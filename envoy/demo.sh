@@ -25,7 +25,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-python3 tests/support/kernel_mock.py 8080 & pids+=($!)
+python3 tests/support/kernel_mock.py 8080 >"$logs/kernel.log" 2>&1 & pids+=($!)
 # The demo has no downstream mTLS, so a gateway-style header carries the
 # caller; in production use --principal-from peer or jwt:….
 target/release/sentinelnet serve --bundle policies \
@@ -35,7 +35,8 @@ target/release/sentinelnet serve --bundle policies \
   --file-flush-interval-msec 500 >"$logs/envoy-access.log" 2>"$logs/envoy.log" & pids+=($!)
 
 for _ in $(seq 100); do
-  curl -fs localhost:9192/readyz >/dev/null 2>&1 && curl -fs localhost:9901/ready >/dev/null 2>&1 && break
+  curl -fs localhost:9192/readyz >/dev/null 2>&1 && curl -fs localhost:9901/ready >/dev/null 2>&1 \
+    && curl -fs localhost:8080/ >/dev/null 2>&1 && break
   sleep 0.1
 done
 
