@@ -254,12 +254,6 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-fn not_yet(flag: &str) -> Failure {
-    Failure::Usage(format!(
-        "{flag} is not supported by this build yet; remove it (see README, \"Status\")"
-    ))
-}
-
 fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     // Refuse rather than ignore: silently dropping signature checks or the
     // audit destination would be worse than not starting.
@@ -270,9 +264,6 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         .transpose()
         .map_err(|e| Failure::Usage(e.to_string()))?
         .map(Arc::new);
-    if args.bundle_cache.is_some() {
-        return Err(not_yet("--bundle-cache"));
-    }
     if args.spool_dir.is_some() && args.audit_url.is_none() {
         return Err(Failure::Usage(
             "--spool-dir needs --audit-url: the spool holds records until the audit service acknowledges them".into(),
@@ -304,6 +295,8 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             spool_dir: args.spool_dir,
             max_bytes: args.spool_max_bytes,
         },
+        client_tls: ClientTls::from_env(),
+        bundle_cache: args.bundle_cache,
     };
     serve::run(config).map_err(Failure::from)
 }

@@ -4,9 +4,11 @@
 use crate::admin::{self, metrics::Metrics, AdminState, LoadStatus};
 use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
+use crate::bundle::fetch::{save_cache, Fetched, Fetcher, LONG_POLL};
 use crate::bundle::signing::TrustedKeys;
-use crate::bundle::{watch, Bundle, BundleError, Source};
+use crate::bundle::{unpack, watch, Bundle, BundleError, Source};
 use crate::policy::Verdict;
+use crate::tls::ClientTls;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
@@ -49,6 +51,10 @@ pub struct ServeConfig {
     pub view: ViewSettings,
     pub node: String,
     pub audit: AuditConfig,
+    /// Client identity toward the registry (`KERNEL_MTLS_*`).
+    pub client_tls: ClientTls,
+    /// Where the last bundle pulled from the registry is kept.
+    pub bundle_cache: Option<PathBuf>,
 }
 
 /// Longest the audit thread may take at shutdown: its own flush deadline
@@ -82,7 +88,7 @@ struct Activator {
 impl Activator {
     fn apply(&self, loaded: Result<Bundle, BundleError>) {
         match loaded {
-            Ok(bundle) => self.activate(bundle),
+            Ok(bundle) => self.activate(bundle, &self.source),
             Err(e) => {
                 self.metrics.bundle_loads_error.inc();
                 tracing::error!(error = %e, "bundle refused; the active bundle stays");
@@ -91,11 +97,12 @@ impl Activator {
         }
     }
 
-    fn activate(&self, bundle: Bundle) {
+    /// Install `bundle`; `origin` is what `/v1/status` shows as its source.
+    fn activate(&self, bundle: Bundle, origin: &str) {
         let engine = Engine {
             counters: self.metrics.policy_counters(&bundle),
             bundle: Arc::new(bundle),
-            source: self.source.clone(),
+            source: origin.to_owned(),
             activated_at: SystemTime::now(),
         };
         let (name, revision) = (engine.bundle.name.clone(), engine.bundle.revision.clone());
@@ -144,22 +151,40 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         source: config.source.to_string(),
         health,
     };
-    let source = config.source.clone();
-    let trusted = config.trusted_keys.clone();
-    let initial = tokio::task::spawn_blocking(move || source.load_trusted(trusted.as_deref()))
-        .await
-        .context("bundle loader panicked")?
-        .map_err(|e| anyhow::Error::new(e).context("cannot load the initial bundle"))?;
-    let initial_digest = initial.digest.clone();
-    activator.activate(initial);
-    let watch_activator = activator.clone();
-    let _watch = watch::watch(
-        config.source.clone(),
-        config.trusted_keys.clone(),
-        Some(initial_digest),
-        move |loaded| watch_activator.apply(loaded),
-    )
-    .with_context(|| format!("cannot watch {}", config.source))?;
+    // Keeps the local watch or the registry poller alive until shutdown.
+    let _source_task: Box<dyn std::any::Any + Send> = match &config.source {
+        Source::Remote(url) => {
+            let fetcher = Fetcher::new(url, &config.client_tls).map_err(anyhow::Error::msg)?;
+            let puller = RemotePuller {
+                fetcher,
+                trusted: config.trusted_keys.clone(),
+                cache: config.bundle_cache.clone(),
+                activator: activator.clone(),
+            };
+            Box::new(AbortOnDrop(tokio::spawn(puller.run())))
+        }
+        local => {
+            let source = local.clone();
+            let trusted = config.trusted_keys.clone();
+            let initial =
+                tokio::task::spawn_blocking(move || source.load_trusted(trusted.as_deref()))
+                    .await
+                    .context("bundle loader panicked")?
+                    .map_err(|e| anyhow::Error::new(e).context("cannot load the initial bundle"))?;
+            let initial_digest = initial.digest.clone();
+            activator.activate(initial, &activator.source);
+            let watch_activator = activator.clone();
+            Box::new(
+                watch::watch(
+                    local.clone(),
+                    config.trusted_keys.clone(),
+                    Some(initial_digest),
+                    move |loaded| watch_activator.apply(loaded),
+                )
+                .with_context(|| format!("cannot watch {local}"))?,
+            )
+        }
+    };
 
     let authorizer = Authorizer::new(
         engine.clone(),
@@ -236,6 +261,104 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::warn!("audit queue not drained within {SHUTDOWN_DRAIN:?}");
     }
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Pulls bundles from the registry: the first fetch unconditionally, then
+/// long polls with `If-None-Match`; failures back off with jitter. While
+/// nothing is active and the registry is down, the last-good cache serves.
+struct RemotePuller {
+    fetcher: Fetcher,
+    trusted: Option<Arc<TrustedKeys>>,
+    cache: Option<PathBuf>,
+    activator: Activator,
+}
+
+impl RemotePuller {
+    async fn run(self) {
+        let mut etag: Option<String> = None;
+        let mut active_digest: Option<String> = None;
+        let mut attempt: u32 = 0;
+        let mut cache_tried = false;
+        loop {
+            let wait = etag.as_ref().map(|_| LONG_POLL);
+            match self.fetcher.fetch(etag.as_deref(), wait).await {
+                Ok(Fetched::NotModified) => attempt = 0,
+                Ok(Fetched::Bundle {
+                    bytes,
+                    etag: new_etag,
+                }) => {
+                    attempt = 0;
+                    // A refused bundle keeps its ETag too: it is not fetched
+                    // again until the registry publishes something else.
+                    etag = new_etag;
+                    match self.load(bytes.clone()).await {
+                        Ok(bundle) if active_digest.as_deref() == Some(bundle.digest.as_str()) => {}
+                        Ok(bundle) => {
+                            active_digest = Some(bundle.digest.clone());
+                            self.activator.activate(bundle, self.fetcher.url());
+                            if let Some(cache) = &self.cache {
+                                if let Err(e) = save_cache(cache, &bytes) {
+                                    tracing::warn!(path = %cache.display(), error = %e, "cannot write the bundle cache");
+                                }
+                            }
+                        }
+                        Err(e) => self.activator.apply(Err(e)),
+                    }
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    if attempt == 1 || attempt % 20 == 0 {
+                        tracing::warn!(error = %e, attempt, "cannot reach the bundle registry; the active bundle stays");
+                    }
+                    self.activator.status.set_error(e);
+                    if !cache_tried && self.activator.engine.load().is_none() {
+                        cache_tried = true;
+                        self.serve_cache(&mut active_digest).await;
+                    }
+                    tokio::time::sleep(crate::tls::backoff(
+                        attempt,
+                        crate::audit::ids::random_u64(),
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn load(&self, bytes: Vec<u8>) -> Result<Bundle, BundleError> {
+        let trusted = self.trusted.clone();
+        let url = self.fetcher.url().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let files = unpack(&bytes).map_err(|m| BundleError::file(url.as_str(), m))?;
+            Bundle::from_trusted_files(&files, trusted.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(BundleError::file("bundle", format!("loader failed: {e}"))))
+    }
+
+    async fn serve_cache(&self, active_digest: &mut Option<String>) {
+        let Some(cache) = &self.cache else { return };
+        let Ok(bytes) = std::fs::read(cache) else {
+            return;
+        };
+        match self.load(bytes).await {
+            Ok(bundle) => {
+                tracing::warn!(path = %cache.display(), revision = %bundle.revision, "registry unreachable: serving the cached bundle");
+                *active_digest = Some(bundle.digest.clone());
+                self.activator
+                    .activate(bundle, &format!("cache:{}", cache.display()));
+            }
+            Err(e) => self.activator.apply(Err(e)),
+        }
+    }
 }
 
 async fn shutdown_signal() {

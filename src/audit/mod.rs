@@ -164,7 +164,12 @@ impl Pipeline {
         status: Arc<AuditStatus>,
     ) -> anyhow::Result<(Recorder, Pipeline)> {
         let client = match &config.url {
-            Some(url) => Some(config.tls.client_for(url).map_err(anyhow::Error::msg)?),
+            Some(url) => Some(
+                config
+                    .tls
+                    .client_for(url, ship::REQUEST_TIMEOUT)
+                    .map_err(anyhow::Error::msg)?,
+            ),
             None => None,
         };
         let (backlog, chain): (Box<dyn Backlog>, Chain) = match &config.spool_dir {

@@ -7,6 +7,7 @@
 //! policy and JSON pointer at fault.
 
 mod archive;
+pub mod fetch;
 pub mod signing;
 pub mod watch;
 
@@ -19,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use archive::pack;
+pub use archive::{pack, unpack};
 
 /// `bundle.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,16 +125,15 @@ impl std::error::Error for BundleError {}
 pub enum Source {
     Directory(PathBuf),
     Archive(PathBuf),
+    /// A registry URL (`https://…/v1/bundles/NAME`), pulled over mTLS.
+    Remote(String),
 }
 
 impl Source {
     /// Interpret a `--bundle` value.
     pub fn parse(spec: &str) -> Result<Source, BundleError> {
         if spec.starts_with("https://") || spec.starts_with("http://") {
-            return Err(BundleError::file(
-                spec,
-                "remote bundle sources are not supported by this build yet; use a directory or a .tar.gz",
-            ));
+            return Ok(Source::Remote(spec.to_owned()));
         }
         let path = PathBuf::from(spec);
         if spec.ends_with(".tar.gz") || spec.ends_with(".tgz") {
@@ -149,9 +149,11 @@ impl Source {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    /// The local path, for directory and archive sources.
+    pub fn path(&self) -> Option<&Path> {
         match self {
-            Source::Directory(p) | Source::Archive(p) => p,
+            Source::Directory(p) | Source::Archive(p) => Some(p),
+            Source::Remote(_) => None,
         }
     }
 
@@ -166,6 +168,7 @@ impl Source {
                 archive::unpack(&bytes)
                     .map_err(|message| BundleError::file(file.display().to_string(), message))
             }
+            Source::Remote(url) => read_remote(url),
         }
     }
 
@@ -185,7 +188,26 @@ impl Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path().display())
+        match self {
+            Source::Directory(p) | Source::Archive(p) => write!(f, "{}", p.display()),
+            Source::Remote(url) => f.write_str(url),
+        }
+    }
+}
+
+/// One blocking fetch, for the CLI (`eval`, `test`, `bundle verify`).
+fn read_remote(url: &str) -> Result<BundleFiles, BundleError> {
+    let fail = |message: String| BundleError::file(url, message);
+    let fetcher = fetch::Fetcher::new(url, &crate::tls::ClientTls::from_env()).map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    match runtime.block_on(fetcher.fetch(None, None)).map_err(fail)? {
+        fetch::Fetched::Bundle { bytes, .. } => archive::unpack(&bytes).map_err(fail),
+        fetch::Fetched::NotModified => Err(fail(
+            "the registry answered 304 to an unconditional GET".into(),
+        )),
     }
 }
 

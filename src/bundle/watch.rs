@@ -51,6 +51,7 @@ where
         }
     })?;
     match &source {
+        Source::Remote(_) => {}
         Source::Directory(dir) => watcher.watch(dir, RecursiveMode::Recursive)?,
         Source::Archive(file) => {
             let parent = file

@@ -385,3 +385,50 @@ pub fn write_bundle(dir: &Path, name: &str, revision: &str, default: &str, polic
         .expect("write policy");
     }
 }
+
+/// Something that counts refused TLS handshakes.
+pub trait CountsRefusals: Send + Sync + 'static {
+    fn refused(&self);
+}
+
+impl CountsRefusals for receiver::Received {
+    fn refused(&self) {
+        self.refused_handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountsRefusals for std::sync::atomic::AtomicUsize {
+    fn refused(&self) {
+        self.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An axum listener that completes a rustls handshake (client certificate
+/// required by the config) before handing the stream over.
+pub struct TlsListener<C: CountsRefusals> {
+    pub inner: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub refused: std::sync::Arc<C>,
+}
+
+impl<C: CountsRefusals> axum::serve::Listener for TlsListener<C> {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => self.refused.refused(),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}

@@ -82,10 +82,10 @@ impl Receiver {
                             .await;
                     }
                     Some(config) => {
-                        let listener = TlsListener {
+                        let listener = super::TlsListener {
                             inner: listener,
                             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-                            received: state,
+                            refused: state.clone(),
                         };
                         let _ = axum::serve(listener, app)
                             .with_graceful_shutdown(stop)
@@ -174,35 +174,4 @@ async fn ingest(
         axum::http::StatusCode::OK,
         format!("{{\"accepted\": {}}}", lines.len() - before),
     )
-}
-
-struct TlsListener {
-    inner: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    received: Arc<Received>,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.inner.accept().await else {
-                continue;
-            };
-            match self.acceptor.accept(tcp).await {
-                Ok(tls) => return (tls, addr),
-                Err(_) => {
-                    self.received
-                        .refused_handshakes
-                        .fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
 }
