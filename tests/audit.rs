@@ -334,11 +334,7 @@ fn records_ship_over_mtls_with_the_kernel_client_identity() {
 
     // With the identity: records arrive.
     let kernel = Kernel::start();
-    let env = [
-        ("KERNEL_MTLS_CERT_PATH", client.cert.as_path()),
-        ("KERNEL_MTLS_KEY_PATH", client.key.as_path()),
-        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
-    ];
+    let env = client.client_env(&ca);
     let sidecar = Sidecar::start_with_env(
         &repo().join("policies"),
         Grpc::tcp(),
@@ -358,11 +354,7 @@ fn records_ship_over_mtls_with_the_kernel_client_identity() {
     // keeps deciding and counts the failures.
     let other = support::pki::Pki::new(&dir.path().join("other"), "rogue");
     let rogue = other.issue("rogue", "kernel-7f9c", None);
-    let env = [
-        ("KERNEL_MTLS_CERT_PATH", rogue.cert.as_path()),
-        ("KERNEL_MTLS_KEY_PATH", rogue.key.as_path()),
-        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
-    ];
+    let env = rogue.client_env(&ca);
     let sidecar = Sidecar::start_with_env(
         &repo().join("policies"),
         Grpc::tcp(),

@@ -54,44 +54,20 @@ async fn get_bundle(
 struct RegistryServer {
     port: u16,
     registry: Arc<Registry>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl RegistryServer {
     fn start(port: u16, registry: Arc<Registry>, tls: rustls::ServerConfig) -> RegistryServer {
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind registry");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let port = std_listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = registry.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = TlsListener {
-                    inner: tokio::net::TcpListener::from_std(std_listener).expect("listener"),
-                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
-                    refused: state.refused.clone(),
-                };
-                let app = axum::Router::new()
-                    .route("/v1/bundles/kernel", axum::routing::get(get_bundle))
-                    .with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
         registry.stopping.store(false, Ordering::SeqCst);
+        let app = axum::Router::new()
+            .route("/v1/bundles/kernel", axum::routing::get(get_bundle))
+            .with_state(registry.clone());
+        let server = ServerThread::start(port, app, Some((tls, registry.refused.clone())));
         RegistryServer {
-            port,
+            port: server.addr.port(),
             registry,
-            stop: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -104,12 +80,7 @@ impl Drop for RegistryServer {
     fn drop(&mut self) {
         // Release held long polls, then stop.
         self.registry.stopping.store(true, Ordering::SeqCst);
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.stop();
     }
 }
 
@@ -188,11 +159,7 @@ fn sidecar_pulls_signed_bundles_over_mtls_and_survives_the_registry() {
     let url = central.url();
     let cache = dir.path().join("cache.tar.gz");
     let ca = pki.ca_path();
-    let env = [
-        ("KERNEL_MTLS_CERT_PATH", client.cert.as_path()),
-        ("KERNEL_MTLS_KEY_PATH", client.key.as_path()),
-        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
-    ];
+    let env = client.client_env(&ca);
     let cache_arg = cache.display().to_string();
     let keys_arg = keys.display().to_string();
     let flags = [
@@ -254,11 +221,7 @@ fn sidecar_pulls_signed_bundles_over_mtls_and_survives_the_registry() {
     let central = RegistryServer::start(port, registry.clone(), tls());
     let rogue_pki = support::pki::Pki::new(&dir.path().join("rogue"), "rogue");
     let rogue = rogue_pki.issue("rogue", "kernel-7f9c", None);
-    let rogue_env = [
-        ("KERNEL_MTLS_CERT_PATH", rogue.cert.as_path()),
-        ("KERNEL_MTLS_KEY_PATH", rogue.key.as_path()),
-        ("KERNEL_MTLS_CA_PATH", ca.as_path()),
-    ];
+    let rogue_env = rogue.client_env(&ca);
     let intruder = Sidecar::spawn_with_env(
         Path::new(&url),
         Grpc::tcp(),

@@ -178,9 +178,7 @@ pub struct Sidecar {
 impl Sidecar {
     /// Start and wait until it is ready (a bundle is active).
     pub fn start(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
-        let sidecar = Sidecar::spawn(bundle, grpc, extra, log_dir);
-        sidecar.wait_ready();
-        sidecar
+        Sidecar::start_with_env(bundle, grpc, extra, &[], log_dir)
     }
 
     pub fn spawn(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
@@ -430,5 +428,77 @@ impl<C: CountsRefusals> axum::serve::Listener for TlsListener<C> {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// An axum app served on its own thread and runtime (plain or mTLS), on a
+/// chosen port (0 for any) so a test can stop it and bring it back.
+pub struct ServerThread {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub fn start<C: CountsRefusals>(
+        port: u16,
+        app: axum::Router,
+        tls: Option<(rustls::ServerConfig, std::sync::Arc<C>)>,
+    ) -> ServerThread {
+        let std_listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind test server");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let stop = async {
+                    let _ = rx.await;
+                };
+                match tls {
+                    None => {
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await;
+                    }
+                    Some((config, refused)) => {
+                        let listener = TlsListener {
+                            inner: listener,
+                            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+                            refused,
+                        };
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await;
+                    }
+                }
+            });
+        });
+        ServerThread {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Graceful stop: in-flight requests must be able to finish.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

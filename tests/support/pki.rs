@@ -17,6 +17,17 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
+impl Leaf {
+    /// `KERNEL_MTLS_*` for a sidecar using this certificate, trusting `ca`.
+    pub fn client_env<'a>(&'a self, ca: &'a Path) -> [(&'static str, &'a Path); 3] {
+        [
+            ("KERNEL_MTLS_CERT_PATH", self.cert.as_path()),
+            ("KERNEL_MTLS_KEY_PATH", self.key.as_path()),
+            ("KERNEL_MTLS_CA_PATH", ca),
+        ]
+    }
+}
+
 impl Pki {
     pub fn new(dir: &Path, name: &str) -> Pki {
         std::fs::create_dir_all(dir).expect("pki dir");

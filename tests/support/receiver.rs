@@ -41,8 +41,7 @@ impl Received {
 pub struct Receiver {
     pub addr: SocketAddr,
     pub received: Arc<Received>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: super::ServerThread,
 }
 
 impl Receiver {
@@ -57,48 +56,14 @@ impl Receiver {
     }
 
     fn spawn(port: u16, received: Arc<Received>, tls: Option<rustls::ServerConfig>) -> Receiver {
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = received.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let app = axum::Router::new()
-                    .route("/v1/audit/decisions", axum::routing::post(ingest))
-                    .with_state(state.clone());
-                let stop = async {
-                    let _ = rx.await;
-                };
-                match tls {
-                    None => {
-                        let _ = axum::serve(listener, app)
-                            .with_graceful_shutdown(stop)
-                            .await;
-                    }
-                    Some(config) => {
-                        let listener = super::TlsListener {
-                            inner: listener,
-                            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-                            refused: state.clone(),
-                        };
-                        let _ = axum::serve(listener, app)
-                            .with_graceful_shutdown(stop)
-                            .await;
-                    }
-                }
-            });
-        });
+        let app = axum::Router::new()
+            .route("/v1/audit/decisions", axum::routing::post(ingest))
+            .with_state(received.clone());
+        let server = super::ServerThread::start(port, app, tls.map(|t| (t, received.clone())));
         Receiver {
-            addr,
+            addr: server.addr,
             received,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -110,25 +75,14 @@ impl Receiver {
         format!("https://{}/v1/audit/decisions", self.addr)
     }
 
-    pub fn stop(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        // A hanging handler would hold graceful shutdown forever.
-        self.received.hang.store(false, Ordering::SeqCst);
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    pub fn stop(self) {}
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.stop_inner();
+        // A hanging handler would hold graceful shutdown forever.
+        self.received.hang.store(false, Ordering::SeqCst);
+        self.server.stop();
     }
 }
 
