@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar: answer Envoy ext_authz Check from a policy bundle.
     Serve(Box<ServeArgs>),
+    /// Run the control plane: policy registry, lifecycle, multisig, signed bundles.
+    Central(Box<CentralArgs>),
     /// Decide one input document and print the decision record.
     Eval(EvalArgs),
     /// Run a bundle's tests/*.json.
@@ -72,6 +74,41 @@ enum AuditCommand {
 enum OnError {
     Deny,
     Allow,
+}
+
+#[derive(Args)]
+struct CentralArgs {
+    /// HTTPS listener.
+    #[arg(long, env = "SENTINEL_CENTRAL_ADDR", default_value = "127.0.0.1:8443")]
+    addr: SocketAddr,
+    /// Store: sqlite://FILE (embedded) or postgres://… (HA); migrations run at start.
+    #[arg(
+        long,
+        env = "SENTINEL_CENTRAL_DB",
+        default_value = "sqlite://./sentinelnet-central.db"
+    )]
+    db: String,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "SENTINEL_CENTRAL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "SENTINEL_CENTRAL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA that issues client certificates; every request needs one.
+    #[arg(long, env = "SENTINEL_CENTRAL_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// JSON {"IDENTITY": ["sidecar" | "publisher" | "approver" | "admin", …]}; identity = URI SAN, else CN.
+    #[arg(long, env = "SENTINEL_CENTRAL_RBAC")]
+    rbac: Option<PathBuf>,
+    /// Ed25519 key (from keygen) that signs published bundles.
+    #[arg(long, env = "SENTINEL_CENTRAL_SIGNING_KEY")]
+    signing_key: PathBuf,
+    /// Directory of approver public keys (*.pub, one per approver).
+    #[arg(long, env = "SENTINEL_CENTRAL_APPROVERS")]
+    approvers: Option<PathBuf>,
+    /// Distinct approvals a HIGH/CRITICAL policy version needs before it can become active.
+    #[arg(long, env = "SENTINEL_CENTRAL_APPROVALS_REQUIRED", default_value_t = 3)]
+    approvals_required: usize,
 }
 
 #[derive(Args)]
@@ -227,6 +264,7 @@ fn init_tracing() {
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve(args) => run_serve(*args),
+        Command::Central(args) => run_central(*args),
         Command::Eval(args) => run_eval(args),
         Command::Test(args) => run_test(args),
         Command::Bundle(BundleCommand::Build {
@@ -299,6 +337,43 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         bundle_cache: args.bundle_cache,
     };
     serve::run(config).map_err(Failure::from)
+}
+
+fn run_central(args: CentralArgs) -> Result<(), Failure> {
+    let dev_skip_mtls = ClientTls::from_env().allow_plain_http;
+    let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(crate::central::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None, None) if dev_skip_mtls => None,
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert"),
+                (key.is_none(), "--tls-key"),
+                (ca.is_none(), "--client-ca"),
+            ]
+            .into_iter()
+            .filter(|(absent, _)| *absent)
+            .map(|(_, flag)| flag)
+            .collect();
+            return Err(Failure::Usage(format!(
+                "central needs {} (client certificates are required; DEV_SKIP_MTLS=true for plain-HTTP development)",
+                missing.join(", ")
+            )));
+        }
+    };
+    crate::central::run(crate::central::CentralConfig {
+        addr: args.addr,
+        db: args.db,
+        tls,
+        rbac: args.rbac,
+        signing_key: args.signing_key,
+        approvers: args.approvers,
+        approvals_required: args.approvals_required,
+    })
+    .map_err(Failure::from)
 }
 
 /// `POD_NAME`, else the host name.

@@ -256,7 +256,7 @@ fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
 
 /// Parse `bytes` as JSON, then deserialize it, with errors naming the JSON
 /// pointer of the offending field.
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     file: &str,
     bytes: &[u8],
 ) -> Result<(T, Value), BundleError> {

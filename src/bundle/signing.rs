@@ -185,6 +185,28 @@ impl TrustedKeys {
         None
     }
 
+    /// Whether the key named `name` made `signature` over `message`;
+    /// `None` when no key has that name.
+    pub fn verify_by(&self, name: &str, message: &[u8], signature_b64: &str) -> Option<bool> {
+        let key = self.keys.get(name)?;
+        let Ok(signature) = B64.decode(signature_b64.trim()) else {
+            return Some(false);
+        };
+        Some(
+            UnparsedPublicKey::new(&ED25519, key)
+                .verify(message, &signature)
+                .is_ok(),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.keys.keys().map(String::as_str).collect()
     }

@@ -1,0 +1,375 @@
+//! Central's HTTP API (SPEC §7): routing, roles per route, status codes.
+
+use super::identity::{Peer, Rbac, Refusal, Role};
+use super::registry::{revision_name, Registry, RegistryError};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus::{Encoder, IntCounterVec};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest `?wait=` honoured: sidecars ask for 30.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Long polls also re-read the store this often, so a revision published by
+/// another central on the same PostgreSQL is seen too.
+const STORE_RECHECK: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct CentralMetrics {
+    pub registry: prometheus::Registry,
+    pub refusals: IntCounterVec,
+    pub requests: IntCounterVec,
+}
+
+impl CentralMetrics {
+    pub fn new() -> CentralMetrics {
+        let registry = prometheus::Registry::new();
+        let refusals = IntCounterVec::new(
+            prometheus::Opts::new(
+                "sentinel_central_refusals_total",
+                "Requests refused: TLS handshake, unknown identity, or a role that does not cover the call",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let requests = IntCounterVec::new(
+            prometheus::Opts::new(
+                "sentinel_central_requests_total",
+                "API requests by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        for collector in [&refusals, &requests] {
+            let _ = registry.register(Box::new(collector.clone()));
+        }
+        CentralMetrics {
+            registry,
+            refusals,
+            requests,
+        }
+    }
+}
+
+impl Default for CentralMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub rbac: Arc<Rbac>,
+    pub metrics: CentralMetrics,
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::Conflict(_) => StatusCode::CONFLICT,
+            RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RegistryError::Refused(_) => StatusCode::FORBIDDEN,
+            RegistryError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
+            RegistryError::Store(s) => {
+                tracing::error!(error = %s, "central: store failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+impl AppState {
+    /// The caller's identity if it holds one of `allowed`; otherwise a
+    /// logged, counted 403.
+    fn authorize(&self, peer: &Peer, route: &str, allowed: &[Role]) -> ApiResult<String> {
+        let outcome = match &peer.identity {
+            None => Err(Refusal::NoIdentity),
+            Some(identity) => self
+                .rbac
+                .permits(identity, allowed)
+                .map(|()| identity.clone()),
+        };
+        outcome.map_err(|refusal| {
+            self.metrics.refusals.with_label_values(&[refusal.label()]).inc();
+            let who = peer.identity.as_deref().unwrap_or("(no identity)");
+            tracing::warn!(peer = %peer.addr, identity = who, route, reason = refusal.label(), "central: refused");
+            let message = match refusal {
+                Refusal::NoIdentity => "the client certificate names no identity (URI SAN or CN)".to_owned(),
+                Refusal::UnknownIdentity => format!("identity \"{who}\" is not in the RBAC file"),
+                Refusal::Role => format!(
+                    "identity \"{who}\" may not call {route} (needs one of: {})",
+                    allowed.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            ApiError(StatusCode::FORBIDDEN, message)
+        })
+    }
+
+    fn count(&self, route: &str, status: StatusCode) {
+        self.metrics
+            .requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+    }
+}
+
+/// Run a handler body, count its outcome by route.
+async fn counted<F>(state: &AppState, route: &'static str, body: F) -> Response
+where
+    F: std::future::Future<Output = ApiResult<Response>>,
+{
+    let response = match body.await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    state.count(route, response.status());
+    response
+}
+
+const PUBLISHERS: &[Role] = &[Role::Publisher];
+const ANYONE: &[Role] = &[Role::Sidecar, Role::Publisher, Role::Approver];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/bundles/{name}", get(get_bundle).put(put_bundle))
+        .route(
+            "/v1/bundles/{name}/policies",
+            get(list_policies).post(create_policy),
+        )
+        .route(
+            "/v1/bundles/{name}/policies/{id}",
+            axum::routing::put(add_version),
+        )
+        .route(
+            "/v1/bundles/{name}/policies/{id}/transition",
+            post(transition),
+        )
+        .route("/v1/bundles/{name}/policies/{id}/manifest", get(manifest))
+        .route("/v1/bundles/{name}/policies/{id}/approvals", post(approve))
+        .route("/sentinelnet/policy/{id}/explain", get(explain))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<u64>,
+}
+
+fn etag_of(bundle: &str, revision: i64) -> String {
+    format!("\"{bundle}-{}\"", revision_name(revision))
+}
+
+async fn get_bundle(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let route = "GET /v1/bundles/{name}";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, &[Role::Sidecar, Role::Publisher])?;
+        let known = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
+        let deadline = Instant::now() + wait;
+        let mut published = state.registry.subscribe();
+        loop {
+            // Mark the current value seen before reading the store, so a
+            // publish between the read and the wait still wakes us.
+            published.borrow_and_update();
+            let current = state.registry.current(&name).await?.ok_or_else(|| {
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("no published revision of bundle {name}"),
+                )
+            })?;
+            let etag = etag_of(&name, current.revision);
+            if known.as_deref() != Some(etag.as_str()) {
+                let archive = state.registry.archive(&name, current.revision).await?;
+                return Ok((
+                    [
+                        (header::ETAG, etag),
+                        (header::CONTENT_TYPE, "application/gzip".to_owned()),
+                        (
+                            header::HeaderName::from_static("x-sentinel-revision"),
+                            revision_name(current.revision),
+                        ),
+                    ],
+                    archive,
+                )
+                    .into_response());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+            }
+            let nap = (deadline - now).min(STORE_RECHECK);
+            let _ = tokio::time::timeout(nap, published.changed()).await;
+        }
+    })
+    .await
+}
+
+async fn put_bundle(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let route = "PUT /v1/bundles/{name}";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, PUBLISHERS)?;
+        let result = state.registry.put_bundle(&name, &body, &by).await?;
+        Ok(Json(result).into_response())
+    })
+    .await
+}
+
+async fn list_policies(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+) -> Response {
+    let route = "GET /v1/bundles/{name}/policies";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, ANYONE)?;
+        Ok(Json(state.registry.list(&name).await?).into_response())
+    })
+    .await
+}
+
+/// Why a version was written: the `X-Sentinel-Reason` header (the body is
+/// the policy document itself).
+fn reason_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-sentinel-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+}
+
+async fn create_policy(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/bundles/{name}/policies";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, PUBLISHERS)?;
+        let status = state
+            .registry
+            .create_policy(&name, &body, reason_header(&headers), &by)
+            .await?;
+        Ok((StatusCode::CREATED, Json(status)).into_response())
+    })
+    .await
+}
+
+async fn add_version(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = "PUT /v1/bundles/{name}/policies/{id}";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, PUBLISHERS)?;
+        let status = state
+            .registry
+            .add_version(&name, &id, &body, reason_header(&headers), &by)
+            .await?;
+        Ok(Json(status).into_response())
+    })
+    .await
+}
+
+async fn transition(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((name, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/bundles/{name}/policies/{id}/transition";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, PUBLISHERS)?;
+        let status = state.registry.transition(&name, &id, &body, &by).await?;
+        Ok(Json(status).into_response())
+    })
+    .await
+}
+
+async fn manifest(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let route = "GET /v1/bundles/{name}/policies/{id}/manifest";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, &[Role::Approver, Role::Publisher])?;
+        let bytes = state.registry.manifest(&name, &id).await?;
+        Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    })
+    .await
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((name, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/bundles/{name}/policies/{id}/approvals";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, &[Role::Approver])?;
+        let result = state.registry.approve(&name, &id, &body, &by).await?;
+        Ok((StatusCode::CREATED, Json(result)).into_response())
+    })
+    .await
+}
+
+async fn explain(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+) -> Response {
+    let route = "GET /sentinelnet/policy/{id}/explain";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, ANYONE)?;
+        Ok(Json(state.registry.explain(&id).await?).into_response())
+    })
+    .await
+}

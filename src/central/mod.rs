@@ -1,0 +1,173 @@
+//! `sentinelnet central`: the control plane (SPEC §7).
+//!
+//! ```text
+//! HTTPS (client certs required) → identity (URI SAN | CN) → RBAC role
+//!   → registry (store transaction: versions, transitions, approvals)
+//!   → publish: build bundle → compile-check → sign → store revision → wake long polls
+//! ```
+//!
+//! [`store`] is the only module that speaks SQL; [`lifecycle`] holds the
+//! rules without I/O; [`identity`] turns a TLS connection into a caller;
+//! [`api`] maps HTTP onto [`registry`].
+
+pub mod api;
+pub mod identity;
+pub mod lifecycle;
+pub mod registry;
+pub mod store;
+
+use crate::bundle::signing::{SigningKey, TrustedKeys};
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Server certificate, key, and the CA that issues client certificates.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    pub addr: SocketAddr,
+    pub db: String,
+    /// `None` only with `DEV_SKIP_MTLS=true`.
+    pub tls: Option<TlsFiles>,
+    pub rbac: Option<PathBuf>,
+    pub signing_key: PathBuf,
+    pub approvers: Option<PathBuf>,
+    pub approvals_required: usize,
+}
+
+/// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
+pub fn run(config: CentralConfig) -> anyhow::Result<()> {
+    crate::tls::install_crypto_provider();
+    let signer = SigningKey::load(&config.signing_key).context("--signing-key")?;
+    let approvers = config
+        .approvers
+        .as_deref()
+        .map(TrustedKeys::load_dir)
+        .transpose()
+        .context("--approvers")?;
+    if config.approvals_required == 0 {
+        bail!("--approvals-required must be at least 1");
+    }
+    match &approvers {
+        Some(keys) if keys.len() < config.approvals_required => bail!(
+            "--approvals-required is {} but --approvers holds only {} key(s): HIGH/CRITICAL policies could never become active",
+            config.approvals_required,
+            keys.len()
+        ),
+        Some(_) => {}
+        None => tracing::warn!(
+            "central: no --approvers; HIGH/CRITICAL policies cannot become active"
+        ),
+    }
+    let rbac = match (&config.tls, &config.rbac) {
+        (_, Some(path)) if config.tls.is_some() => {
+            identity::Rbac::load(path).map_err(anyhow::Error::msg)?
+        }
+        (Some(_), _) => bail!("--rbac is required with mTLS: without it no identity holds a role"),
+        (None, _) => {
+            tracing::warn!("central: DEV_SKIP_MTLS=true: plain HTTP and every caller is an admin; never in production");
+            identity::Rbac::insecure()
+        }
+    };
+    let server_tls = config
+        .tls
+        .as_ref()
+        .map(|files| -> anyhow::Result<rustls::ServerConfig> {
+            let read = |path: &PathBuf, flag: &str| {
+                std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
+            };
+            Ok(crate::tls::mtls_server_config(
+                &read(&files.cert, "--tls-cert")?,
+                &read(&files.key, "--tls-key")?,
+                &read(&files.client_ca, "--client-ca")?,
+            )?)
+        })
+        .transpose()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let store = store::Store::open(&config.db).await?;
+        let registry = registry::Registry::new(
+            store,
+            Arc::new(signer),
+            approvers,
+            config.approvals_required,
+        );
+        let metrics = api::CentralMetrics::new();
+        let state = api::AppState {
+            registry: Arc::new(registry),
+            rbac: Arc::new(rbac),
+            metrics: metrics.clone(),
+        };
+        let app = api::router(state)
+            .into_make_service_with_connect_info::<identity::Peer>();
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("--addr {}: cannot listen", config.addr))?;
+        let local = listener.local_addr()?;
+        let stop = shutdown_signal();
+        tracing::info!(addr = %local, db = %config.db, mtls = server_tls.is_some(), "central: listening");
+        // Long polls hold requests open for up to a minute; give in-flight
+        // requests a short grace period rather than waiting for all of them.
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            stop.await;
+            let _ = stopping_tx.send(());
+        };
+        let grace = async move {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        };
+        let serve = async move {
+            match server_tls {
+                Some(tls) => {
+                    let listener =
+                        identity::TlsListener::spawn(listener, Arc::new(tls), metrics.refusals.clone())?;
+                    axum::serve(listener, app).with_graceful_shutdown(graceful).await
+                }
+                None => {
+                    axum::serve(identity::PlainListener(listener), app)
+                        .with_graceful_shutdown(graceful)
+                        .await
+                }
+            }
+        };
+        tokio::select! {
+            result = serve => result.context("central: server failed")?,
+            () = grace => {}
+        }
+        tracing::info!("central: stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
