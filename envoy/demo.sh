@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The demo: a mock Kernel upstream, the sentinelnet sidecar on the example
-# bundle in policies/, and Envoy 1.40 in front with ext_authz. Builds and
-# installs what it needs, shows a few allowed and denied requests, then keeps
-# running until Ctrl-C (set DEMO_ONESHOT=1 to stop after the examples).
+# The demo: central (control plane, SQLite store) publishing the example
+# bundle in policies/, the sentinelnet sidecar pulling it over mTLS with
+# development certificates (`sentinelnet dev-pki`), a mock Kernel upstream,
+# and Envoy 1.40 in front with ext_authz. Builds and installs what it needs,
+# walks the example policies through the lifecycle (HIGH/CRITICAL ones with
+# three approver signatures), shows allowed and denied requests and a live
+# policy change, then keeps running until Ctrl-C (DEMO_ONESHOT=1 stops after
+# the examples).
 #
 #   client -> Envoy :10000 -> (ext_authz gRPC :9191) -> Kernel mock :8080
-#   sidecar admin API :9192, Envoy admin :9901
+#   sidecar <- mTLS pull <- central :8443; sidecar admin :9192, Envoy admin :9901
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,16 +23,72 @@ fi
 echo "==> building sentinelnet (release)"
 cargo build --release --locked -q
 
-logs=target/demo
-mkdir -p "$logs"
+demo=target/demo
+rm -rf "$demo"
+mkdir -p "$demo"
+logs=$demo
+bin=target/release/sentinelnet
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+echo "==> development PKI, central's signing key, three approver keys"
+"$bin" dev-pki --out "$demo/pki" >/dev/null
+"$bin" keygen --out "$demo/keys" --name central >/dev/null
+mkdir -p "$demo/trusted" "$demo/approvers"
+cp "$demo/keys/central.pub" "$demo/trusted/"
+for approver in alice bob carol; do
+  "$bin" keygen --out "$demo/approver-keys" --name "$approver" >/dev/null
+  cp "$demo/approver-keys/$approver.pub" "$demo/approvers/"
+done
+
+"$bin" central --addr 127.0.0.1:8443 --db "sqlite://$demo/central.db" \
+  --tls-cert "$demo/pki/central.crt" --tls-key "$demo/pki/central.key" --client-ca "$demo/pki/ca.pem" \
+  --rbac "$demo/pki/rbac.json" --signing-key "$demo/keys/central.key" --approvers "$demo/approvers" \
+  2>"$logs/central.log" & pids+=($!)
+central=https://127.0.0.1:8443
+# as ROLE CURL-ARGS…: call central with that role's client certificate.
+as() {
+  local role=$1
+  shift
+  curl -sS --cert "$demo/pki/$role.crt" --key "$demo/pki/$role.key" --cacert "$demo/pki/ca.pem" "$@"
+}
+for _ in $(seq 100); do as publisher -fo /dev/null "$central/healthz" 2>/dev/null && break; sleep 0.1; done
+
+echo "==> publishing policies/ through central's lifecycle"
+as publisher -fo /dev/null -X PUT "$central/v1/bundles/kernel" -d '{"defaultDecision": "deny"}'
+transition() { # ID TO [PERCENT]
+  local body="{\"to\": \"$2\", \"reason\": \"demo: example bundle\"${3:+, \"canaryPercent\": $3}}"
+  as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies/$1/transition" -d "$body"
+}
+for file in policies/policies/*.json; do
+  read -r id severity state percent < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["id"], d["severity"], d["state"], d.get("canaryPercent", 0))' "$file")
+  as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies" --data-binary "@$file"
+  case $state in
+    simulating) transition "$id" simulating ;;
+    canary) transition "$id" simulating && transition "$id" canary "$percent" ;;
+    active)
+      transition "$id" simulating
+      if [[ $severity == HIGH || $severity == CRITICAL ]]; then
+        as approver -f "$central/v1/bundles/kernel/policies/$id/manifest" -o "$demo/manifest.json"
+        for approver in alice bob carol; do
+          signature=$("$bin" sign --key "$demo/approver-keys/$approver.key" "$demo/manifest.json")
+          as approver -fo /dev/null -X POST "$central/v1/bundles/kernel/policies/$id/approvals" \
+            -d "{\"approver\": \"$approver\", \"signature\": \"$signature\"}"
+        done
+      fi
+      transition "$id" active ;;
+  esac
+  printf '   %-40s %-8s -> %s\n' "$id" "$severity" "$state"
+done
+
 python3 tests/support/kernel_mock.py 8080 >"$logs/kernel.log" 2>&1 & pids+=($!)
 # The demo has no downstream mTLS, so a gateway-style header carries the
 # caller; in production use --principal-from peer or jwt:….
-target/release/sentinelnet serve --bundle policies \
+KERNEL_MTLS_CERT_PATH="$demo/pki/sidecar.crt" KERNEL_MTLS_KEY_PATH="$demo/pki/sidecar.key" \
+KERNEL_MTLS_CA_PATH="$demo/pki/ca.pem" \
+  "$bin" serve --bundle "$central/v1/bundles/kernel" --trusted-keys "$demo/trusted" \
+  --bundle-cache "$demo/bundle-cache.tar.gz" \
   --principal-from header:x-user --roles-from header:x-roles \
   2>"$logs/sidecar.log" & pids+=($!)
 "$envoy_venv/bin/envoy" -c envoy/envoy.yaml --concurrency 1 --disable-hot-restart -l warning \
@@ -46,7 +106,8 @@ show() {
   curl -s -o /dev/null -w '   -> HTTP %{http_code}\n' "$@"
 }
 echo
-echo "==> SentinelNet demo is up: Envoy on :10000, sidecar admin on :9192"
+echo "==> SentinelNet demo is up: Envoy on :10000, sidecar admin on :9192, central on :8443"
+echo "    the sidecar enforces $(curl -s localhost:9192/v1/status | python3 -c 'import json, sys; b = json.load(sys.stdin)["bundle"]; print(b["name"], b["revision"], "signed by", b["signer"])')"
 show localhost:10000/v1/kernels -H 'x-user: alice'
 show -X PUT localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor'
 show -X DELETE localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor'
@@ -54,12 +115,27 @@ show -X DELETE localhost:10000/v1/kernels/k1 -H 'x-user: root' -H 'x-roles: admi
 show localhost:10000/v1/kernels
 show -X POST localhost:10000/v1/kernels/transfers -H 'x-user: bob' -H 'x-roles: editor' \
   -H 'content-type: application/json' -d '{"amount": 25000}'
+
+echo
+echo "==> a live change: publish kernel.freeze-writes (deny PUT) and make it active"
+as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies" -H 'x-sentinel-reason: demo freeze' -d '{
+  "id": "kernel.freeze-writes", "version": 1, "severity": "LOW", "state": "draft", "effect": "deny",
+  "when": {"==": [{"var": "request.method"}, "PUT"]},
+  "response": {"status": 403, "body": "writes are frozen"}}'
+transition kernel.freeze-writes active
+for _ in $(seq 40); do
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor') == 403 ]] && break
+  sleep 0.05
+done
+show -X PUT localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor'
 echo
 echo "Why was that denied? Every response carries x-sentinel-decision-id; look it up:"
 echo "  curl -s 'localhost:9192/v1/decisions?limit=1' | python3 -m json.tool"
 echo "  curl -s localhost:9192/v1/policies/kernel.delete-needs-admin/explain"
 echo "  curl -s localhost:9192/metrics | grep ^sentinel_"
-echo "Edit a file under policies/ and the sidecar swaps the bundle live."
+echo "History, approvals and rule text from central (client certificates in $demo/pki):"
+echo "  curl -s --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --cacert $demo/pki/ca.pem \\"
+echo "    $central/sentinelnet/policy/kernel.delete-needs-admin/explain | python3 -m json.tool"
 [ "${DEMO_ONESHOT:-0}" = 1 ] && exit 0
 echo "Logs in $logs/. Ctrl-C to stop."
 wait

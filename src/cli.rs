@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, env = "SENTINEL_KEYGEN_NAME")]
         name: String,
     },
+    /// Write a throwaway development PKI (CA, central and per-role client
+    /// certificates, rbac.json) for demos and local runs.
+    DevPki {
+        /// Directory to write into.
+        #[arg(long, env = "SENTINEL_DEV_PKI_OUT")]
+        out: PathBuf,
+    },
     /// Print the base64 Ed25519 signature of a file.
     Sign {
         /// The private key (from keygen).
@@ -279,6 +286,16 @@ fn run(command: Command) -> Result<(), Failure> {
             let (private, public) =
                 signing::keygen(&out, &name).map_err(|e| Failure::Usage(e.to_string()))?;
             println!("wrote {} and {}", private.display(), public.display());
+            Ok(())
+        }
+        Command::DevPki { out } => {
+            let written =
+                crate::tls::write_dev_pki(&out).map_err(|e| Failure::Usage(e.to_string()))?;
+            println!(
+                "wrote {} files into {} (development only)",
+                written.len(),
+                out.display()
+            );
             Ok(())
         }
         Command::Sign { key, file } => {

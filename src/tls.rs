@@ -158,6 +158,98 @@ pub fn backoff(attempt: u32, random: u64) -> Duration {
     })
 }
 
+/// The identities `sentinelnet dev-pki` issues: file stem, CN, URI SAN, roles.
+const DEV_IDENTITIES: &[(&str, &str, &str, &str)] = &[
+    (
+        "sidecar",
+        "sidecar",
+        "spiffe://sentinelnet.dev/sidecar",
+        "sidecar",
+    ),
+    (
+        "publisher",
+        "publisher",
+        "spiffe://sentinelnet.dev/publisher",
+        "publisher",
+    ),
+    (
+        "approver",
+        "approver",
+        "spiffe://sentinelnet.dev/approver",
+        "approver",
+    ),
+    ("admin", "admin", "spiffe://sentinelnet.dev/admin", "admin"),
+];
+
+/// Write a throwaway development PKI into `dir`: `ca.pem`, `central.crt`/`.key`
+/// (localhost, 127.0.0.1), a client certificate per role with a SPIFFE-style
+/// URI SAN, and the matching `rbac.json`. For demos and local runs only: the
+/// CA key is not kept, so nothing more can be issued from it.
+pub fn write_dev_pki(dir: &std::path::Path) -> Result<Vec<PathBuf>, TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let fail = |what: &'static str| {
+        move |e: rcgen::Error| TlsError::Invalid {
+            what,
+            message: e.to_string(),
+        }
+    };
+    let io = |what: &'static str| {
+        move |e: std::io::Error| TlsError::Invalid {
+            what,
+            message: e.to_string(),
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("dev-pki directory"))?;
+    let ca_key = KeyPair::generate().map_err(fail("CA key"))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail("CA"))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "SentinelNet development CA");
+    let ca = ca_params.self_signed(&ca_key).map_err(fail("CA"))?;
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let mut written = Vec::new();
+    let mut write = |name: String, text: String| -> Result<(), TlsError> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io("dev-pki file"))?;
+        written.push(path);
+        Ok(())
+    };
+    write("ca.pem".into(), ca.pem())?;
+    let leaves = std::iter::once(("central", "central", None)).chain(
+        DEV_IDENTITIES
+            .iter()
+            .map(|(stem, cn, uri, _)| (*stem, *cn, Some(*uri))),
+    );
+    for (stem, common_name, uri) in leaves {
+        let key = KeyPair::generate().map_err(fail("leaf key"))?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned()]).map_err(fail("leaf"))?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        if let Some(uri) = uri {
+            let uri = uri.try_into().map_err(fail("URI SAN"))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &issuer).map_err(fail("leaf"))?;
+        write(format!("{stem}.crt"), cert.pem())?;
+        write(format!("{stem}.key"), key.serialize_pem())?;
+    }
+    let rbac: std::collections::BTreeMap<&str, [&str; 1]> = DEV_IDENTITIES
+        .iter()
+        .map(|(_, _, uri, role)| (*uri, [*role]))
+        .collect();
+    write(
+        "rbac.json".into(),
+        serde_json::to_string_pretty(&rbac).unwrap_or_default(),
+    )?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
