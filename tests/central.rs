@@ -887,3 +887,86 @@ fn central_refuses_to_start_without_what_it_needs() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("mysql://localhost/x"), "{stderr}");
 }
+
+#[test]
+fn two_centrals_on_one_postgres_never_lose_a_change() {
+    let world = World::new();
+    let database = PgDatabase::create();
+    let db = database.url();
+    let first = Central::start(world.path(), free_port(), &db, &world.pki, &[]);
+    let second = Central::start(world.path(), free_port(), &db, &world.pki, &[]);
+    let publisher = world.as_publisher();
+    let (status, body) = call(
+        publisher
+            .put(first.url("/v1/bundles/kernel"))
+            .json(&json!({"defaultDecision": "allow"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = (0..40).map(|i| format!("kernel.p{i}")).collect();
+    for id in &ids {
+        let (status, body) = call(
+            publisher
+                .post(first.url("/v1/bundles/kernel/policies"))
+                .json(&deny_delete(id, "LOW")),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    // Both centrals activate policies at the same time; a writer that loses
+    // a race gets 409 and retries, as a client would.
+    std::thread::scope(|scope| {
+        for (central, half) in [(&first, &ids[..20]), (&second, &ids[20..])] {
+            let publisher = publisher.clone();
+            scope.spawn(move || {
+                for id in half {
+                    let url = central.url(&format!("/v1/bundles/kernel/policies/{id}/transition"));
+                    let mut attempts = 0;
+                    loop {
+                        let (status, body) = call(
+                            publisher
+                                .post(&url)
+                                .json(&json!({"to": "active", "reason": "race"})),
+                        );
+                        attempts += 1;
+                        if status == 200 {
+                            break;
+                        }
+                        assert!(status == 409 && attempts < 50, "{id}: {status} {body}");
+                    }
+                }
+            });
+        }
+    });
+    // The newest revision, from either central, holds every change.
+    let as_sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
+    let mut etags = Vec::new();
+    for central in [&first, &second] {
+        let response = as_sidecar
+            .get(central.url("/v1/bundles/kernel"))
+            .send()
+            .expect("bundle");
+        etags.push(
+            response.headers()["etag"]
+                .to_str()
+                .expect("etag")
+                .to_owned(),
+        );
+        let files = sentinelnet::bundle::unpack(&response.bytes().expect("bytes")).expect("unpack");
+        for id in &ids {
+            let document: Value = serde_json::from_slice(
+                files
+                    .get(&format!("policies/{id}.json"))
+                    .unwrap_or_else(|| panic!("{id} missing from the newest revision")),
+            )
+            .expect("policy");
+            assert_eq!(document["state"], "active", "{id}");
+        }
+    }
+    assert_eq!(
+        etags[0], etags[1],
+        "both centrals serve the same newest revision"
+    );
+    assert_eq!(
+        etags[0], "\"kernel-r41\"",
+        "one revision per activation after r1"
+    );
+}

@@ -189,6 +189,20 @@ impl Registry {
         }
     }
 
+    /// Start a mutation of `bundle`: this process's write lock, a
+    /// transaction, and the bundle's row lock. The row lock serialises
+    /// writers across centrals sharing one PostgreSQL, so a revision is never
+    /// built from a snapshot that misses another central's committed change.
+    async fn begin_write(
+        &self,
+        bundle: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, store::Tx)> {
+        let guard = self.writes.lock().await;
+        let mut tx = self.store.begin().await?;
+        store::lock_bundle(&mut tx, bundle).await?;
+        Ok((guard, tx))
+    }
+
     /// Bumped after every published revision.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.published.subscribe()
@@ -223,8 +237,7 @@ impl Registry {
         check_name("bundle", name)?;
         let settings: BundleSettings = parse_body(body)?;
         let default_decision = settings.default_decision.as_str();
-        let _write = self.writes.lock().await;
-        let mut tx = self.store.begin().await?;
+        let (_write, mut tx) = self.begin_write(name).await?;
         let at = now();
         let reason = match store::bundle(&mut tx, name).await? {
             Some(_) => {
@@ -268,8 +281,7 @@ impl Registry {
     ) -> Result<PolicyStatus> {
         check_name("bundle", bundle_name)?;
         let document = draft_document(body, 1)?;
-        let _write = self.writes.lock().await;
-        let mut tx = self.store.begin().await?;
+        let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let at = now();
         if store::bundle(&mut tx, bundle_name).await?.is_none() {
             // A policy may create its bundle; deny by default until told otherwise.
@@ -397,8 +409,7 @@ impl Registry {
         reason: Option<String>,
         by: &str,
     ) -> Result<PolicyStatus> {
-        let _write = self.writes.lock().await;
-        let mut tx = self.store.begin().await?;
+        let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let policy = self.policy_in(&mut tx, bundle_name, id).await?;
         let version = policy.latest_version + 1;
         let document = draft_document(body, version)?;
@@ -471,8 +482,7 @@ impl Registry {
             (_, None) => 0.0,
         };
 
-        let _write = self.writes.lock().await;
-        let mut tx = self.store.begin().await?;
+        let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let policy = self.policy_in(&mut tx, bundle_name, id).await?;
         let latest = self.latest(&mut tx, &policy).await?;
         let from = state_of(&latest);
@@ -590,8 +600,7 @@ impl Registry {
         let approvers = self.approvers.as_ref().ok_or_else(|| {
             RegistryError::Refused("central has no approver keys (--approvers)".into())
         })?;
-        let _write = self.writes.lock().await;
-        let mut tx = self.store.begin().await?;
+        let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let policy = self.policy_in(&mut tx, bundle_name, id).await?;
         let latest = self.latest(&mut tx, &policy).await?;
         if let Some(version) = request.version.filter(|v| *v != latest.version) {

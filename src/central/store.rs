@@ -205,6 +205,17 @@ pub async fn insert_bundle(conn: &mut AnyConnection, row: &BundleRow) -> Result<
     Ok(())
 }
 
+/// Take the bundle's row lock until the transaction ends (a no-op update:
+/// portable, unlike `SELECT … FOR UPDATE`). Nothing to lock for a bundle
+/// that does not exist yet; its primary key settles that race.
+pub async fn lock_bundle(conn: &mut AnyConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE bundles SET updated_at = updated_at WHERE name = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn update_bundle(
     conn: &mut AnyConnection,
     name: &str,
