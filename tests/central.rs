@@ -473,10 +473,7 @@ fn central_metric(client: &reqwest::blocking::Client, central: &Central, sample:
         .expect("metrics")
         .text()
         .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample).map(str::trim))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&text, sample)
 }
 
 /// A fresh PostgreSQL database for one test, dropped afterwards.

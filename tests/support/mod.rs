@@ -117,6 +117,14 @@ pub fn http_json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
+/// The value of one sample line in Prometheus text (0 when absent).
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample).map(str::trim))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The mock Kernel upstream.
 pub struct Kernel {
     pub port: u16,
@@ -257,10 +265,7 @@ impl Sidecar {
     /// `sentinel_bundle_loads_total{result="error"}`.
     pub fn metric(&self, sample: &str) -> f64 {
         let (_, text) = http_get(&self.admin("/metrics")).expect("metrics answer");
-        text.lines()
-            .find_map(|line| line.strip_prefix(sample).map(str::trim))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_value(&text, sample)
     }
 
     pub fn log_text(&self) -> String {
