@@ -586,6 +586,16 @@ fn lifecycle_and_multisig(db: &str) {
         )
     };
     let key = |name: &str| approver_keys.join(format!("{name}.key"));
+    // The activation manifest of the current version, as approvers fetch it.
+    let fetch_manifest = || {
+        approver
+            .get(policy("/manifest"))
+            .send()
+            .expect("manifest")
+            .bytes()
+            .expect("bytes")
+            .to_vec()
+    };
 
     let (status, body) = call(
         publisher
@@ -646,13 +656,7 @@ fn lifecycle_and_multisig(db: &str) {
             .json(&json!({"approver": "alice", "signature": "x"})),
     );
     assert_eq!(status, 403, "publishers do not approve");
-    let manifest_v1 = approver
-        .get(policy("/manifest"))
-        .send()
-        .expect("manifest")
-        .bytes()
-        .expect("bytes")
-        .to_vec();
+    let manifest_v1 = fetch_manifest();
     let manifest: Value = serde_json::from_slice(&manifest_v1).expect("manifest JSON");
     assert_eq!(
         (manifest["policyId"].as_str(), manifest["version"].as_i64()),
@@ -703,13 +707,7 @@ fn lifecycle_and_multisig(db: &str) {
         let (status, body) = transition(to, extra);
         assert_eq!(status, 200, "{body}");
     }
-    let manifest_v2 = approver
-        .get(policy("/manifest"))
-        .send()
-        .expect("manifest")
-        .bytes()
-        .expect("bytes")
-        .to_vec();
+    let manifest_v2 = fetch_manifest();
     assert_ne!(manifest_v1, manifest_v2);
     for (i, name) in ["alice", "bob", "carol"].into_iter().enumerate() {
         if i == 2 {
