@@ -429,15 +429,7 @@ fn sidecar_enforces_what_central_publishes_and_outlives_it() {
         &env,
         world.path(),
     );
-    let status = restarted.status();
-    assert_eq!(status["bundle"]["revision"], "r2");
-    assert!(
-        status["bundle"]["source"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("cache:"),
-        "{status}"
-    );
+    restarted.assert_serving_cache("r2");
     wait_until(
         "Envoy to deny DELETE from the cached bundle",
         Duration::from_secs(5),

@@ -191,15 +191,7 @@ fn sidecar_pulls_signed_bundles_over_mtls_and_survives_the_registry() {
 
     // Restarted while the registry is down: served from the cache.
     let restarted = Sidecar::start_with_env(Path::new(&url), Grpc::tcp(), &flags, &env, dir.path());
-    let status = restarted.status();
-    assert_eq!(status["bundle"]["revision"], "r2");
-    assert!(
-        status["bundle"]["source"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("cache:"),
-        "{status}"
-    );
+    restarted.assert_serving_cache("r2");
     drop(restarted);
 
     // No cache and no registry: not ready, and says why.

@@ -268,6 +268,19 @@ impl Sidecar {
         metric_value(&text, sample)
     }
 
+    /// The active bundle is `revision`, loaded from `--bundle-cache`.
+    pub fn assert_serving_cache(&self, revision: &str) {
+        let status = self.status();
+        assert_eq!(status["bundle"]["revision"], revision, "{status}");
+        assert!(
+            status["bundle"]["source"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("cache:"),
+            "{status}"
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
