@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the decision path without transport:
 //! input view construction, deciding with 1, 20 and 1,000 policies, and a
 //! whole in-process `Check` (view, decision, response, metrics, record
-//! hand-off). After criterion, a per-iteration timing pass prints
+//! hand-off), also with the protobuf decode and encode around it. After criterion, a per-iteration timing pass prints
 //! p50/p99/p99.9, which criterion does not report.
 //!
 //! Run: `cargo bench --bench evaluator`
@@ -12,8 +12,10 @@ use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{Address as CoreAddress, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use prost::Message;
 use sentinelnet::admin::metrics::Metrics;
 use sentinelnet::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
+use sentinelnet::authz::message::CheckMessage;
 use sentinelnet::authz::view::RequestView;
 use sentinelnet::authz::{Authorizer, Engine, ViewSettings};
 use sentinelnet::bundle::{Bundle, BundleFiles, Source};
@@ -28,7 +30,11 @@ const KERNEL_20: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/bundles/kern
 
 /// What Envoy sends for `GET /v1/kernels?limit=10` from a caller in the
 /// cluster, with a typical set of headers.
-pub fn sample_request() -> CheckRequest {
+pub fn sample_request() -> CheckMessage {
+    CheckMessage::from_envoy(&sample_envoy_request())
+}
+
+fn sample_envoy_request() -> CheckRequest {
     let headers = [
         (":authority", "kernel.svc:10000"),
         (":method", "GET"),
@@ -192,6 +198,16 @@ fn benches(c: &mut Criterion) {
     c.bench_function("check/in-process handler, 20 policies", |b| {
         b.iter(|| black_box(authorizer.check(black_box(&request))))
     });
+    let wire = prost::bytes::Bytes::from(sample_envoy_request().encode_to_vec());
+    c.bench_function("check/decode, handler, encode, 20 policies", |b| {
+        b.iter(|| black_box(decode_check_encode(&authorizer, &wire)))
+    });
+}
+
+/// What the gRPC endpoint does with a request message, minus HTTP/2.
+fn decode_check_encode(authorizer: &Authorizer, wire: &prost::bytes::Bytes) -> Vec<u8> {
+    let request = CheckMessage::decode_from(wire.clone()).expect("decodes");
+    authorizer.check(&request).encode_to_vec()
 }
 
 /// p50/p99/p99.9 from timing each iteration.
@@ -236,6 +252,14 @@ fn percentiles() {
     distribution("check/in-process handler, 20 policies", 200_000, || {
         black_box(authorizer.check(&request));
     });
+    let wire = prost::bytes::Bytes::from(sample_envoy_request().encode_to_vec());
+    distribution(
+        "check/decode, handler, encode, 20 policies",
+        200_000,
+        || {
+            black_box(decode_check_encode(&authorizer, &wire));
+        },
+    );
 }
 
 criterion_group!(group, benches);

@@ -8,6 +8,8 @@ response so no upstream adds noise):
   noauthz       no ext_authz at all (the baseline)
   rbac          Envoy's in-process RBAC filter enforcing the equivalent rule
   floor         ext_authz -> a do-nothing server answering OK at once (TCP)
+  floor-shaped  the same server answering with what SPEC §4 asks of every
+                allow: the decision-id header and dynamic metadata (constants)
   sidecar-tcp   ext_authz -> sentinelnet serve, 20-policy bundle, TCP
   sidecar-uds   ext_authz -> sentinelnet serve, same bundle, Unix socket
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
@@ -48,9 +50,9 @@ FLOOR = ROOT / "target/release/examples/authz-floor"
 BUNDLE = ROOT / "bench/bundles/kernel-20"
 PATH = "/v1/kernels?limit=10"
 HEADERS = ["x-user: spiffe://cluster/ns/app/sa/bench", "x-roles: reader"]
-SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,sidecar-tcp,sidecar-uds,sidecar-hung").split(",")
+SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,sidecar-tcp,sidecar-uds,sidecar-hung").split(",")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "sidecar-tcp", "sidecar-uds", "sidecar-hung"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung"}
 
 procs = []
 
@@ -235,8 +237,13 @@ def main():
     lua.write_text(WRK_LUA)
     servers, envoys = {}, {}
 
-    floor_port = free_port()
+    floor_port, shaped_port = free_port(), free_port()
     servers["floor"] = spawn([FLOOR, f"127.0.0.1:{floor_port}"], f"{tmp}/floor.log")
+    hyper_port = free_port()
+    if "floor-hyper" in SETUPS:
+        servers["floor-hyper"] = spawn([ROOT / "target/release/examples/hyper-floor", f"127.0.0.1:{hyper_port}"], f"{tmp}/floor-hyper.log")
+    if "floor-shaped" in SETUPS:
+        servers["floor-shaped"] = spawn([FLOOR, f"127.0.0.1:{shaped_port}", "shaped"], f"{tmp}/floor-shaped.log")
     common = [SENTINEL, "serve", "--bundle", BUNDLE, "--principal-from", "header:x-user",
               "--roles-from", "header:x-roles"]
     sidecar_tcp, uds = free_port(), f"{tmp}/authz.sock"
@@ -258,6 +265,8 @@ def main():
 
     clusters = {
         "floor": {"socket_address": {"address": "127.0.0.1", "port_value": floor_port}},
+        "floor-hyper": {"socket_address": {"address": "127.0.0.1", "port_value": hyper_port}},
+        "floor-shaped": {"socket_address": {"address": "127.0.0.1", "port_value": shaped_port}},
         "sidecar-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": sidecar_tcp}},
         "sidecar-uds": {"pipe": {"path": uds}},
         "sidecar-hung": {"socket_address": {"address": "127.0.0.1", "port_value": int(hung_grpc.split(":")[1])}},
@@ -272,17 +281,19 @@ def main():
             cfg = envoy_config(port, admin, [EXT_AUTHZ], clusters[name])
         path = Path(tmp) / f"envoy-{name}.json"
         path.write_text(json.dumps(cfg))
-        spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"], f"{tmp}/envoy-{name}.log")
+        envoy = spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+                      f"{tmp}/envoy-{name}.log")
         wait_http(f"http://127.0.0.1:{admin}/ready")
-        envoys[name] = f"http://127.0.0.1:{port}{PATH}"
+        envoys[name] = (f"http://127.0.0.1:{port}{PATH}", envoy)
 
     results = {(s, l): [] for s in SETUPS for l in LOADS}
     for r in range(ROUNDS):
         for load in LOADS:
             for setup in SETUPS:
-                url = envoys[setup]
+                url, envoy = envoys[setup]
                 server = servers.get(setup)
                 before = cpu_ns(server.pid) if server else 0
+                envoy_before = cpu_ns(envoy.pid)
                 if load == "1conn":
                     res = run_wrk(url, 1, lua)
                 elif load == "saturation":
@@ -291,6 +302,7 @@ def main():
                     res = run_h2load(url, 1000 if load == "1k" else 5000, tmp)
                 if server:
                     res["cpu_us_per_check"] = (cpu_ns(server.pid) - before) / 1000 / max(res["requests"], 1)
+                res["envoy_cpu_us"] = (cpu_ns(envoy.pid) - envoy_before) / 1000 / max(res["requests"], 1)
                 results[(setup, load)].append(res)
                 print(f"round {r + 1}/{ROUNDS} {load:<10} {setup:<12} {res['rps']:>9.0f} req/s  "
                       f"p50 {res['p50']:>6} µs  p99 {res['p99']:>6} µs  errors {res['errors']}", flush=True)
@@ -310,8 +322,8 @@ def median(values):
 def report(results):
     print(f"\nMedians over {ROUNDS} interleaved rounds of {DURATION} s "
           "(latencies in µs; ratios are req/s against the same load's baseline)\n")
-    print(f"| load | setup | req/s | p50 | p99 | p99.9 | authz CPU µs/Check | × no-authz | × floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| load | setup | req/s | p50 | p99 | p99.9 | authz CPU µs/Check | Envoy CPU µs/req | × no-authz | × floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for load in LOADS:
         base = median([r["rps"] for r in results[("noauthz", load)]])
         floor = median([r["rps"] for r in results[("floor", load)]])
@@ -323,6 +335,7 @@ def report(results):
             print(f"| {load} | {setup}{' (' + str(errors) + ' errors)' if errors else ''} | {rps:.0f} | "
                   f"{median([r['p50'] for r in runs])} | {median([r['p99'] for r in runs])} | "
                   f"{median([r['p999'] for r in runs])} | {'' if cpu is None else f'{cpu:.1f}'} | "
+                  f"{median([r['envoy_cpu_us'] for r in runs]):.1f} | "
                   f"{rps / base if base else 0:.2f} | {rps / floor if floor else 0:.2f} |")
 
 

@@ -3,6 +3,7 @@
 
 use crate::admin::{self, metrics::Metrics, AdminState, LoadStatus};
 use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
+use crate::authz::server::{self as grpc_server, Endpoint, Listener};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
 use crate::bundle::fetch::{save_cache, Fetched, Fetcher, LONG_POLL};
 use crate::bundle::signing::TrustedKeys;
@@ -11,7 +12,6 @@ use crate::policy::Verdict;
 use crate::tls::ClientTls;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,7 +82,6 @@ struct Activator {
     metrics: Arc<Metrics>,
     status: Arc<LoadStatus>,
     source: String,
-    health: tonic_health::server::HealthReporter,
 }
 
 impl Activator {
@@ -116,12 +115,6 @@ impl Activator {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         );
-        let health = self.health.clone();
-        tokio::spawn(async move {
-            health
-                .set_serving::<AuthorizationServer<Authorizer>>()
-                .await;
-        });
         tracing::info!(bundle = %name, revision = %revision, policies = current.policies.policies().len(), "bundle active");
     }
 }
@@ -139,17 +132,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     )?;
     let engine: EngineSlot = Arc::new(ArcSwapOption::empty());
     let status = Arc::new(LoadStatus::new(config.source.to_string()));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<AuthorizationServer<Authorizer>>()
-        .await;
 
     let activator = Activator {
         engine: engine.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
         source: config.source.to_string(),
-        health,
     };
     // Keeps the local watch or the registry poller alive until shutdown.
     let _source_task: Box<dyn std::any::Any + Send> = match &config.source {
@@ -215,19 +203,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .await
     });
 
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(AuthorizationServer::new(authorizer));
-    let grpc_stop = stopped(stop_rx.clone());
-    let grpc_task = match &config.grpc_addr {
+    let listener = match &config.grpc_addr {
         ListenAddr::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on gRPC address {addr}"))?;
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tracing::info!(%addr, "ext_authz gRPC listening");
-            tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, grpc_stop))
+            Listener::Tcp(listener)
         }
         ListenAddr::Unix(path) => {
             // A socket file left by a previous run would make bind fail.
@@ -238,17 +220,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
             tracing::info!(path = %path.display(), "ext_authz gRPC listening");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, grpc_stop))
+            Listener::Unix(listener)
         }
     };
+    let grpc_task = tokio::spawn(grpc_server::serve(
+        listener,
+        Endpoint::new(authorizer),
+        stopped(stop_rx.clone()),
+    ));
     tracing::info!(addr = %config.admin_addr, "admin HTTP listening");
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight checks");
     let _ = stop_tx.send(true);
-    if let Ok(Err(e)) = grpc_task.await {
-        tracing::error!(error = %e, "gRPC server stopped with an error");
+    if let Err(e) = grpc_task.await {
+        tracing::error!(error = %e, "gRPC server task failed");
     }
     let _ = admin.await;
     if let ListenAddr::Unix(path) = &config.grpc_addr {

@@ -5,7 +5,9 @@
 //! bundle loader could hold), decides in memory, hands the decision event to
 //! the audit queue with `try_send`, and returns. No I/O, no waiting.
 
+pub mod message;
 mod response;
+pub mod server;
 pub mod view;
 
 use crate::admin::metrics::{Metrics, PolicyCounters};
@@ -13,8 +15,8 @@ use crate::audit::{ids, DecisionEvent, Recorder};
 use crate::bundle::Bundle;
 use crate::policy::{Reason, Verdict};
 use arc_swap::ArcSwapOption;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+use message::CheckMessage;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use view::RequestView;
@@ -65,8 +67,13 @@ impl Authorizer {
         }
     }
 
+    /// Whether a bundle is active (what gRPC health reports as SERVING).
+    pub fn has_bundle(&self) -> bool {
+        self.engine.load().is_some()
+    }
+
     /// Decide one request. Synchronous: everything it needs is in memory.
-    pub fn check(&self, request: &CheckRequest) -> CheckResponse {
+    pub fn check(&self, request: &CheckMessage) -> CheckResponse {
         let started = Instant::now();
         let at = SystemTime::now();
         let decision_id = ids::decision_id(at);
@@ -171,18 +178,5 @@ impl Authorizer {
             evidence,
             latency_us: elapsed.as_micros() as u64,
         });
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for Authorizer {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(Authorizer::check(
-            self,
-            request.get_ref(),
-        )))
     }
 }

@@ -4,12 +4,9 @@
 //! where possible. The body is parsed, the metadata converted and the whole
 //! document built only when something asks for them, once per request.
 
+use super::message::{lookup, text, Attributes, CheckMessage, HttpRequest, Peer};
 use crate::policy::input::{resolve_in_document, walk, Field, Input, VarPath};
 use crate::policy::logic::Val;
-use envoy_types::pb::envoy::config::core::v3::address::Address;
-use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as ProtoValue};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -91,7 +88,7 @@ enum Body {
 }
 
 pub struct RequestView<'r> {
-    attributes: Option<&'r AttributeContext>,
+    attributes: Option<&'r Attributes>,
     http: Option<&'r HttpRequest>,
     settings: &'r ViewSettings,
     now_unix: u64,
@@ -101,7 +98,7 @@ pub struct RequestView<'r> {
 }
 
 impl<'r> RequestView<'r> {
-    pub fn new(request: &'r CheckRequest, settings: &'r ViewSettings, now_unix: u64) -> Self {
+    pub fn new(request: &'r CheckMessage, settings: &'r ViewSettings, now_unix: u64) -> Self {
         let attributes = request.attributes.as_ref();
         let http = attributes
             .and_then(|a| a.request.as_ref())
@@ -120,25 +117,25 @@ impl<'r> RequestView<'r> {
     /// `x-request-id`, else Envoy's own request id.
     pub fn request_id(&self) -> &'r str {
         self.header("x-request-id")
-            .or_else(|| self.http.map(|h| h.id.as_str()))
+            .or_else(|| self.http.map(|h| text(&h.id)))
             .unwrap_or("")
     }
 
     fn method(&self) -> &'r str {
-        self.http.map_or("", |h| h.method.as_str())
+        self.http.map_or("", |h| text(&h.method))
     }
 
     /// Envoy sends the path with its query; the document's path has none.
     fn path(&self) -> &'r str {
-        let full = self.http.map_or("", |h| h.path.as_str());
+        let full = self.http.map_or("", |h| text(&h.path));
         full.split_once('?').map_or(full, |(p, _)| p)
     }
 
     fn query_string(&self) -> &'r str {
         let Some(http) = self.http else { return "" };
-        match http.path.split_once('?') {
+        match text(&http.path).split_once('?') {
             Some((_, q)) => q.split_once('#').map_or(q, |(q, _)| q),
-            None => http.query.as_str(),
+            None => text(&http.query),
         }
     }
 
@@ -146,18 +143,18 @@ impl<'r> RequestView<'r> {
     /// Envoy encodes raw headers, from `header_map`.
     pub fn header(&self, name: &str) -> Option<&'r str> {
         let http = self.http?;
-        if let Some(v) = http.headers.get(name) {
-            return Some(v.as_str());
+        if let Some(v) = lookup(&http.headers, name) {
+            return Some(text(v));
         }
         let raw = http.header_map.as_ref()?;
         raw.headers
             .iter()
-            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .find(|h| h.key.eq_ignore_ascii_case(name.as_bytes()))
             .map(|h| {
                 if h.raw_value.is_empty() {
-                    h.value.as_str()
+                    text(&h.value)
                 } else {
-                    std::str::from_utf8(&h.raw_value).unwrap_or("")
+                    text(&h.raw_value)
                 }
             })
     }
@@ -190,7 +187,7 @@ impl<'r> RequestView<'r> {
 
     fn raw_body<'h>(&self, http: &'h HttpRequest) -> &'h [u8] {
         if http.raw_body.is_empty() {
-            http.body.as_bytes()
+            &http.body
         } else {
             &http.raw_body
         }
@@ -225,25 +222,29 @@ impl<'r> RequestView<'r> {
     }
 
     fn peer_address(&self, source: bool) -> Option<Val<'r>> {
-        match self.peer(source)?.address.as_ref()?.address.as_ref()? {
-            Address::SocketAddress(sa) => Some(Val::str(&sa.address)),
-            Address::Pipe(pipe) => Some(Val::str(&pipe.path)),
-            Address::EnvoyInternalAddress(_) => None,
+        let address = self.peer(source)?.address.as_ref()?;
+        if let Some(socket) = &address.socket_address {
+            return Some(Val::str(text(&socket.address)));
         }
+        address.pipe.as_ref().map(|pipe| Val::str(text(&pipe.path)))
     }
 
     fn peer_port(&self, source: bool) -> Option<Val<'r>> {
-        match self.peer(source)?.address.as_ref()?.address.as_ref()? {
-            Address::SocketAddress(sa) => match sa.port_specifier.as_ref()? {
-                PortSpecifier::PortValue(p) => Some(Val::Num(f64::from(*p))),
-                PortSpecifier::NamedPort(name) => Some(Val::str(name)),
-            },
-            _ => None,
+        let socket = self
+            .peer(source)?
+            .address
+            .as_ref()?
+            .socket_address
+            .as_ref()?;
+        match (&socket.named_port, socket.port_value) {
+            (Some(name), _) => Some(Val::str(text(name))),
+            (None, Some(port)) => Some(Val::Num(f64::from(port))),
+            (None, None) => None,
         }
     }
 
     fn peer_principal(&self, source: bool) -> Option<Val<'r>> {
-        self.peer(source).map(|p| Val::str(&p.principal))
+        self.peer(source).map(|p| Val::str(text(&p.principal)))
     }
 
     /// Envoy metadata as JSON, `{namespace: {...}}`.
@@ -305,12 +306,15 @@ impl<'r> RequestView<'r> {
     fn build_document(&self) -> Value {
         let mut headers = Map::new();
         if let Some(http) = self.http {
-            for (k, v) in &http.headers {
-                headers.insert(k.clone(), Value::String(v.clone()));
+            for entry in &http.headers {
+                headers.insert(
+                    text(&entry.key).to_owned(),
+                    Value::String(text(&entry.value).to_owned()),
+                );
             }
             if let Some(raw) = &http.header_map {
                 for h in &raw.headers {
-                    let key = h.key.to_ascii_lowercase();
+                    let key = text(&h.key).to_ascii_lowercase();
                     if !headers.contains_key(&key) {
                         let v = self.header(&key).unwrap_or("");
                         headers.insert(key, Value::String(v.to_owned()));
@@ -334,16 +338,20 @@ impl<'r> RequestView<'r> {
         put(&mut request, "id", Some(Val::str(self.request_id())));
         put(&mut request, "method", Some(Val::str(self.method())));
         put(&mut request, "path", Some(Val::str(self.path())));
-        put(&mut request, "host", self.http.map(|h| Val::str(&h.host)));
+        put(
+            &mut request,
+            "host",
+            self.http.map(|h| Val::str(text(&h.host))),
+        );
         put(
             &mut request,
             "scheme",
-            self.http.map(|h| Val::str(&h.scheme)),
+            self.http.map(|h| Val::str(text(&h.scheme))),
         );
         put(
             &mut request,
             "protocol",
-            self.http.map(|h| Val::str(&h.protocol)),
+            self.http.map(|h| Val::str(text(&h.protocol))),
         );
         put(&mut request, "segments", Some(Val::List(self.segments())));
         request.insert("query".into(), Value::Object(query));
@@ -373,7 +381,12 @@ impl<'r> RequestView<'r> {
             .map(|a| {
                 a.context_extensions
                     .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .map(|e| {
+                        (
+                            text(&e.key).to_owned(),
+                            Value::String(text(&e.value).to_owned()),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -402,9 +415,9 @@ impl Input for RequestView<'_> {
             Field::RequestId => leaf(Some(Val::str(self.request_id()))),
             Field::RequestMethod => leaf(Some(Val::str(self.method()))),
             Field::RequestPath => leaf(Some(Val::str(self.path()))),
-            Field::RequestHost => leaf(self.http.map(|h| Val::str(&h.host))),
-            Field::RequestScheme => leaf(self.http.map(|h| Val::str(&h.scheme))),
-            Field::RequestProtocol => leaf(self.http.map(|h| Val::str(&h.protocol))),
+            Field::RequestHost => leaf(self.http.map(|h| Val::str(text(&h.host)))),
+            Field::RequestScheme => leaf(self.http.map(|h| Val::str(text(&h.scheme)))),
+            Field::RequestProtocol => leaf(self.http.map(|h| Val::str(text(&h.protocol)))),
             Field::RequestSize => leaf(Some(Val::Num(self.size()))),
             Field::RequestSegments => leaf(Some(Val::List(self.segments()))),
             Field::RequestHeader => leaf(self.header(path.key()).map(Val::str)),
@@ -425,8 +438,8 @@ impl Input for RequestView<'_> {
             Field::DestinationPrincipal => leaf(self.peer_principal(false)),
             Field::ContextKey => leaf(
                 self.attributes
-                    .and_then(|a| a.context_extensions.get(path.key()))
-                    .map(|v| Val::str(v)),
+                    .and_then(|a| lookup(&a.context_extensions, path.key()))
+                    .map(|v| Val::str(text(v))),
             ),
             Field::Metadata => {
                 let namespaces = self.metadata();
@@ -478,10 +491,15 @@ fn proto_to_json(v: &ProtoValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
     use envoy_types::pb::envoy::config::core::v3::{
         Address as CoreAddress, Metadata, SocketAddress,
     };
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
     use serde_json::json;
 
     fn peer(ip: &str, port: u32, principal: &str) -> Peer {
@@ -498,7 +516,11 @@ mod tests {
         }
     }
 
-    fn sample(body: &str) -> CheckRequest {
+    fn sample(body: &str) -> CheckMessage {
+        CheckMessage::from_envoy(&sample_envoy(body))
+    }
+
+    fn sample_envoy(body: &str) -> CheckRequest {
         let headers = [
             ("x-request-id", "rid-1"),
             ("content-type", "application/json"),
