@@ -1,4 +1,10 @@
-//! Experiment: the floor on bare hyper h2 (no tonic/axum/tower stack).
+//! The floor on bare hyper HTTP/2: answers every Check OK at once, with no
+//! tonic router, tower layers or streaming codec in between (the transport
+//! `sentinelnet serve` uses). It shows what any ext_authz server on this
+//! transport costs at the least; `authz-floor` is the stock-tonic floor the
+//! targets are stated against.
+//!
+//! usage: authz-floor-hyper HOST:PORT
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status;
@@ -60,7 +66,9 @@ async fn handle(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).ok_or("usage: hyper-floor ADDR")?;
+    let addr = std::env::args()
+        .nth(1)
+        .ok_or("usage: authz-floor-hyper HOST:PORT")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
