@@ -15,8 +15,11 @@ use crate::audit::{ids, DecisionEvent, Recorder};
 use crate::bundle::Bundle;
 use crate::policy::{Reason, Verdict};
 use arc_swap::ArcSwapOption;
+use bytes::BufMut;
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use message::CheckMessage;
+use prost::Message;
+use response::DecisionIdText;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use view::RequestView;
@@ -72,23 +75,29 @@ impl Authorizer {
         self.engine.load().is_some()
     }
 
-    /// Decide one request. Synchronous: everything it needs is in memory.
-    pub fn check(&self, request: &CheckMessage) -> CheckResponse {
+    /// Decide one request and append the encoded `CheckResponse` to `out`.
+    /// Synchronous: everything it needs is in memory.
+    pub fn check_into(&self, request: &CheckMessage, out: &mut impl BufMut) {
         let started = Instant::now();
         let at = SystemTime::now();
         let decision_id = ids::decision_id(at);
+        let id_text = DecisionIdText::new(&decision_id);
         let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let view = RequestView::new(request, &self.settings, now_unix);
         let guard = self.engine.load();
 
         let Some(engine) = guard.as_ref() else {
+            let answer = response::unavailable(
+                self.on_error,
+                id_text.as_str(),
+                "no policy bundle is active",
+            );
+            answer.encode(out);
             let decided = Decided {
                 verdict: self.on_error,
                 reason: Reason::Error,
-                status: response::status_of(self.on_error, response::ERROR_STATUS),
+                status: answer.http_status(),
             };
-            let response =
-                response::unavailable(self.on_error, &decision_id, "no policy bundle is active");
             self.finish(
                 started,
                 at,
@@ -99,7 +108,7 @@ impl Authorizer {
                 None,
                 Default::default(),
             );
-            return response;
+            return;
         };
 
         let policies = &engine.bundle.policies;
@@ -110,25 +119,21 @@ impl Authorizer {
         for &failed in &outcome.errors {
             engine.counters[failed].record_error();
         }
-        let (response, status) = match (outcome.verdict, outcome.reason) {
-            (verdict, Reason::Error) => (
-                response::unavailable(verdict, &decision_id, "a policy could not be evaluated"),
-                response::status_of(verdict, response::ERROR_STATUS),
-            ),
-            (Verdict::Deny, _) => {
-                let policy = outcome.deciding.map(|i| policies.get(i));
-                response::deny(policy, &decision_id, &engine.bundle.revision)
+        let id = id_text.as_str();
+        let revision: &str = &engine.bundle.revision;
+        let deciding = outcome.deciding.map(|i| policies.get(i));
+        let answer = match (outcome.verdict, outcome.reason) {
+            (verdict, Reason::Error) => {
+                response::unavailable(verdict, id, "a policy could not be evaluated")
             }
-            (Verdict::Allow, _) => (
-                response::allow(
-                    outcome.enforced_allows(policies),
-                    outcome.deciding.map(|i| policies.get(i)),
-                    &decision_id,
-                    &engine.bundle.revision,
-                ),
-                200,
-            ),
+            (Verdict::Deny, _) => response::deny(deciding, id, revision),
+            (Verdict::Allow, _) => {
+                response::allow(outcome.enforced_allows(policies), deciding, id, revision)
+            }
         };
+        answer.encode(out);
+        let status = answer.http_status();
+        drop(answer);
         let evidence = outcome
             .deciding
             .map(|i| policies.evidence(i, &view))
@@ -148,7 +153,15 @@ impl Authorizer {
             Some(outcome),
             evidence,
         );
-        response
+    }
+
+    /// [`Authorizer::check_into`] as an envoy-types message, for tests and
+    /// tools that want to look at the response rather than send it.
+    pub fn check(&self, request: &CheckMessage) -> CheckResponse {
+        let mut encoded = Vec::with_capacity(512);
+        self.check_into(request, &mut encoded);
+        // We just encoded it; envoy-types reads every field we write.
+        CheckResponse::decode(encoded.as_slice()).unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]

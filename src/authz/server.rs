@@ -126,8 +126,12 @@ impl Endpoint {
                 )
             }
         };
-        let response = self.authorizer.check(&request);
-        success(&response)
+        let mut framed = BytesMut::with_capacity(512);
+        framed.put_bytes(0, 5);
+        self.authorizer.check_into(&request, &mut framed);
+        let length = (framed.len() - 5) as u32;
+        framed[1..5].copy_from_slice(&length.to_be_bytes());
+        unary_response(framed.freeze())
     }
 
     fn health(&self, message: Bytes) -> Response<UnaryBody> {
@@ -200,10 +204,15 @@ fn success(message: &impl Message) -> Response<UnaryBody> {
     framed.put_u32(length as u32);
     // The buffer has exactly the room the message asked for.
     let _ = message.encode(&mut framed);
+    unary_response(framed.freeze())
+}
+
+/// A framed response message, then `grpc-status: 0`.
+fn unary_response(framed: Bytes) -> Response<UnaryBody> {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let mut response = Response::new(UnaryBody {
-        message: Some(framed.freeze()),
+        message: Some(framed),
         trailers: Some(trailers),
     });
     grpc_headers(&mut response);
