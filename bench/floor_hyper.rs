@@ -5,64 +5,37 @@
 //! targets are stated against.
 //!
 //! usage: authz-floor-hyper HOST:PORT
-use bytes::{BufMut, Bytes, BytesMut};
+//! It decodes the request like the stock floor does (tonic decodes before
+//! calling a service) and reuses the sidecar's response body type, so the
+//! two differ only in what the sidecar does between decode and answer.
+use bytes::{BufMut, BytesMut};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status;
-use http::{HeaderMap, HeaderValue};
-use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
+use sentinelnet::authz::server::{unary_response, UnaryBody};
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-struct Unary {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl http_body::Body for Unary {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(d) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-}
 
 async fn handle(
-    req: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<Unary>, Infallible> {
-    let body = req
+    request: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<UnaryBody>, Infallible> {
+    let body = request
         .into_body()
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let _msg = CheckRequest::decode(body.get(5..).unwrap_or_default());
-    let resp = CheckResponse {
+    let _request = CheckRequest::decode(body.get(5..).unwrap_or_default());
+    let answer = CheckResponse {
         status: Some(Status::default()),
         ..Default::default()
     };
-    let len = resp.encoded_len();
-    let mut out = BytesMut::with_capacity(5 + len);
-    out.put_u8(0);
-    out.put_u32(len as u32);
-    let _ = resp.encode(&mut out);
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let mut r = http::Response::new(Unary {
-        data: Some(out.freeze()),
-        trailers: Some(trailers),
-    });
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
-    Ok(r)
+    let length = answer.encoded_len();
+    let mut framed = BytesMut::with_capacity(5 + length);
+    framed.put_u8(0);
+    framed.put_u32(length as u32);
+    let _ = answer.encode(&mut framed);
+    Ok(unary_response(framed.freeze()))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

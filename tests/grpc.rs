@@ -47,6 +47,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A sidecar on the example bundle over TCP, and its gRPC URL.
+fn example_sidecar(dir: &std::path::Path) -> (Sidecar, String) {
+    let sidecar = Sidecar::start(&repo().join("policies"), Grpc::tcp(), IDENTITY_FLAGS, dir);
+    let url = grpc_url(&sidecar);
+    (sidecar, url)
+}
+
 fn grpc_url(sidecar: &Sidecar) -> String {
     match &sidecar.grpc {
         Grpc::Tcp(port) => format!("http://127.0.0.1:{port}"),
@@ -72,13 +79,7 @@ async fn health(url: &str, service: &str) -> Result<i32, tonic::Status> {
 #[test]
 fn check_and_health_answer_a_tonic_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sidecar = Sidecar::start(
-        &repo().join("policies"),
-        Grpc::tcp(),
-        IDENTITY_FLAGS,
-        dir.path(),
-    );
-    let url = grpc_url(&sidecar);
+    let (sidecar, url) = example_sidecar(dir.path());
     runtime().block_on(async {
         let mut client = AuthorizationClient::connect(url.clone())
             .await
@@ -240,13 +241,7 @@ fn framed(flag: u8, declared: u32, message: &[u8]) -> Vec<u8> {
 #[test]
 fn malformed_calls_get_one_clear_grpc_error_and_the_sidecar_keeps_deciding() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sidecar = Sidecar::start(
-        &repo().join("policies"),
-        Grpc::tcp(),
-        IDENTITY_FLAGS,
-        dir.path(),
-    );
-    let url = grpc_url(&sidecar);
+    let (sidecar, url) = example_sidecar(dir.path());
     let check = "/envoy.service.auth.v3.Authorization/Check";
     // Field 1 claims 100 bytes that are not there.
     let garbage = [0x0a, 100, 1, 2, 3];

@@ -207,8 +207,9 @@ fn success(message: &impl Message) -> Response<UnaryBody> {
     unary_response(framed.freeze())
 }
 
-/// A framed response message, then `grpc-status: 0`.
-fn unary_response(framed: Bytes) -> Response<UnaryBody> {
+/// A framed response message (5-byte gRPC header included), then
+/// `grpc-status: 0`.
+pub fn unary_response(framed: Bytes) -> Response<UnaryBody> {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let mut response = Response::new(UnaryBody {
