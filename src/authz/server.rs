@@ -250,7 +250,7 @@ pub enum Listener {
 }
 
 /// Serve until `stop` resolves; then stop accepting, send GOAWAY on every
-/// connection, and let in-flight calls finish.
+/// connection, and let in-flight calls finish (for up to 5 s).
 pub async fn serve(
     listener: Listener,
     endpoint: Arc<Endpoint>,
@@ -279,8 +279,18 @@ pub async fn serve(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A client that opened a call and never finished sending it must not
+    // hold the sidecar up forever.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("ext_authz calls still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
 }
+
+/// How long in-flight calls may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 enum Accepted {
     Tcp(tokio::net::TcpStream),
