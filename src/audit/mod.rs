@@ -23,6 +23,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use record::{Chain, DecisionRecord, ShadowEntry, RECORD_TYPE};
 use serde_json::{Map, Value};
 use spool::Spool;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -458,8 +459,8 @@ pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
                 ShadowEntry {
                     policy_id: p.id.to_string(),
                     policy_version: p.version(),
-                    mode: p.state().as_str().to_owned(),
-                    would_decide: p.effect().as_str().to_owned(),
+                    mode: Cow::Borrowed(p.state().as_str()),
+                    would_decide: Cow::Borrowed(p.effect().as_str()),
                 }
             })
             .collect(),
@@ -473,14 +474,14 @@ pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
         evidence_refs.push(format!("policy:{}@{}", p.id, p.version()));
     }
     DecisionRecord {
-        kind: RECORD_TYPE.to_owned(),
+        kind: Cow::Borrowed(RECORD_TYPE),
         ts: format_timestamp(event.at),
         node: node.to_owned(),
         chain_id: String::new(),
         request_id: event.request_id,
-        decision: event.verdict.as_str().to_owned(),
+        decision: Cow::Borrowed(event.verdict.as_str()),
         status: event.status,
-        reason: event.reason.as_str().to_owned(),
+        reason: Cow::Borrowed(event.reason.as_str()),
         policy_id: deciding.map(|p| p.id.to_string()),
         policy_version: deciding.map(|p| p.version()),
         bundle: bundle.map(|b| b.name.to_string()).unwrap_or_default(),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 pub const RECORD_TYPE: &str = "policy.decision";
 
@@ -15,10 +16,10 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[serde(rename_all = "camelCase")]
 pub struct ShadowEntry {
     /// The policy's state: `canary` (request outside the slice) or `simulating`.
-    pub mode: String,
+    pub mode: Cow<'static, str>,
     pub policy_id: String,
     pub policy_version: u64,
-    pub would_decide: String,
+    pub would_decide: Cow<'static, str>,
 }
 
 /// One decision record. Fields are declared in the byte order of their
@@ -31,7 +32,9 @@ pub struct DecisionRecord {
     pub bundle_revision: String,
     /// Identifies one chain: a restart without a spool starts a new one.
     pub chain_id: String,
-    pub decision: String,
+    /// Fixed vocabularies (`decision`, `reason`, `type`) borrow static text
+    /// when the sidecar writes a record: no allocation for them.
+    pub decision: Cow<'static, str>,
     pub evidence: Map<String, Value>,
     pub evidence_refs: Vec<String>,
     /// Empty while the record is being hashed (and then not serialised).
@@ -45,14 +48,14 @@ pub struct DecisionRecord {
     pub prev_hash: String,
     pub rationale: String,
     /// `policy`, `default` or `error`.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     pub request_id: String,
     pub seq: u64,
     pub shadow: Vec<ShadowEntry>,
     pub status: u16,
     pub ts: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Cow<'static, str>,
 }
 
 impl DecisionRecord {
