@@ -288,12 +288,22 @@ impl<'r> RequestView<'r> {
         if roles.is_array() {
             return Some(roles);
         }
-        let text = roles.to_js_string();
-        let list = text
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|r| !r.is_empty())
-            .map(|r| Val::Str(Cow::Owned(r.to_owned())))
-            .collect();
+        let separated = |c: char| c == ',' || c.is_whitespace();
+        // Several policies read the roles of one request: a header's roles
+        // are borrowed slices of it, only other values are copied.
+        let list = match roles {
+            Val::Str(Cow::Borrowed(text)) => text
+                .split(separated)
+                .filter(|r| !r.is_empty())
+                .map(|r| Val::Str(Cow::Borrowed(r)))
+                .collect(),
+            other => other
+                .to_js_string()
+                .split(separated)
+                .filter(|r| !r.is_empty())
+                .map(|r| Val::Str(Cow::Owned(r.to_owned())))
+                .collect(),
+        };
         Some(Val::List(list))
     }
 
