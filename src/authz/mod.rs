@@ -16,9 +16,7 @@ use crate::bundle::Bundle;
 use crate::policy::{Reason, Verdict};
 use arc_swap::ArcSwapOption;
 use bytes::BufMut;
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use message::CheckMessage;
-use prost::Message;
 use response::DecisionIdText;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -153,15 +151,6 @@ impl Authorizer {
             Some(outcome),
             evidence,
         );
-    }
-
-    /// [`Authorizer::check_into`] as an envoy-types message, for tests and
-    /// tools that want to look at the response rather than send it.
-    pub fn check(&self, request: &CheckMessage) -> CheckResponse {
-        let mut encoded = Vec::with_capacity(512);
-        self.check_into(request, &mut encoded);
-        // We just encoded it; envoy-types reads every field we write.
-        CheckResponse::decode(encoded.as_slice()).unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]
