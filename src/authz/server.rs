@@ -126,12 +126,7 @@ impl Endpoint {
                 )
             }
         };
-        let mut framed = BytesMut::with_capacity(512);
-        framed.put_bytes(0, 5);
-        self.authorizer.check_into(&request, &mut framed);
-        let length = (framed.len() - 5) as u32;
-        framed[1..5].copy_from_slice(&length.to_be_bytes());
-        unary_response(framed.freeze())
+        success(|out| self.authorizer.check_into(&request, out))
     }
 
     fn health(&self, message: Bytes) -> Response<UnaryBody> {
@@ -145,8 +140,12 @@ impl Endpoint {
                 return failure(code::NOT_FOUND, &format!("unknown service {other:?}"));
             }
         };
-        success(&HealthCheckResponse {
+        let answer = HealthCheckResponse {
             status: if serving { 1 } else { 2 },
+        };
+        // Encoding into a growable buffer cannot fail.
+        success(|out| {
+            let _ = answer.encode(out);
         })
     }
 }
@@ -196,14 +195,14 @@ fn grpc_headers(response: &mut Response<UnaryBody>) {
     );
 }
 
-/// `message` framed as the single response message, then `grpc-status: 0`.
-fn success(message: &impl Message) -> Response<UnaryBody> {
-    let length = message.encoded_len();
-    let mut framed = BytesMut::with_capacity(5 + length);
-    framed.put_u8(0);
-    framed.put_u32(length as u32);
-    // The buffer has exactly the room the message asked for.
-    let _ = message.encode(&mut framed);
+/// The message `encode` writes, framed (uncompressed flag, big-endian
+/// length) as the single response message, then `grpc-status: 0`.
+fn success(encode: impl FnOnce(&mut BytesMut)) -> Response<UnaryBody> {
+    let mut framed = BytesMut::with_capacity(512);
+    framed.put_bytes(0, 5);
+    encode(&mut framed);
+    let length = (framed.len() - 5) as u32;
+    framed[1..5].copy_from_slice(&length.to_be_bytes());
     unary_response(framed.freeze())
 }
 
