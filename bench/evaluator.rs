@@ -13,12 +13,12 @@ use envoy_types::pb::envoy::config::core::v3::{Address as CoreAddress, SocketAdd
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::Message;
-use sentinelnet::admin::metrics::Metrics;
 use sentinelnet::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use sentinelnet::authz::message::CheckMessage;
 use sentinelnet::authz::view::RequestView;
 use sentinelnet::authz::{Authorizer, Engine, ViewSettings};
 use sentinelnet::bundle::{Bundle, BundleFiles, Source};
+use sentinelnet::metrics::Metrics;
 use sentinelnet::policy::input::{Input, VarPath};
 use sentinelnet::policy::Verdict;
 use std::hint::black_box;

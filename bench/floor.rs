@@ -3,10 +3,10 @@
 //!
 //! usage: authz-floor ADDR [current|multi] [shaped]
 //!   ADDR: HOST:PORT or unix:/path.sock; runtime defaults to current-thread,
-//!   the same as `sentinelnet serve`. `shaped` answers with what SPEC §4
-//!   requires of every allow (the decision-id header and the four fields of
-//!   dynamic metadata, constants here), so Envoy's cost of applying them is
-//!   separated from the sidecar's cost of deciding.
+//!   the same as `sentinelnet serve`. `shaped` answers with what every
+//!   sidecar allow carries (docs/sidecar-api.md: the decision-id header and
+//!   the four fields of dynamic metadata, constants here), so Envoy's cost
+//!   of applying them is separated from the sidecar's cost of deciding.
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};

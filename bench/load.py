@@ -8,8 +8,9 @@ response so no upstream adds noise):
   noauthz       no ext_authz at all (the baseline)
   rbac          Envoy's in-process RBAC filter enforcing the equivalent rule
   floor         ext_authz -> a do-nothing server answering OK at once (TCP)
-  floor-shaped  the same server answering with what SPEC §4 asks of every
-                allow: the decision-id header and dynamic metadata (constants)
+  floor-shaped  the same server answering with what every sidecar allow
+                carries (docs/sidecar-api.md): the decision-id header and
+                dynamic metadata (constants)
   floor-hyper   a do-nothing server on bare hyper HTTP/2, the transport the
                 sidecar uses: the least any server on it costs
   sidecar-tcp   ext_authz -> sentinelnet serve, 20-policy bundle, TCP
@@ -29,7 +30,10 @@ time until the new revision is live).
 
 Environment: ROUNDS (3), DURATION seconds per run (5), OUT (a JSON file),
 SETUPS and LOADS (comma-separated subsets; noauthz and floor are needed
-for the ratios), THOUSAND=0 to skip the 1,000-policy checks.
+for the ratios), THOUSAND=0 to skip the 1,000-policy checks,
+BASELINE_BIN=PATH to add a `baseline-tcp` setup: the same sidecar setup
+run by another build (e.g. the previous commit's release binary), so a
+change is measured against what it replaces in the same run.
 """
 import json
 import os
@@ -54,9 +58,12 @@ FLOOR_HYPER = ROOT / "target/release/examples/authz-floor-hyper"
 BUNDLE = ROOT / "bench/bundles/kernel-20"
 PATH = "/v1/kernels?limit=10"
 HEADERS = ["x-user: spiffe://cluster/ns/app/sa/bench", "x-roles: reader"]
+BASELINE = os.environ.get("BASELINE_BIN")
 SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,sidecar-tcp,sidecar-uds,sidecar-hung").split(",")
+if BASELINE and "baseline-tcp" not in SETUPS:
+    SETUPS.append("baseline-tcp")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp"}
 
 procs = []
 
@@ -254,15 +261,18 @@ def main():
     hung_port = hung_receiver()
     admins = {}
     hung_grpc = f"127.0.0.1:{free_port()}"
+    baseline_port = free_port()
     for name, grpc, extra in [
         ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
         ("sidecar-uds", f"unix:{uds}", []),
         ("sidecar-hung", hung_grpc, ["--audit-url", f"http://127.0.0.1:{hung_port}/v1/audit/decisions"]),
+        ("baseline-tcp", f"127.0.0.1:{baseline_port}", []),
     ]:
         if name not in SETUPS:
             continue
         admins[name] = free_port()
-        env_args = common + ["--grpc-addr", grpc, "--admin-addr", f"127.0.0.1:{admins[name]}"] + extra
+        binary = [BASELINE] if name == "baseline-tcp" else [SENTINEL]
+        env_args = binary + common[1:] + ["--grpc-addr", grpc, "--admin-addr", f"127.0.0.1:{admins[name]}"] + extra
         os.environ["DEV_SKIP_MTLS"] = "true"
         servers[name] = spawn(env_args, f"{tmp}/{name}.log")
         wait_http(f"http://127.0.0.1:{admins[name]}/readyz")
@@ -274,6 +284,7 @@ def main():
         "sidecar-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": sidecar_tcp}},
         "sidecar-uds": {"pipe": {"path": uds}},
         "sidecar-hung": {"socket_address": {"address": "127.0.0.1", "port_value": int(hung_grpc.split(":")[1])}},
+        "baseline-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": baseline_port}},
     }
     for name in SETUPS:
         port, admin = free_port(), free_port()

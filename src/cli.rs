@@ -1,13 +1,18 @@
-//! The command line (SPEC §2). Every flag can also come from the
-//! environment variable named in its help. Bad input exits 2 with one line;
-//! failed tests exit 1.
+//! The command line (docs/settings.md). Every flag can also come from the
+//! environment variable named in its help, and every setting is read here,
+//! once: the modules below get typed values, never the environment. Bad
+//! input exits 2 with one line; failed tests exit 1.
 
-use crate::audit::{ids, to_record, verify, AuditConfig, ClientTls, DecisionEvent};
+use crate::audit::{to_record, verify, AuditConfig};
 use crate::authz::{IdentitySource, ViewSettings};
-use crate::bundle::{self, signing, Bundle, Source};
-use crate::policy::{Mode, Verdict};
+use crate::bundle::fetch::DEFAULT_MAX_BYTES;
+use crate::bundle::{self, signing, Bundle, RemoteSettings, Source};
+use crate::decision::DecisionEvent;
+use crate::ids;
+use crate::policy::Verdict;
 use crate::serve::{self, ListenAddr, ServeConfig};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::tls::ClientIdentity;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +82,84 @@ enum AuditCommand {
     },
 }
 
+/// This process as a client of central, the audit service and the stream
+/// (the same identity for all three).
+#[derive(Args, Clone)]
+struct ClientIdentityArgs {
+    /// Client certificate chain (PEM) for https:// bundle and audit URLs.
+    #[arg(long = "mtls-cert", env = "KERNEL_MTLS_CERT_PATH", value_name = "FILE", value_parser = optional_path)]
+    cert: Option<OptionalPath>,
+    /// Client private key (PEM).
+    #[arg(long = "mtls-key", env = "KERNEL_MTLS_KEY_PATH", value_name = "FILE", value_parser = optional_path)]
+    key: Option<OptionalPath>,
+    /// CA bundle (PEM) that issued central's and the audit service's certificates.
+    #[arg(long = "mtls-ca", env = "KERNEL_MTLS_CA_PATH", value_name = "FILE", value_parser = optional_path)]
+    ca: Option<OptionalPath>,
+    #[command(flatten)]
+    dev: DevSkipMtls,
+}
+
+/// Plain http:// (development only).
+#[derive(Args, Clone)]
+struct DevSkipMtls {
+    /// Allow plain http:// URLs and, for central, serve without TLS (development only).
+    #[arg(long = "dev-skip-mtls", env = "DEV_SKIP_MTLS", action = ArgAction::SetTrue, value_parser = switch)]
+    dev_skip_mtls: bool,
+}
+
+/// A path setting where an empty value (`KERNEL_MTLS_CA_PATH=`, as a
+/// manifest may render it) means "not set".
+#[derive(Clone)]
+struct OptionalPath(Option<PathBuf>);
+
+fn optional_path(value: &str) -> Result<OptionalPath, String> {
+    Ok(OptionalPath(
+        (!value.is_empty()).then(|| PathBuf::from(value)),
+    ))
+}
+
+/// An on/off setting from the environment: true/1/yes/on, or
+/// false/0/no/off/empty.
+fn switch(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "" | "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+impl ClientIdentityArgs {
+    fn identity(&self) -> ClientIdentity {
+        let path = |p: &Option<OptionalPath>| p.clone().and_then(|p| p.0);
+        ClientIdentity {
+            cert: path(&self.cert),
+            key: path(&self.key),
+            ca: path(&self.ca),
+            allow_plain_http: self.dev.dev_skip_mtls,
+        }
+    }
+}
+
+/// How `https://` bundle sources are reached.
+#[derive(Args, Clone)]
+struct RemoteArgs {
+    #[command(flatten)]
+    identity: ClientIdentityArgs,
+    /// Largest bundle accepted from a registry URL, in bytes; a larger one
+    /// is refused and the active bundle stays.
+    #[arg(long, env = "SENTINEL_BUNDLE_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    bundle_max_bytes: u64,
+}
+
+impl RemoteArgs {
+    fn settings(&self) -> RemoteSettings {
+        RemoteSettings {
+            identity: self.identity.identity(),
+            max_bytes: self.bundle_max_bytes,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OnError {
     Deny,
@@ -116,6 +199,8 @@ struct CentralArgs {
     /// Distinct approvals a HIGH/CRITICAL policy version needs before it can become active.
     #[arg(long, env = "SENTINEL_CENTRAL_APPROVALS_REQUIRED", default_value_t = 3)]
     approvals_required: usize,
+    #[command(flatten)]
+    dev: DevSkipMtls,
 }
 
 #[derive(Args)]
@@ -126,9 +211,15 @@ struct ServeArgs {
     /// Admin HTTP listener.
     #[arg(long, env = "SENTINEL_ADMIN_ADDR", default_value = "127.0.0.1:9192")]
     admin_addr: SocketAddr,
-    /// Bundle source: a directory or a .tar.gz (watched for changes).
+    /// Bundle source: a directory or a .tar.gz (watched for changes), or a
+    /// registry URL (pulled over mTLS).
     #[arg(long, env = "SENTINEL_BUNDLE")]
     bundle: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Node name in decision records (default: the host name).
+    #[arg(long = "node-name", env = "POD_NAME")]
+    node_name: Option<String>,
     /// Directory of trusted Ed25519 bundle keys (*.pub).
     #[arg(long, env = "SENTINEL_TRUSTED_KEYS")]
     trusted_keys: Option<PathBuf>,
@@ -158,10 +249,12 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Bundle source: a directory or a .tar.gz.
+    /// Bundle source: a directory, a .tar.gz or a registry URL.
     #[arg(long, env = "SENTINEL_BUNDLE")]
     bundle: String,
-    /// Input document (JSON, the shape of SPEC §5).
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Input document (JSON, the shape of docs/bundles.md, "Input document").
     #[arg(long, env = "SENTINEL_EVAL_INPUT")]
     input: PathBuf,
     /// Add every policy's result to the output.
@@ -171,9 +264,11 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Bundle source: a directory or a .tar.gz.
+    /// Bundle source: a directory, a .tar.gz or a registry URL.
     #[arg(env = "SENTINEL_BUNDLE")]
     src: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +291,8 @@ enum BundleCommand {
         /// Directory of trusted public keys (*.pub).
         #[arg(long, env = "SENTINEL_TRUSTED_KEYS")]
         trusted_keys: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -279,9 +376,11 @@ fn run(command: Command) -> Result<(), Failure> {
             output,
             sign_key,
         }) => run_build(dir, output, sign_key),
-        Command::Bundle(BundleCommand::Verify { file, trusted_keys }) => {
-            run_bundle_verify(&file, &trusted_keys)
-        }
+        Command::Bundle(BundleCommand::Verify {
+            file,
+            trusted_keys,
+            remote,
+        }) => run_bundle_verify(&file, &trusted_keys, &remote.settings()),
         Command::Keygen { out, name } => {
             let (private, public) =
                 signing::keygen(&out, &name).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -329,7 +428,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             "--spool-max-bytes must be at least 65536".into(),
         ));
     }
-    let source = Source::parse(&args.bundle)?;
+    if args.remote.bundle_max_bytes == 0 {
+        return Err(Failure::Usage(
+            "--bundle-max-bytes must be at least 1".into(),
+        ));
+    }
+    let source = Source::parse(&args.bundle, &args.remote.settings())?;
     let config = ServeConfig {
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
@@ -343,21 +447,20 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             principal_from: args.principal_from,
             roles_from: args.roles_from,
         },
-        node: node_name(),
+        node: node_name(args.node_name),
         audit: AuditConfig {
             url: args.audit_url,
-            tls: ClientTls::from_env(),
+            tls: args.remote.identity.identity(),
             spool_dir: args.spool_dir,
             max_bytes: args.spool_max_bytes,
         },
-        client_tls: ClientTls::from_env(),
         bundle_cache: args.bundle_cache,
     };
     serve::run(config).map_err(Failure::from)
 }
 
 fn run_central(args: CentralArgs) -> Result<(), Failure> {
-    let dev_skip_mtls = ClientTls::from_env().allow_plain_http;
+    let dev_skip_mtls = args.dev.dev_skip_mtls;
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
         (Some(cert), Some(key), Some(client_ca)) => Some(crate::central::TlsFiles {
             cert,
@@ -393,10 +496,9 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
     .map_err(Failure::from)
 }
 
-/// `POD_NAME`, else the host name.
-fn node_name() -> String {
-    std::env::var("POD_NAME")
-        .ok()
+/// `--node-name` (`POD_NAME`), else the host name.
+fn node_name(configured: Option<String>) -> String {
+    configured
         .filter(|n| !n.is_empty())
         .or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -406,12 +508,12 @@ fn node_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn load(src: &str) -> Result<Bundle, Failure> {
-    Ok(Source::parse(src)?.load()?)
+fn load(src: &str, remote: &RemoteArgs) -> Result<Bundle, Failure> {
+    Ok(Source::parse(src, &remote.settings())?.load()?)
 }
 
 fn run_eval(args: EvalArgs) -> Result<(), Failure> {
-    let bundle = Arc::new(load(&args.bundle)?);
+    let bundle = Arc::new(load(&args.bundle, &args.remote)?);
     let display = args.input.display().to_string();
     let text = std::fs::read(&args.input)
         .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
@@ -424,60 +526,24 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     }
     let started = Instant::now();
     let at = SystemTime::now();
-    let policies = &bundle.policies;
-    let outcome = policies.decide(&input, Verdict::Deny);
-    let latency_us = started.elapsed().as_micros() as u64;
-    let deciding = outcome.deciding.map(|i| policies.get(i));
-    let status = match outcome.verdict {
-        Verdict::Allow => 200,
-        Verdict::Deny => deciding
-            .and_then(|p| p.document.response.status)
-            .unwrap_or(403),
-    };
-    let explain = args.explain.then(|| {
-        policies
-            .policies()
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let matched = outcome.matches.iter().find(|m| m.policy == i);
-                json!({
-                    "policyId": &*p.id,
-                    "state": p.state().as_str(),
-                    "effect": p.effect().as_str(),
-                    "evaluated": p.state().is_evaluated(),
-                    "matched": matched.is_some(),
-                    "failed": outcome.errors.contains(&i),
-                    "mode": matched.map(|m| match m.mode {
-                        Mode::Enforce => "enforce",
-                        Mode::CanaryShadow => "canary-shadow",
-                        Mode::Shadow => "shadow",
-                    }),
-                })
-            })
-            .collect::<Vec<_>>()
-    });
-    let evidence = outcome
-        .deciding
-        .map(|i| policies.evidence(i, &input))
-        .unwrap_or_default();
+    let outcome = bundle.policies.decide(&input, Verdict::Deny);
     let request_id = input
         .pointer("/request/id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let event = DecisionEvent {
-        id: ids::decision_id(at),
+    let explain = args.explain.then(|| explain(&bundle, &outcome));
+    // The same description of a decision as the check path: the status
+    // printed is the status the sidecar answers.
+    let mut event = DecisionEvent::decided(
+        ids::decision_id(at),
         at,
         request_id,
-        verdict: outcome.verdict,
-        status,
-        reason: outcome.reason,
-        bundle: Some(bundle.clone()),
-        outcome: Some(outcome),
-        evidence,
-        latency_us,
-    };
+        bundle.clone(),
+        outcome,
+        &input,
+    );
+    event.latency_us = started.elapsed().as_micros() as u64;
     let record = to_record("eval", event);
     let mut out = serde_json::to_value(&record).unwrap_or(Value::Null);
     if let (Some(explain), Value::Object(map)) = (explain, &mut out) {
@@ -487,8 +553,30 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Every policy's part in `outcome`, for `eval --explain`.
+fn explain(bundle: &Bundle, outcome: &crate::policy::Outcome) -> Vec<Value> {
+    bundle
+        .policies
+        .policies()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let matched = outcome.matches.iter().find(|m| m.policy == i);
+            json!({
+                "policyId": &*p.id,
+                "state": p.state().as_str(),
+                "effect": p.effect().as_str(),
+                "evaluated": p.state().is_evaluated(),
+                "matched": matched.is_some(),
+                "failed": outcome.errors.contains(&i),
+                "mode": matched.map(|m| m.mode.name(p.state())),
+            })
+        })
+        .collect()
+}
+
 fn run_test(args: TestArgs) -> Result<(), Failure> {
-    let bundle = load(&args.src)?;
+    let bundle = load(&args.src, &args.remote)?;
     let (total, failures) = bundle.run_tests();
     for line in &failures {
         println!("{line}");
@@ -564,10 +652,14 @@ fn run_verify(file: PathBuf) -> Result<(), Failure> {
     }
 }
 
-fn run_bundle_verify(src: &str, trusted_keys: &std::path::Path) -> Result<(), Failure> {
+fn run_bundle_verify(
+    src: &str,
+    trusted_keys: &std::path::Path,
+    remote: &RemoteSettings,
+) -> Result<(), Failure> {
     let trusted =
         signing::TrustedKeys::load_dir(trusted_keys).map_err(|e| Failure::Usage(e.to_string()))?;
-    let source = Source::parse(src)?;
+    let source = Source::parse(src, remote)?;
     let files = source.read()?;
     match Bundle::from_trusted_files(&files, Some(&trusted)) {
         Ok(bundle) => {

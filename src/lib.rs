@@ -1,19 +1,31 @@
 //! SentinelNet: an Envoy ext_authz policy decision point.
 //!
 //! Data flows one way: a CheckRequest becomes an input view ([`authz`]),
-//! compiled policies ([`policy`]) decide it, and the decision becomes the
-//! Envoy response and a decision record ([`audit`]). Bundles ([`bundle`]) are
-//! loaded, validated and swapped in atomically; [`admin`] serves health,
-//! metrics and introspection; [`serve`] wires the sidecar; [`central`] is
-//! the control plane that publishes signed bundles; [`cli`] is the command
-//! line.
+//! compiled policies ([`policy`]) decide it, [`decision`] says what the
+//! outcome means (status, evidence, the decision event), and that becomes
+//! the Envoy response and a decision record ([`audit`]). Bundles
+//! ([`bundle`]) are loaded, validated and swapped in atomically; [`admin`]
+//! serves health, metrics and introspection; `serve` wires the sidecar;
+//! `central` is the control plane that publishes signed bundles; [`cli`] is
+//! the command line and the only place settings are read.
+//!
+//! Layers, lowest first; a module only uses those before it:
+//! helpers (`ids`, `timestamp`, `retry`, [`tls`], `shutdown`) → [`policy`]
+//! → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
+//! [`admin`] → `serve` / `central` → [`cli`].
 
-pub mod admin;
+mod admin;
 pub mod audit;
 pub mod authz;
 pub mod bundle;
-pub mod central;
+mod central;
 pub mod cli;
+pub mod decision;
+mod ids;
+pub mod metrics;
 pub mod policy;
-pub mod serve;
+mod retry;
+mod serve;
+mod shutdown;
+mod timestamp;
 pub mod tls;

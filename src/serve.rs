@@ -1,15 +1,21 @@
 //! `sentinelnet serve`: wires the bundle source, the Check service, the
 //! audit pipeline and the admin API together, and shuts them down in order.
+//!
+//! [`run`] reads top-down as the steps of a sidecar's life: start the audit
+//! pipeline, start the bundle source (a watched path or the registry
+//! puller), open the admin and ext_authz listeners, wait for SIGTERM, then
+//! stop accepting, finish in-flight checks and drain the audit queue.
 
-use crate::admin::{self, metrics::Metrics, AdminState, LoadStatus};
+use crate::admin::{self, AdminState, LoadStatus};
 use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use crate::authz::server::{self as grpc_server, Endpoint, Listener};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
-use crate::bundle::fetch::{save_cache, Fetched, Fetcher, LONG_POLL};
+use crate::bundle::fetch::{save_cache, FetchError, Fetched, Fetcher, RemoteSource, LONG_POLL};
 use crate::bundle::signing::TrustedKeys;
 use crate::bundle::{unpack, watch, Bundle, BundleError, Source};
+use crate::metrics::Metrics;
 use crate::policy::Verdict;
-use crate::tls::ClientTls;
+use crate::retry::{Next, Retry, BACKOFF_CAP};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use std::net::SocketAddr;
@@ -20,7 +26,7 @@ use tokio::sync::watch as signal_watch;
 
 /// Where the gRPC listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
+pub(crate) enum ListenAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
@@ -41,9 +47,11 @@ impl std::str::FromStr for ListenAddr {
     }
 }
 
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     pub grpc_addr: ListenAddr,
     pub admin_addr: SocketAddr,
+    /// Where bundles come from; a remote source carries the client
+    /// identity toward the registry and the body cap.
     pub source: Source,
     /// When set, only bundles signed by one of these keys are activated.
     pub trusted_keys: Option<Arc<TrustedKeys>>,
@@ -51,8 +59,6 @@ pub struct ServeConfig {
     pub view: ViewSettings,
     pub node: String,
     pub audit: AuditConfig,
-    /// Client identity toward the registry (`KERNEL_MTLS_*`).
-    pub client_tls: ClientTls,
     /// Where the last bundle pulled from the registry is kept.
     pub bundle_cache: Option<PathBuf>,
 }
@@ -64,7 +70,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
 /// Run the sidecar until SIGTERM/SIGINT. An unusable initial bundle is an
 /// error (exit 2 at the CLI); later bad bundles are refused and reported
 /// while the active one keeps deciding.
-pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub(crate) fn run(config: ServeConfig) -> anyhow::Result<()> {
     // A sidecar's work per Check is small and CPU-bound: one thread
     // avoids cross-thread wake-ups and costs less CPU per Check than a
     // work-stealing pool. Loads and audit work run on other threads.
@@ -81,6 +87,7 @@ struct Activator {
     engine: EngineSlot,
     metrics: Arc<Metrics>,
     status: Arc<LoadStatus>,
+    log: Arc<DecisionLog>,
     source: String,
 }
 
@@ -98,6 +105,8 @@ impl Activator {
 
     /// Install `bundle`; `origin` is what `/v1/status` shows as its source.
     fn activate(&self, bundle: Bundle, origin: &str) {
+        self.log
+            .retain_policies(bundle.policies.policies().iter().map(|p| &*p.id));
         let engine = Engine {
             counters: self.metrics.policy_counters(&bundle),
             bundle: Arc::new(bundle),
@@ -132,78 +141,123 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     )?;
     let engine: EngineSlot = Arc::new(ArcSwapOption::empty());
     let status = Arc::new(LoadStatus::new(config.source.to_string()));
-
     let activator = Activator {
         engine: engine.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
+        log: log.clone(),
         source: config.source.to_string(),
     };
-    // Keeps the local watch or the registry poller alive until shutdown.
-    let _source_task: Box<dyn std::any::Any + Send> = match &config.source {
-        Source::Remote(url) => {
-            let fetcher = Fetcher::new(url, &config.client_tls).map_err(anyhow::Error::msg)?;
-            let puller = RemotePuller {
-                fetcher,
-                trusted: config.trusted_keys.clone(),
-                cache: config.bundle_cache.clone(),
-                activator: activator.clone(),
-            };
-            Box::new(AbortOnDrop(tokio::spawn(puller.run())))
-        }
-        local => {
-            let source = local.clone();
-            let trusted = config.trusted_keys.clone();
-            let initial =
-                tokio::task::spawn_blocking(move || source.load_trusted(trusted.as_deref()))
-                    .await
-                    .context("bundle loader panicked")?
-                    .map_err(|e| anyhow::Error::new(e).context("cannot load the initial bundle"))?;
-            let initial_digest = initial.digest.clone();
-            activator.activate(initial, &activator.source);
-            let watch_activator = activator.clone();
-            Box::new(
-                watch::watch(
-                    local.clone(),
-                    config.trusted_keys.clone(),
-                    Some(initial_digest),
-                    move |loaded| watch_activator.apply(loaded),
-                )
-                .with_context(|| format!("cannot watch {local}"))?,
-            )
-        }
-    };
+    let _source = start_source(&config, activator).await?;
 
-    let authorizer = Authorizer::new(
-        engine.clone(),
-        config.view,
-        config.on_error,
-        recorder,
-        metrics.clone(),
-    );
     let (stop_tx, stop_rx) = signal_watch::channel(false);
-    let stopped = |mut rx: signal_watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
-    let admin_app = admin::router(AdminState {
-        engine,
-        metrics,
+    let admin_state = AdminState {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
         status,
         log,
         audit: audit_status,
-    });
-    let admin_stop = stopped(stop_rx.clone());
-    let admin = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(admin_stop)
-            .await
-    });
+    };
+    let admin = start_admin(config.admin_addr, admin_state, stop_rx.clone()).await?;
+    let authorizer = Authorizer::new(engine, config.view, config.on_error, recorder, metrics);
+    let grpc = start_grpc(&config.grpc_addr, authorizer, stop_rx).await?;
 
-    let listener = match &config.grpc_addr {
+    crate::shutdown::signal().await;
+    tracing::info!("shutting down: finishing in-flight checks");
+    let _ = stop_tx.send(true);
+    if let Err(e) = grpc.await {
+        tracing::error!(error = %e, "gRPC server task failed");
+    }
+    let _ = admin.await;
+    if let ListenAddr::Unix(path) = &config.grpc_addr {
+        let _ = std::fs::remove_file(path);
+    }
+    // The Check service (and with it the last Recorder) is gone: the audit
+    // thread drains what is queued and stops.
+    let drained = tokio::task::spawn_blocking(move || pipeline.join());
+    if tokio::time::timeout(SHUTDOWN_DRAIN, drained).await.is_err() {
+        tracing::warn!("audit queue not drained within {SHUTDOWN_DRAIN:?}");
+    }
+    Ok(())
+}
+
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: signal_watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The running bundle source; dropping it stops watching or pulling.
+enum SourceTask {
+    /// Held only to be dropped at shutdown (dropping stops the watch).
+    Watch {
+        _handle: watch::WatchHandle,
+    },
+    Pull(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for SourceTask {
+    fn drop(&mut self) {
+        if let SourceTask::Pull(task) = self {
+            task.abort();
+        }
+    }
+}
+
+/// Start the bundle source. A local source's first bundle must load (the
+/// CLI exits 2 otherwise); the registry puller activates what it gets when
+/// it gets it, so the sidecar starts even while the registry is down.
+async fn start_source(config: &ServeConfig, activator: Activator) -> anyhow::Result<SourceTask> {
+    if let Source::Remote(remote) = &config.source {
+        let puller = RemotePuller {
+            fetcher: Fetcher::new(remote).map_err(|e| anyhow::anyhow!("{}: {e}", remote.url))?,
+            remote: remote.clone(),
+            trusted: config.trusted_keys.clone(),
+            cache: config.bundle_cache.clone(),
+            activator,
+        };
+        return Ok(SourceTask::Pull(tokio::spawn(puller.run())));
+    }
+    let source = config.source.clone();
+    let trusted = config.trusted_keys.clone();
+    let initial = tokio::task::spawn_blocking(move || source.load_trusted(trusted.as_deref()))
+        .await
+        .context("bundle loader panicked")?
+        .map_err(|e| anyhow::Error::new(e).context("cannot load the initial bundle"))?;
+    let initial_digest = initial.digest.clone();
+    activator.activate(initial, &activator.source);
+    let handle = watch::watch(
+        config.source.clone(),
+        config.trusted_keys.clone(),
+        Some(initial_digest),
+        move |loaded| activator.apply(loaded),
+    )
+    .with_context(|| format!("cannot watch {}", config.source))?;
+    Ok(SourceTask::Watch { _handle: handle })
+}
+
+async fn start_admin(
+    addr: SocketAddr,
+    state: AdminState,
+    stop: signal_watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on admin address {addr}"))?;
+    tracing::info!(%addr, "admin HTTP listening");
+    let app = admin::router(state);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(stop))
+            .await
+    }))
+}
+
+async fn start_grpc(
+    addr: &ListenAddr,
+    authorizer: Authorizer,
+    stop: signal_watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = match addr {
         ListenAddr::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -223,38 +277,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             Listener::Unix(listener)
         }
     };
-    let grpc_task = tokio::spawn(grpc_server::serve(
+    Ok(tokio::spawn(grpc_server::serve(
         listener,
         Endpoint::new(authorizer),
-        stopped(stop_rx.clone()),
-    ));
-    tracing::info!(addr = %config.admin_addr, "admin HTTP listening");
-
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight checks");
-    let _ = stop_tx.send(true);
-    if let Err(e) = grpc_task.await {
-        tracing::error!(error = %e, "gRPC server task failed");
-    }
-    let _ = admin.await;
-    if let ListenAddr::Unix(path) = &config.grpc_addr {
-        let _ = std::fs::remove_file(path);
-    }
-    // The Check service (and with it the last Recorder) is gone: the audit
-    // thread drains what is queued and stops.
-    let drained = tokio::task::spawn_blocking(move || pipeline.join());
-    if tokio::time::timeout(SHUTDOWN_DRAIN, drained).await.is_err() {
-        tracing::warn!("audit queue not drained within {SHUTDOWN_DRAIN:?}");
-    }
-    Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+        stopped(stop),
+    )))
 }
 
 /// Pulls bundles from the registry: the first fetch unconditionally, then
@@ -262,6 +289,7 @@ impl Drop for AbortOnDrop {
 /// nothing is active and the registry is down, the last-good cache serves.
 struct RemotePuller {
     fetcher: Fetcher,
+    remote: RemoteSource,
     trusted: Option<Arc<TrustedKeys>>,
     cache: Option<PathBuf>,
     activator: Activator,
@@ -271,51 +299,73 @@ impl RemotePuller {
     async fn run(self) {
         let mut etag: Option<String> = None;
         let mut active_digest: Option<String> = None;
-        let mut attempt: u32 = 0;
+        let mut retry = Retry::new("pulling the bundle from the registry");
         let mut cache_tried = false;
         loop {
             let wait = etag.as_ref().map(|_| LONG_POLL);
-            match self.fetcher.fetch(etag.as_deref(), wait).await {
-                Ok(Fetched::NotModified) => attempt = 0,
+            let failure = match self.fetcher.fetch(etag.as_deref(), wait).await {
+                Ok(Fetched::NotModified) => {
+                    retry.succeeded();
+                    continue;
+                }
                 Ok(Fetched::Bundle {
                     bytes,
                     etag: new_etag,
                 }) => {
-                    attempt = 0;
+                    retry.succeeded();
                     // A refused bundle keeps its ETag too: it is not fetched
                     // again until the registry publishes something else.
                     etag = new_etag;
-                    match self.load(bytes.clone()).await {
-                        Ok(bundle) if active_digest.as_deref() == Some(bundle.digest.as_str()) => {}
-                        Ok(bundle) => {
-                            active_digest = Some(bundle.digest.clone());
-                            self.activator.activate(bundle, self.fetcher.url());
-                            if let Some(cache) = &self.cache {
-                                if let Err(e) = save_cache(cache, &bytes) {
-                                    tracing::warn!(path = %cache.display(), error = %e, "cannot write the bundle cache");
-                                }
-                            }
-                        }
-                        Err(e) => self.activator.apply(Err(e)),
-                    }
+                    self.install(bytes, &mut active_digest).await;
+                    continue;
                 }
-                Err(e) => {
-                    attempt = attempt.saturating_add(1);
-                    if attempt == 1 || attempt % 20 == 0 {
-                        tracing::warn!(error = %e, attempt, "cannot reach the bundle registry; the active bundle stays");
+                Err(FetchError::TooLarge { max, etag: refused }) => {
+                    // Like an invalid bundle: refused and counted, the active
+                    // one stays; wait for the registry's next revision.
+                    let failure = FetchError::TooLarge { max, etag: None };
+                    self.activator.apply(Err(BundleError::file(
+                        self.remote.url.as_str(),
+                        failure.to_string(),
+                    )));
+                    if refused.is_some() {
+                        etag = refused;
+                        continue;
                     }
-                    self.activator.status.set_error(e);
-                    if !cache_tried && self.activator.engine.load().is_none() {
-                        cache_tried = true;
-                        self.serve_cache(&mut active_digest).await;
+                    failure
+                }
+                Err(e) => e,
+            };
+            self.activator
+                .status
+                .set_error(format!("{}: {failure}", self.remote.url));
+            if !cache_tried && self.activator.engine.load().is_none() {
+                cache_tried = true;
+                self.serve_cache(&mut active_digest).await;
+            }
+            // A permanent refusal (403, 404, a bundle over the cap) is
+            // retried at the slowest pace: an operator may fix it.
+            let delay = match retry.failed(&failure) {
+                Next::RetryAfter(delay) => delay,
+                Next::GiveUp => BACKOFF_CAP,
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Load and activate a fetched bundle unless it is the active one.
+    async fn install(&self, bytes: Vec<u8>, active_digest: &mut Option<String>) {
+        match self.load(bytes.clone()).await {
+            Ok(bundle) if active_digest.as_deref() == Some(bundle.digest.as_str()) => {}
+            Ok(bundle) => {
+                *active_digest = Some(bundle.digest.clone());
+                self.activator.activate(bundle, self.fetcher.url());
+                if let Some(cache) = &self.cache {
+                    if let Err(e) = save_cache(cache, &bytes) {
+                        tracing::warn!(path = %cache.display(), error = %e, "cannot write the bundle cache");
                     }
-                    tokio::time::sleep(crate::tls::backoff(
-                        attempt,
-                        crate::audit::ids::random_u64(),
-                    ))
-                    .await;
                 }
             }
+            Err(e) => self.activator.apply(Err(e)),
         }
     }
 
@@ -344,20 +394,5 @@ impl RemotePuller {
             }
             Err(e) => self.activator.apply(Err(e)),
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }

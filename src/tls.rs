@@ -71,9 +71,11 @@ pub fn mtls_server_config(
     Ok(config)
 }
 
-/// Client identity toward the audit service (`KERNEL_MTLS_*`).
-#[derive(Debug, Clone, Default)]
-pub struct ClientTls {
+/// This process's identity as a client of central, the audit receiver and
+/// the decision stream (`KERNEL_MTLS_*`, `DEV_SKIP_MTLS`), read once at the
+/// command line and handed to every client that connects out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca: Option<PathBuf>,
@@ -81,22 +83,7 @@ pub struct ClientTls {
     pub allow_plain_http: bool,
 }
 
-impl ClientTls {
-    pub fn from_env() -> ClientTls {
-        let path = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        ClientTls {
-            cert: path("KERNEL_MTLS_CERT_PATH"),
-            key: path("KERNEL_MTLS_KEY_PATH"),
-            ca: path("KERNEL_MTLS_CA_PATH"),
-            allow_plain_http: std::env::var("DEV_SKIP_MTLS")
-                .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
-        }
-    }
-
+impl ClientIdentity {
     /// An HTTP client for `url` with this identity (each request may take
     /// up to `timeout`), or why not.
     pub fn client_for(&self, url: &str, timeout: Duration) -> Result<reqwest::Client, String> {
@@ -138,24 +125,6 @@ impl ClientTls {
             .build()
             .map_err(|e| format!("cannot build an HTTP client for {url}: {e}"))
     }
-}
-
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(10);
-
-/// Delay before retry `attempt` (1-based): exponential from 100 ms, capped
-/// at 10 s, with "equal jitter" (half fixed, half random) so many sidecars
-/// do not retry in step.
-pub fn backoff(attempt: u32, random: u64) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let ceiling = exp.min(BACKOFF_CAP);
-    let half = ceiling / 2;
-    let jitter_ms = half.as_millis() as u64;
-    half + Duration::from_millis(if jitter_ms == 0 {
-        0
-    } else {
-        random % (jitter_ms + 1)
-    })
 }
 
 /// The identities `sentinelnet dev-pki` issues: file stem, CN, URI SAN, roles.
@@ -255,20 +224,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        assert!(backoff(1, 0) >= Duration::from_millis(50));
-        assert!(backoff(1, u64::MAX) <= Duration::from_millis(100));
-        assert!(backoff(4, 0) >= Duration::from_millis(400));
-        for attempt in 1..40 {
-            assert!(backoff(attempt, u64::MAX) <= BACKOFF_CAP);
-        }
-        assert_ne!(backoff(8, 1), backoff(8, 7777));
-    }
-
-    #[test]
     fn plain_http_needs_the_dev_switch_and_https_an_identity() {
         let timeout = Duration::from_secs(1);
-        let strict = ClientTls::default();
+        let strict = ClientIdentity::default();
         let refused = strict
             .client_for("http://127.0.0.1:1/x", timeout)
             .unwrap_err();
@@ -277,9 +235,9 @@ mod tests {
             .client_for("https://127.0.0.1:1/x", timeout)
             .unwrap_err();
         assert!(refused.contains("KERNEL_MTLS_CERT_PATH"), "{refused}");
-        let dev = ClientTls {
+        let dev = ClientIdentity {
             allow_plain_http: true,
-            ..ClientTls::default()
+            ..ClientIdentity::default()
         };
         assert!(dev.client_for("http://127.0.0.1:1/x", timeout).is_ok());
     }

@@ -1,5 +1,5 @@
 //! The command line: bad input gives one line naming file, policy and JSON
-//! pointer and exits 2; eval, test and bundle build do what SPEC §2 says.
+//! pointer and exits 2; eval, test and bundle build do what docs/settings.md says.
 
 mod support;
 
@@ -213,6 +213,59 @@ fn flags_can_come_from_the_environment() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn client_identity_settings_are_read_from_flags_or_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_input(dir.path(), &json!({}));
+    let eval = |url: &str, env: &[(&str, &str)], flags: &[&str]| {
+        let out = Command::new(sentinelnet())
+            .args(["eval", "--bundle", url, "--input", &input])
+            .args(flags)
+            .env_remove("DEV_SKIP_MTLS")
+            .env_remove("KERNEL_MTLS_CERT_PATH")
+            .env_remove("KERNEL_MTLS_KEY_PATH")
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2));
+        stderr(&out)
+    };
+    let plain = "http://127.0.0.1:9/v1/bundles/x";
+    // Refused before any connection without the development switch…
+    for off in [
+        &[][..],
+        &[("DEV_SKIP_MTLS", "false")],
+        &[("DEV_SKIP_MTLS", "")],
+    ] {
+        assert!(eval(plain, off, &[]).contains("plain http is refused"));
+    }
+    // …and with it, from the environment (true or 1) or the flag, the
+    // request is attempted (and fails to connect).
+    for on in [&[("DEV_SKIP_MTLS", "true")][..], &[("DEV_SKIP_MTLS", "1")]] {
+        let e = eval(plain, on, &[]);
+        assert!(!e.contains("plain http is refused"), "{e}");
+    }
+    assert!(!eval(plain, &[], &["--dev-skip-mtls"]).contains("plain http is refused"));
+    let e = eval(plain, &[("DEV_SKIP_MTLS", "maybe")], &[]);
+    assert!(
+        e.contains("--dev-skip-mtls") && e.lines().count() == 1,
+        "{e}"
+    );
+    // An empty identity variable counts as unset, and a set one is used.
+    let tls = "https://127.0.0.1:9/v1/bundles/x";
+    let e = eval(tls, &[("KERNEL_MTLS_CERT_PATH", "")], &[]);
+    assert!(e.contains("https needs a client identity"), "{e}");
+    let e = eval(
+        tls,
+        &[
+            ("KERNEL_MTLS_CERT_PATH", "/no/cert.pem"),
+            ("KERNEL_MTLS_KEY_PATH", "/no/key.pem"),
+        ],
+        &[],
+    );
+    assert!(e.contains("/no/cert.pem: cannot read"), "{e}");
 }
 
 fn write_input(dir: &Path, input: &Value) -> String {

@@ -305,3 +305,70 @@ fn malformed_calls_get_one_clear_grpc_error_and_the_sidecar_keeps_deciding() {
     });
     assert_eq!(sidecar.metric(allowed), 1.0);
 }
+
+#[test]
+fn eval_and_the_sidecar_agree_on_a_policy_that_cannot_be_evaluated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("bundle");
+    // 601 × 601 iterations on a POST (arrays built from the input, so not
+    // folded at compile time): past the evaluator's step budget.
+    let items: Vec<u32> = (0..600).collect();
+    let runaway = serde_json::json!({
+        "id": "runaway", "version": 1, "severity": "LOW", "state": "active", "effect": "deny",
+        "response": {"status": 418},
+        "when": {"and": [{"==": [{"var": "request.method"}, "POST"]},
+            {"some": [{"merge": [items, {"var": "nothing"}]}, {"some": [{"merge": [items, {"var": "nothing"}]}, {"==": [{"var": "x"}, "y"]}]}]}]}
+    });
+    write_bundle(&bundle, "agree", "r1", "allow", &[runaway]);
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({"request": {"method": "POST", "path": "/x"}}).to_string(),
+    )
+    .expect("write input");
+    let eval = std::process::Command::new(sentinelnet())
+        .args(["eval", "--bundle"])
+        .arg(&bundle)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .expect("eval runs");
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("JSON");
+    assert_eq!(
+        (&record["decision"], &record["reason"], &record["status"]),
+        (
+            &serde_json::json!("deny"),
+            &serde_json::json!("error"),
+            &serde_json::json!(503)
+        ),
+        "{record}"
+    );
+
+    let sidecar = Sidecar::start(&bundle, Grpc::tcp(), IDENTITY_FLAGS, dir.path());
+    let url = grpc_url(&sidecar);
+    let answered = runtime().block_on(async {
+        let mut client = AuthorizationClient::connect(url).await.expect("connects");
+        client
+            .check(check_request("POST", "/x", &[]))
+            .await
+            .expect("Check answers")
+            .into_inner()
+    });
+    let Some(HttpResponse::DeniedResponse(denied)) = &answered.http_response else {
+        panic!("a failed policy with --on-error deny denies: {answered:?}");
+    };
+    assert_eq!(
+        denied.status.as_ref().map(|s| s.code as u64),
+        record["status"].as_u64(),
+        "the sidecar answers the status eval reports"
+    );
+    assert_eq!(
+        sidecar.metric("sentinel_policy_eval_errors_total{policy=\"runaway\"}"),
+        1.0
+    );
+}

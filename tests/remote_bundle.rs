@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// A minimal registry: serves the current tarball with its ETag, honours
-/// `If-None-Match` and `?wait=` like SPEC §7 says central does.
+/// `If-None-Match` and `?wait=` like central does (docs/central-api.md).
 #[derive(Default)]
 struct Registry {
     current: Mutex<(Vec<u8>, String)>,
@@ -119,37 +119,130 @@ fn revision(sidecar: &Sidecar) -> String {
         .to_owned()
 }
 
-#[test]
-fn sidecar_pulls_signed_bundles_over_mtls_and_survives_the_registry() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pki = support::pki::Pki::new(&dir.path().join("pki"), "central");
-    let server = pki.issue("central", "central.local", None);
-    let client = pki.issue(
-        "sidecar",
-        "kernel-7f9c",
-        Some("spiffe://cluster/ns/kernel/sa/sidecar"),
-    );
-    let tls = || {
-        sentinelnet::tls::mtls_server_config(
+/// A PKI with central's server config and a sidecar identity, and a
+/// release key whose `.pub` sidecars trust.
+struct Fixture {
+    pki: support::pki::Pki,
+    tls: rustls::ServerConfig,
+    client: support::pki::Leaf,
+    /// The private key stays with the publisher...
+    key: PathBuf,
+    /// ...sidecars trust the directory holding its `.pub`.
+    keys: PathBuf,
+}
+
+impl Fixture {
+    fn new(dir: &Path) -> Fixture {
+        let pki = support::pki::Pki::new(&dir.join("pki"), "central");
+        let server = pki.issue("central", "central.local", None);
+        let client = pki.issue(
+            "sidecar",
+            "kernel-7f9c",
+            Some("spiffe://cluster/ns/kernel/sa/sidecar"),
+        );
+        let tls = sentinelnet::tls::mtls_server_config(
             &std::fs::read(&server.cert).expect("cert"),
             &std::fs::read(&server.key).expect("key"),
             pki.ca_pem.as_bytes(),
         )
-        .expect("server config")
-    };
-    // The private key stays with the publisher; sidecars trust the .pub.
-    let private = dir.path().join("private");
-    let keygen = Command::new(sentinelnet())
-        .args(["keygen", "--out"])
-        .arg(&private)
-        .args(["--name", "release"])
-        .output()
-        .expect("keygen");
-    assert!(keygen.status.success());
-    let keys = dir.path().join("keys");
-    std::fs::create_dir_all(&keys).expect("mkdir");
-    std::fs::copy(private.join("release.pub"), keys.join("release.pub")).expect("copy pub");
-    let key: PathBuf = private.join("release.key");
+        .expect("server config");
+        let private = dir.join("private");
+        let keygen = Command::new(sentinelnet())
+            .args(["keygen", "--out"])
+            .arg(&private)
+            .args(["--name", "release"])
+            .output()
+            .expect("keygen");
+        assert!(keygen.status.success());
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).expect("mkdir");
+        std::fs::copy(private.join("release.pub"), keys.join("release.pub")).expect("copy pub");
+        Fixture {
+            pki,
+            tls,
+            client,
+            key: private.join("release.key"),
+            keys,
+        }
+    }
+}
+
+#[test]
+fn a_bundle_over_the_size_cap_is_refused_and_the_active_one_keeps_deciding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = Fixture::new(dir.path());
+    let r1 = signed_tarball(dir.path(), "r1", &fixture.key);
+    let cap = r1.len() + 4096;
+    let registry = Arc::new(Registry::default());
+    *registry.current.lock().expect("lock") = (r1, "\"r1\"".into());
+    let central = RegistryServer::start(0, registry.clone(), fixture.tls.clone());
+    let url = central.url();
+    let ca = fixture.pki.ca_path();
+    let env = fixture.client.client_env(&ca);
+    let keys_arg = fixture.keys.display().to_string();
+    let cap_arg = cap.to_string();
+    let flags = [
+        "--trusted-keys",
+        keys_arg.as_str(),
+        "--bundle-max-bytes",
+        cap_arg.as_str(),
+        "--principal-from",
+        "header:x-user",
+    ];
+    let sidecar = Sidecar::start_with_env(Path::new(&url), Grpc::tcp(), &flags, &env, dir.path());
+    assert_eq!(revision(&sidecar), "r1");
+
+    // The registry serves a body four times the cap (it is never unpacked).
+    *registry.current.lock().expect("lock") = (vec![0x5a; cap * 4], "\"r2\"".into());
+    wait_until(
+        "the oversized bundle to be refused",
+        Duration::from_secs(5),
+        || sidecar.metric("sentinel_bundle_loads_total{result=\"error\"}") >= 1.0,
+    );
+    let status = sidecar.status();
+    let message = status["lastBundleError"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&url) && message.contains("--bundle-max-bytes") && !message.contains('\n'),
+        "{message}"
+    );
+    assert_eq!(revision(&sidecar), "r1", "the active bundle stays");
+    let kernel = Kernel::start();
+    let envoy = Envoy::start(&sidecar.grpc, kernel.port, dir.path());
+    let answer = client()
+        .get(envoy.url("/v1/kernels"))
+        .header("x-user", "auditor")
+        .send()
+        .expect("Envoy answers");
+    assert_eq!(answer.status().as_u16(), 200, "the sidecar keeps deciding");
+    // Refused once, not fetched again in a loop: the long poll goes on with
+    // the refused ETag until the registry publishes something else.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sidecar.metric("sentinel_bundle_loads_total{result=\"error\"}"),
+        1.0
+    );
+    *registry.current.lock().expect("lock") = (
+        signed_tarball(dir.path(), "r3", &fixture.key),
+        "\"r3\"".into(),
+    );
+    wait_until("r3 after the refusal", Duration::from_secs(5), || {
+        revision(&sidecar) == "r3"
+    });
+}
+
+#[test]
+fn sidecar_pulls_signed_bundles_over_mtls_and_survives_the_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Fixture {
+        pki,
+        tls,
+        client,
+        key,
+        keys,
+    } = Fixture::new(dir.path());
+    let tls = || tls.clone();
 
     let registry = Arc::new(Registry::default());
     *registry.current.lock().expect("lock") =

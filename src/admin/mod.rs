@@ -1,17 +1,16 @@
-//! The sidecar's admin HTTP API (SPEC §4): health, readiness, metrics,
+//! The sidecar's admin HTTP API (docs/sidecar-api.md): health, readiness, metrics,
 //! status, policies, explain and recent decisions.
 
-pub mod metrics;
-
 use crate::audit::log::DecisionLog;
-use crate::audit::{format_timestamp, record::DecisionRecord, AuditStatus};
+use crate::audit::{record::DecisionRecord, AuditStatus};
 use crate::authz::EngineSlot;
+use crate::metrics::Metrics;
+use crate::timestamp::format_timestamp;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics::Metrics;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -19,7 +18,7 @@ use std::time::SystemTime;
 
 /// What the bundle loader reports for `/v1/status` and `/readyz`.
 #[derive(Default)]
-pub struct LoadStatus {
+pub(crate) struct LoadStatus {
     inner: Mutex<LoadStatusInner>,
 }
 
@@ -30,7 +29,7 @@ struct LoadStatusInner {
 }
 
 impl LoadStatus {
-    pub fn new(source: String) -> LoadStatus {
+    pub(crate) fn new(source: String) -> LoadStatus {
         LoadStatus {
             inner: Mutex::new(LoadStatusInner {
                 source,
@@ -39,7 +38,7 @@ impl LoadStatus {
         }
     }
 
-    pub fn set_error(&self, message: String) {
+    pub(crate) fn set_error(&self, message: String) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.last_error = Some((SystemTime::now(), message));
     }
@@ -50,7 +49,7 @@ impl LoadStatus {
 }
 
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub engine: EngineSlot,
     pub metrics: Arc<Metrics>,
     pub status: Arc<LoadStatus>,
@@ -58,7 +57,7 @@ pub struct AdminState {
     pub audit: Arc<AuditStatus>,
 }
 
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -9,21 +9,21 @@ use std::collections::VecDeque;
 
 /// One serialised record (compact JSON, no trailing newline) and its `seq`.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(super) struct Entry {
     pub seq: u64,
     pub line: Vec<u8>,
 }
 
 /// Where reading resumes in a backlog; opaque to the shipper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Cursor {
+pub(super) struct Cursor {
     pub segment: u64,
     pub offset: u64,
 }
 
 /// Records to ship together, and where the backlog continues after them.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub(super) struct Batch {
     pub first_seq: u64,
     pub last_seq: u64,
     pub lines: Vec<Vec<u8>>,
@@ -32,7 +32,7 @@ pub struct Batch {
 
 impl Batch {
     /// NDJSON: one record per line.
-    pub fn ndjson(&self) -> Vec<u8> {
+    pub(super) fn ndjson(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.len() + 1).sum());
         for line in &self.lines {
             out.extend_from_slice(line);
@@ -42,7 +42,7 @@ impl Batch {
     }
 }
 
-pub trait Backlog: Send {
+pub(super) trait Backlog: Send {
     /// Add records (in seq order). Returns how many records were dropped to
     /// stay within the byte bound.
     fn append(&mut self, entries: Vec<Entry>) -> u64;
@@ -50,6 +50,9 @@ pub trait Backlog: Send {
     fn next_batch(&mut self, max_records: usize, max_bytes: usize) -> Option<Batch>;
     /// The audit service acknowledged `batch`.
     fn ack(&mut self, batch: &Batch);
+    /// The audit service refused `batch` for good: set it aside (where, if
+    /// it is kept) and continue after it as if it were acknowledged.
+    fn reject(&mut self, batch: &Batch) -> Option<std::path::PathBuf>;
     /// Records not yet acknowledged.
     fn pending(&self) -> usize;
     /// Bytes held.
@@ -59,14 +62,14 @@ pub trait Backlog: Send {
 }
 
 /// The in-memory backlog used without a spool directory.
-pub struct MemoryBacklog {
+pub(super) struct MemoryBacklog {
     entries: VecDeque<Entry>,
     bytes: u64,
     max_bytes: u64,
 }
 
 impl MemoryBacklog {
-    pub fn new(max_bytes: u64) -> MemoryBacklog {
+    pub(super) fn new(max_bytes: u64) -> MemoryBacklog {
         MemoryBacklog {
             entries: VecDeque::new(),
             bytes: 0,
@@ -133,6 +136,13 @@ impl Backlog for MemoryBacklog {
                 self.bytes -= old.line.len() as u64;
             }
         }
+    }
+
+    fn reject(&mut self, batch: &Batch) -> Option<std::path::PathBuf> {
+        // Without a spool there is nowhere durable to keep them; the caller
+        // logs their seq range.
+        self.ack(batch);
+        None
     }
 
     fn pending(&self) -> usize {

@@ -1,8 +1,13 @@
 //! The recent decisions, kept in memory for `/v1/decisions` and explain.
 //! Written by the audit thread only; never touched by the check path.
+//!
+//! Memory is bounded: 1,000 recent records, and 100 per policy of the
+//! active bundle. Activating a bundle forgets the per-policy lists of
+//! policies it no longer has, and records of a replaced bundle still in
+//! flight are not filed under policies the active one lacks.
 
 use super::record::DecisionRecord;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Decisions kept for `/v1/decisions`.
@@ -19,6 +24,8 @@ pub struct DecisionLog {
 struct Inner {
     recent: VecDeque<Arc<DecisionRecord>>,
     by_policy: HashMap<String, VecDeque<Arc<DecisionRecord>>>,
+    /// The active bundle's policy ids; `None` until a bundle is announced.
+    known: Option<HashSet<String>>,
 }
 
 impl DecisionLog {
@@ -35,7 +42,8 @@ impl DecisionLog {
                 .chain(record.shadow.iter().map(|s| s.policy_id.as_str()))
                 .take(i)
                 .any(|earlier| earlier == policy);
-            if seen_before {
+            let unknown = inner.known.as_ref().is_some_and(|k| !k.contains(policy));
+            if seen_before || unknown {
                 continue;
             }
             let ring = match inner.by_policy.get_mut(policy) {
@@ -51,6 +59,25 @@ impl DecisionLog {
             inner.recent.pop_front();
         }
         inner.recent.push_back(record);
+    }
+
+    /// A bundle with these policies is now active: forget every other
+    /// policy's decisions and file no new ones under them.
+    pub fn retain_policies<'a>(&self, policies: impl IntoIterator<Item = &'a str>) {
+        let known: HashSet<String> = policies.into_iter().map(str::to_owned).collect();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.by_policy.retain(|id, _| known.contains(id));
+        inner.known = Some(known);
+    }
+
+    /// Policies with decisions kept for explain.
+    #[cfg(test)]
+    fn tracked_policies(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_policy
+            .len()
     }
 
     /// Up to `limit` most recent decisions, newest first.
@@ -129,5 +156,30 @@ mod tests {
         }
         assert_eq!(ids("a").len(), PER_POLICY_CAPACITY);
         assert_eq!(log.recent(3).len(), 3);
+    }
+
+    #[test]
+    fn the_per_policy_index_is_bounded_by_the_active_bundle() {
+        let log = DecisionLog::default();
+        for n in 0..50 {
+            log.push(record(&format!("d{n}"), Some(&format!("old-{n}")), &[]));
+        }
+        assert_eq!(log.tracked_policies(), 50);
+        log.retain_policies(["kept", "old-7"]);
+        assert_eq!(
+            log.tracked_policies(),
+            1,
+            "only old-7 is still in the bundle"
+        );
+        // A late record of the replaced bundle is not filed under a removed policy.
+        log.push(record("late", Some("old-9"), &["kept"]));
+        assert!(log.for_policy("old-9").is_empty());
+        assert_eq!(log.for_policy("kept").len(), 1);
+        assert_eq!(log.tracked_policies(), 2);
+        assert_eq!(
+            log.recent(1)[0].id,
+            "late",
+            "the recent list keeps every record"
+        );
     }
 }

@@ -8,20 +8,21 @@
 //! audit work never competes with checks on the check runtime.
 
 mod backlog;
-pub mod ids;
 pub mod log;
-pub mod record;
+pub(crate) mod record;
 mod ship;
 mod spool;
-pub mod verify;
+pub(crate) mod verify;
 
-use crate::bundle::Bundle;
-use crate::policy::{Mode, Outcome, Reason, Verdict};
+use crate::decision::DecisionEvent;
+use crate::metrics::AuditCounters;
+use crate::policy::{Mode, Reason};
+use crate::retry::{Next, Retry};
+use crate::timestamp::format_timestamp;
+use crate::tls::ClientIdentity;
 use backlog::{Backlog, Entry, MemoryBacklog};
 use log::DecisionLog;
-use prometheus::{Histogram, IntCounter, IntGauge};
 use record::{Chain, DecisionRecord, ShadowEntry, RECORD_TYPE};
-use serde_json::{Map, Value};
 use spool::Spool;
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -31,38 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
-pub use ship::ClientTls;
-
 /// Events waiting for the audit thread, at most.
 pub const QUEUE_CAPACITY: usize = 16_384;
-
-/// What the check path knows about one decision.
-pub struct DecisionEvent {
-    pub id: Uuid,
-    pub at: SystemTime,
-    pub request_id: String,
-    pub verdict: Verdict,
-    pub status: u16,
-    pub reason: Reason,
-    /// The bundle that decided (absent when none was active).
-    pub bundle: Option<Arc<Bundle>>,
-    pub outcome: Option<Outcome>,
-    pub evidence: Map<String, Value>,
-    pub latency_us: u64,
-}
-
-/// Counters the audit pipeline keeps (registered by `admin::metrics`).
-#[derive(Clone)]
-pub struct AuditCounters {
-    pub shipped: IntCounter,
-    pub dropped: IntCounter,
-    pub queue_depth: IntGauge,
-    pub spool_bytes: IntGauge,
-    pub backlog: IntGauge,
-    pub ship_failures: IntCounter,
-    pub ship_latency: Histogram,
-    pub spool_corrupt: IntCounter,
-}
 
 /// The check path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
@@ -84,7 +55,7 @@ impl Recorder {
 pub struct AuditConfig {
     /// POST target; `None` keeps records in the decision log only.
     pub url: Option<String>,
-    pub tls: ClientTls,
+    pub tls: ClientIdentity,
     /// Durable backlog directory (`--spool-dir`).
     pub spool_dir: Option<PathBuf>,
     /// Byte bound of the spool, or of the in-memory backlog without one.
@@ -330,7 +301,7 @@ async fn ship_records(
     spooled: bool,
 ) {
     let chain_id = status.snapshot().chain_id;
-    let mut attempt: u32 = 0;
+    let mut retry = Retry::new("shipping decision records");
     let mut oldest_waiting: Option<Instant> = None;
     let mut close_deadline: Option<Instant> = None;
     loop {
@@ -372,7 +343,7 @@ async fn ship_records(
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
-                attempt = 0;
+                retry.succeeded();
                 let mut backlog = shared.backlog();
                 backlog.ack(&batch);
                 shared.publish_sizes(backlog.as_ref(), spooled);
@@ -385,20 +356,40 @@ async fn ship_records(
                 });
             }
             Err(e) => {
-                attempt = attempt.saturating_add(1);
                 shared.counters.ship_failures.inc();
-                if attempt == 1 || attempt % 20 == 0 {
-                    tracing::warn!(error = %e, attempt, "shipping decision records failed; retrying");
-                }
                 status.update(|s| {
                     s.last_error = Some(format!("{}: {e}", format_timestamp(SystemTime::now())));
-                    s.consecutive_failures = attempt;
+                    s.consecutive_failures = retry.attempts() + 1;
                 });
-                let mut delay = ship::backoff(attempt, ids::random_u64());
-                if let Some(deadline) = close_deadline {
-                    delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+                match retry.failed(&e) {
+                    Next::RetryAfter(mut delay) => {
+                        if let Some(deadline) = close_deadline {
+                            delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                    Next::GiveUp => {
+                        // The receiver refused these records as malformed:
+                        // sending them again cannot succeed, and holding them
+                        // would stop every later record. Set them aside.
+                        let mut backlog = shared.backlog();
+                        let kept = backlog.reject(&batch);
+                        shared.publish_sizes(backlog.as_ref(), spooled);
+                        drop(backlog);
+                        shared.counters.rejected.inc_by(batch.lines.len() as u64);
+                        oldest_waiting = None;
+                        match kept {
+                            Some(path) => tracing::error!(
+                                error = %e, records = batch.lines.len(), first_seq = batch.first_seq,
+                                last_seq = batch.last_seq, file = %path.display(),
+                                "the audit receiver refused a batch; it is kept in the spool's rejected/ directory and shipping goes on"),
+                            None => tracing::error!(
+                                error = %e, records = batch.lines.len(), first_seq = batch.first_seq,
+                                last_seq = batch.last_seq,
+                                "the audit receiver refused a batch; it is not kept (no spool) and shipping goes on"),
+                        }
+                    }
                 }
-                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -420,7 +411,7 @@ async fn ship_records(
 }
 
 /// Build the record for an event (everything but the chain fields).
-pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
+pub(crate) fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
     let id = event.id.to_string();
     let bundle = event.bundle.as_deref();
     let policies = bundle.map(|b| &b.policies);
@@ -495,52 +486,5 @@ pub fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
         prev_hash: String::new(),
         hash: String::new(),
         id,
-    }
-}
-
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T23:59:59.123456Z`.
-pub fn format_timestamp(at: SystemTime) -> String {
-    let since = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_micros() {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_391_999_123_456);
-        assert_eq!(format_timestamp(at), "2026-11-22T23:59:59.123456Z");
-        assert_eq!(
-            format_timestamp(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000000Z"
-        );
     }
 }

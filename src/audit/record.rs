@@ -1,14 +1,15 @@
-//! The `policy.decision` record (SPEC §6) and its per-node hash chain.
+//! The `policy.decision` record (docs/records.md) and its per-node hash chain.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
-pub const RECORD_TYPE: &str = "policy.decision";
+pub(crate) const RECORD_TYPE: &str = "policy.decision";
 
 /// The `prevHash` of the first record of a chain.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Fields are declared in the byte order of their JSON names, so that
 /// serde's output is already canonical (see [`DecisionRecord::compute_hash`]).
@@ -90,7 +91,7 @@ impl DecisionRecord {
 /// The definition of canonical JSON (object keys in byte order, no
 /// whitespace), kept as the reference the fast path is tested against.
 #[cfg(test)]
-pub fn write_canonical(value: &Value, out: &mut String) {
+pub(crate) fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -122,7 +123,7 @@ pub fn write_canonical(value: &Value, out: &mut String) {
 
 /// The writer's end of a node's chain: assigns `seq`, `prevHash`, `hash`.
 #[derive(Debug, Clone)]
-pub struct Chain {
+pub(crate) struct Chain {
     pub chain_id: String,
     pub next_seq: u64,
     pub last_hash: String,
@@ -130,7 +131,7 @@ pub struct Chain {
 
 impl Chain {
     /// A new chain, as after a restart without a spool.
-    pub fn fresh(chain_id: String) -> Chain {
+    pub(crate) fn fresh(chain_id: String) -> Chain {
         Chain {
             chain_id,
             next_seq: 0,
@@ -139,7 +140,7 @@ impl Chain {
     }
 
     /// Continue a chain found in the spool after `seq - 1` with `last_hash`.
-    pub fn resume(chain_id: String, next_seq: u64, last_hash: String) -> Chain {
+    pub(crate) fn resume(chain_id: String, next_seq: u64, last_hash: String) -> Chain {
         Chain {
             chain_id,
             next_seq,
@@ -148,7 +149,7 @@ impl Chain {
     }
 
     /// Link `record` into the chain.
-    pub fn link(&mut self, record: &mut DecisionRecord) {
+    pub(crate) fn link(&mut self, record: &mut DecisionRecord) {
         record.chain_id.clone_from(&self.chain_id);
         record.seq = self.next_seq;
         record.prev_hash.clone_from(&self.last_hash);

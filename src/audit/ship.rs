@@ -2,30 +2,41 @@
 //! an `Idempotency-Key`, retried with capped exponential backoff and jitter.
 
 use super::backlog::Batch;
-pub use crate::tls::{backoff, ClientTls};
+use crate::retry::{status_is_retriable, Retriable};
 use std::io::Write;
 use std::time::Duration;
 
 /// Most records in one POST.
-pub const BATCH_RECORDS: usize = 500;
+pub(super) const BATCH_RECORDS: usize = 500;
 /// Most uncompressed bytes in one POST.
-pub const BATCH_BYTES: usize = 1 << 20;
+pub(super) const BATCH_BYTES: usize = 1 << 20;
 /// A record waits at most this long for its batch to fill.
-pub const FLUSH_AGE: Duration = Duration::from_millis(500);
+pub(super) const FLUSH_AGE: Duration = Duration::from_millis(500);
 /// One POST may take this long before it counts as failed (a hung receiver
 /// then costs retries, never checks: they never wait on shipping).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ShipError {
+pub(super) enum ShipError {
     #[error("audit service answered {0}")]
     Status(u16),
     #[error("audit service unreachable: {0}")]
     Transport(String),
 }
 
+impl Retriable for ShipError {
+    /// A 4xx other than 408/429 refuses these records as they are; anything
+    /// else (5xx, timeouts, a down receiver) may pass on a later try.
+    fn is_retriable(&self) -> bool {
+        match self {
+            ShipError::Status(status) => status_is_retriable(*status),
+            ShipError::Transport(_) => true,
+        }
+    }
+}
+
 /// POST one batch.
-pub async fn post(
+pub(super) async fn post(
     client: &reqwest::Client,
     url: &str,
     chain_id: &str,

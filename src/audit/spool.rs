@@ -17,9 +17,15 @@
 //! written; a crash of the machine loses at most the last ~200 ms, which
 //! then shows up as a torn tail.
 //!
-//! Bound: the files never hold more than `max_bytes`. To make room the
-//! oldest segment is deleted, and its records not yet acknowledged are
-//! counted as dropped.
+//! Refused batches: a batch the receiver refuses as malformed (see
+//! `audit::ship`) is written whole to `rejected/CHAIN-FIRST-LAST.ndjson`
+//! (plain NDJSON, ready for `sentinelnet audit verify` or a manual replay)
+//! and then counts as acknowledged, so later records keep flowing.
+//!
+//! Bound: the files, rejected ones included, never hold more than
+//! `max_bytes`. To make room the oldest rejected file goes first (those
+//! records were already refused), then the oldest segment, whose records not
+//! yet acknowledged are counted as dropped.
 
 use super::backlog::{Backlog, Batch, Cursor, Entry};
 use serde::{Deserialize, Serialize};
@@ -39,7 +45,7 @@ struct Segment {
 
 /// The newest record found on disk at start: the chain continues from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
+pub(super) struct ChainHead {
     pub chain_id: String,
     pub seq: u64,
     pub hash: String,
@@ -63,13 +69,13 @@ struct RecordHead {
 
 /// What recovery found wrong, for the log and a counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corruption {
+pub(super) struct Corruption {
     pub file: String,
     pub line: usize,
     pub reason: String,
 }
 
-pub struct Spool {
+pub(super) struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     segment_max: u64,
@@ -80,11 +86,16 @@ pub struct Spool {
     chain_id: Option<String>,
     cursor: Cursor,
     dirty: bool,
+    /// Files in `rejected/`, oldest first, with their sizes.
+    rejected: VecDeque<(PathBuf, u64)>,
 }
+
+/// Subdirectory of the spool that keeps refused batches.
+pub(crate) const REJECTED_DIR: &str = "rejected";
 
 #[derive(Debug, thiserror::Error)]
 #[error("spool {path}: {source}")]
-pub struct SpoolError {
+pub(super) struct SpoolError {
     path: String,
     source: std::io::Error,
 }
@@ -101,6 +112,26 @@ fn frame(json: &[u8]) -> Vec<u8> {
     line.extend_from_slice(json);
     line.push(b'\n');
     line
+}
+
+/// The rejected batch files of a spool, oldest first.
+fn list_rejected(dir: &Path) -> VecDeque<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return VecDeque::new();
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf, u64)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, e.path(), meta.len()))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|(_, path, bytes)| (path, bytes))
+        .collect()
 }
 
 /// Check one framed line (without its newline); the JSON payload if valid.
@@ -123,7 +154,7 @@ impl Spool {
     /// Open (creating) a spool directory and recover what is in it.
     /// Returns the spool, the chain head to continue from, and what was
     /// found corrupt.
-    pub fn open(
+    pub(super) fn open(
         dir: &Path,
         max_bytes: u64,
     ) -> Result<(Spool, Option<ChainHead>, Vec<Corruption>), SpoolError> {
@@ -211,6 +242,7 @@ impl Spool {
             offset: 0,
         };
         let mut spool = Spool {
+            rejected: list_rejected(&dir.join(REJECTED_DIR)),
             dir: dir.to_owned(),
             max_bytes,
             // Small enough that dropping one segment frees real room.
@@ -228,14 +260,53 @@ impl Spool {
     }
 
     /// Use this chain id for acknowledgements from now on (a new chain).
-    pub fn set_chain(&mut self, chain_id: &str) {
+    pub(super) fn set_chain(&mut self, chain_id: &str) {
         if self.chain_id.as_deref() != Some(chain_id) {
             self.chain_id = Some(chain_id.to_owned());
         }
     }
 
     fn total_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
+        self.segments.iter().map(|s| s.bytes).sum::<u64>()
+            + self.rejected.iter().map(|(_, bytes)| bytes).sum::<u64>()
+    }
+
+    /// Delete the oldest rejected batch file; false when there is none.
+    fn drop_oldest_rejected(&mut self) -> bool {
+        let Some((path, _)) = self.rejected.pop_front() else {
+            return false;
+        };
+        tracing::warn!(path = %path.display(), "spool bound reached: deleting the oldest rejected batch");
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot delete a rejected batch");
+        }
+        true
+    }
+
+    /// Keep a refused batch in `rejected/`, within the byte bound.
+    fn keep_rejected(&mut self, batch: &Batch) -> Result<Option<PathBuf>, SpoolError> {
+        let body = batch.ndjson();
+        let size = body.len() as u64;
+        if size > self.max_bytes / 2 {
+            return Ok(None);
+        }
+        while self.total_bytes() + size > self.max_bytes && self.drop_oldest_rejected() {}
+        if self.total_bytes() + size > self.max_bytes {
+            return Ok(None);
+        }
+        let dir = self.dir.join(REJECTED_DIR);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let chain = self.chain_id.as_deref().unwrap_or("unknown");
+        let path = dir.join(format!(
+            "{chain}-{}-{}.ndjson",
+            batch.first_seq, batch.last_seq
+        ));
+        let mut file = File::create(&path).map_err(io_err(&path))?;
+        file.write_all(&body)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err(&path))?;
+        self.rejected.push_back((path.clone(), size));
+        Ok(Some(path))
     }
 
     fn unacked_in(&self, segment: &Segment) -> u64 {
@@ -338,11 +409,15 @@ impl Spool {
                     self.rotate()?;
                     continue;
                 }
-                if total + size > self.max_bytes && self.segments.len() > 1 {
+                if total + size > self.max_bytes
+                    && (!self.rejected.is_empty() || self.segments.len() > 1)
+                {
                     self.write_lines(&pending)?;
                     pending.clear();
                     pending_bytes = 0;
-                    dropped += self.drop_oldest();
+                    if !self.drop_oldest_rejected() {
+                        dropped += self.drop_oldest();
+                    }
                     continue;
                 }
                 break;
@@ -476,6 +551,19 @@ impl Backlog for Spool {
         self.delete_acked_segments();
     }
 
+    fn reject(&mut self, batch: &Batch) -> Option<PathBuf> {
+        // Acknowledge first: the batch's segment may then be deleted, which
+        // makes room for the rejected copy.
+        self.ack(batch);
+        match self.keep_rejected(batch) {
+            Ok(kept) => kept,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep a rejected batch");
+                None
+            }
+        }
+    }
+
     fn pending(&self) -> usize {
         self.segments
             .iter()
@@ -558,6 +646,42 @@ mod tests {
         let batch = spool.next_batch(100_000, 1 << 30).unwrap();
         assert_eq!(batch.last_seq, 1999);
         assert_eq!(batch.first_seq, dropped);
+    }
+
+    #[test]
+    fn a_rejected_batch_is_kept_aside_and_shipping_continues_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 64 * 1024;
+        let (mut spool, _, _) = Spool::open(dir.path(), max).unwrap();
+        spool.set_chain("c1");
+        spool.append((0..10).map(|s| entry("c1", s, 10)).collect());
+        let batch = spool.next_batch(4, 1 << 20).unwrap();
+        let kept = spool.reject(&batch).expect("kept");
+        assert!(
+            kept.ends_with("rejected/c1-0-3.ndjson"),
+            "{}",
+            kept.display()
+        );
+        assert_eq!(std::fs::read(&kept).unwrap(), batch.ndjson());
+        let next = spool.next_batch(100, 1 << 20).unwrap();
+        assert_eq!((next.first_seq, next.last_seq), (4, 9));
+        drop(spool);
+
+        // Rejected files count toward the bound and go first when room is needed.
+        let (mut spool, _, _) = Spool::open(dir.path(), max).unwrap();
+        assert_eq!(spool.pending(), 6);
+        assert_eq!(spool.rejected.len(), 1);
+        let mut dropped = 0;
+        for seq in 10..400 {
+            dropped += spool.append(vec![entry("c1", seq, 200)]);
+            assert!(spool.total_bytes() <= max);
+        }
+        assert!(
+            spool.rejected.is_empty(),
+            "the rejected file made room first"
+        );
+        assert!(!kept.exists());
+        assert!(dropped > 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::fmt;
 
 /// Something wrong with the records; each names the record(s) concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// A line that is not a decision record.
     Unreadable { line: usize, reason: String },
     /// The record's content does not hash to its `hash`: it was edited.
@@ -82,7 +82,7 @@ impl fmt::Display for Problem {
 
 /// One chain's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainSummary {
+pub(crate) struct ChainSummary {
     pub node: String,
     pub chain: String,
     pub first_seq: u64,
@@ -91,7 +91,7 @@ pub struct ChainSummary {
 }
 
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub records: usize,
     pub duplicates: usize,
     /// Records that arrived out of `seq` order (tolerated).
@@ -101,7 +101,7 @@ pub struct Report {
 }
 
 /// Verify NDJSON text.
-pub fn verify(text: &str) -> Report {
+pub(crate) fn verify(text: &str) -> Report {
     let mut report = Report::default();
     let mut by_id: BTreeMap<String, (usize, String)> = BTreeMap::new();
     // (node, chain) -> seq -> (line, record)

@@ -1,8 +1,8 @@
-//! The part of Envoy's `CheckRequest` that the input document (SPEC §5)
+//! The part of Envoy's `CheckRequest` that the input document (docs/bundles.md)
 //! reads, decoded straight from the wire.
 //!
 //! Field numbers are those of `envoy.service.auth.v3` (`attribute_context.proto`),
-//! so any encoded `CheckRequest` decodes into this message; fields SPEC §5
+//! so any encoded `CheckRequest` decodes into this message; fields the input document
 //! does not read (request time, TLS session, route metadata, peer labels and
 //! certificates, ...) are skipped without being copied. Strings are `Bytes`
 //! slices of the received buffer rather than owned `String`s, and maps

@@ -10,10 +10,12 @@ mod response;
 pub mod server;
 pub mod view;
 
-use crate::admin::metrics::{Metrics, PolicyCounters};
-use crate::audit::{ids, DecisionEvent, Recorder};
+use crate::audit::Recorder;
 use crate::bundle::Bundle;
-use crate::policy::{Reason, Verdict};
+use crate::decision::DecisionEvent;
+use crate::ids;
+use crate::metrics::{Metrics, PolicyCounters};
+use crate::policy::{Outcome, Verdict};
 use arc_swap::ArcSwapOption;
 use bytes::BufMut;
 use message::CheckMessage;
@@ -32,6 +34,19 @@ pub struct Engine {
     pub activated_at: SystemTime,
 }
 
+impl Engine {
+    /// Count one outcome's matches and failures per policy.
+    fn count(&self, outcome: &Outcome) {
+        let policies = &self.bundle.policies;
+        for m in &outcome.matches {
+            self.counters[m.policy].record_match(m.mode, policies.get(m.policy).state());
+        }
+        for &failed in &outcome.errors {
+            self.counters[failed].record_error();
+        }
+    }
+}
+
 /// The slot the check path reads and the bundle loader swaps.
 pub type EngineSlot = Arc<ArcSwapOption<Engine>>;
 
@@ -42,13 +57,6 @@ pub struct Authorizer {
     on_error: Verdict,
     recorder: Recorder,
     metrics: Arc<Metrics>,
-}
-
-/// The decision, with what the response and the record need.
-struct Decided {
-    verdict: Verdict,
-    reason: Reason,
-    status: u16,
 }
 
 impl Authorizer {
@@ -78,107 +86,26 @@ impl Authorizer {
     pub fn check_into(&self, request: &CheckMessage, out: &mut impl BufMut) {
         let started = Instant::now();
         let at = SystemTime::now();
-        let decision_id = ids::decision_id(at);
-        let id_text = DecisionIdText::new(&decision_id);
+        let id = ids::decision_id(at);
+        let id_text = DecisionIdText::new(&id);
         let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let view = RequestView::new(request, &self.settings, now_unix);
+        let request_id = view.request_id().to_owned();
         let guard = self.engine.load();
-
-        let Some(engine) = guard.as_ref() else {
-            let answer = response::unavailable(
-                self.on_error,
-                id_text.as_str(),
-                "no policy bundle is active",
-            );
-            answer.encode(out);
-            let decided = Decided {
-                verdict: self.on_error,
-                reason: Reason::Error,
-                status: answer.http_status(),
-            };
-            self.finish(
-                started,
-                at,
-                decision_id,
-                &view,
-                &decided,
-                None,
-                None,
-                Default::default(),
-            );
-            return;
-        };
-
-        let policies = &engine.bundle.policies;
-        let outcome = policies.decide(&view, self.on_error);
-        for m in &outcome.matches {
-            engine.counters[m.policy].record_match(m.mode, policies.get(m.policy).state());
-        }
-        for &failed in &outcome.errors {
-            engine.counters[failed].record_error();
-        }
-        let id = id_text.as_str();
-        let revision: &str = &engine.bundle.revision;
-        let deciding = outcome.deciding.map(|i| policies.get(i));
-        let answer = match (outcome.verdict, outcome.reason) {
-            (verdict, Reason::Error) => {
-                response::unavailable(verdict, id, "a policy could not be evaluated")
-            }
-            (Verdict::Deny, _) => response::deny(deciding, id, revision),
-            (Verdict::Allow, _) => {
-                response::allow(outcome.enforced_allows(policies), deciding, id, revision)
+        let mut event = match guard.as_ref() {
+            None => DecisionEvent::without_bundle(id, at, request_id, self.on_error),
+            Some(engine) => {
+                let outcome = engine.bundle.policies.decide(&view, self.on_error);
+                engine.count(&outcome);
+                DecisionEvent::decided(id, at, request_id, engine.bundle.clone(), outcome, &view)
             }
         };
-        answer.encode(out);
-        let status = answer.http_status();
-        drop(answer);
-        let evidence = outcome
-            .deciding
-            .map(|i| policies.evidence(i, &view))
-            .unwrap_or_default();
-        let decided = Decided {
-            verdict: outcome.verdict,
-            reason: outcome.reason,
-            status,
-        };
-        self.finish(
-            started,
-            at,
-            decision_id,
-            &view,
-            &decided,
-            Some(engine.bundle.clone()),
-            Some(outcome),
-            evidence,
-        );
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        started: Instant,
-        at: SystemTime,
-        id: uuid::Uuid,
-        view: &RequestView<'_>,
-        decided: &Decided,
-        bundle: Option<Arc<Bundle>>,
-        outcome: Option<crate::policy::Outcome>,
-        evidence: serde_json::Map<String, serde_json::Value>,
-    ) {
+        drop(guard);
+        response::for_decision(&event, id_text.as_str()).encode(out);
         let elapsed = started.elapsed();
         self.metrics.check_latency.observe(elapsed.as_secs_f64());
-        self.metrics.decision(decided.verdict, decided.reason).inc();
-        self.recorder.record(DecisionEvent {
-            id,
-            at,
-            request_id: view.request_id().to_owned(),
-            verdict: decided.verdict,
-            status: decided.status,
-            reason: decided.reason,
-            bundle,
-            outcome,
-            evidence,
-            latency_us: elapsed.as_micros() as u64,
-        });
+        self.metrics.decision(event.verdict, event.reason).inc();
+        event.latency_us = elapsed.as_micros() as u64;
+        self.recorder.record(event);
     }
 }

@@ -7,7 +7,8 @@
 //! dropped. Field numbers are those of `envoy.service.auth.v3.CheckResponse`;
 //! the tests decode what is written with envoy-types and compare.
 
-use crate::policy::{Policy, Verdict};
+use crate::decision::{DecisionEvent, ERROR_STATUS};
+use crate::policy::{Policy, Reason, Verdict};
 use bytes::BufMut;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
@@ -16,42 +17,30 @@ use uuid::Uuid;
 
 /// Header that carries the decision id to the upstream (allow) or the
 /// client (deny), so a 403 can be looked up in the decision log.
-pub const DECISION_HEADER: &str = "x-sentinel-decision-id";
-
-/// Status of a denial that came from an internal error rather than a policy:
-/// retryable, and distinct from a policy's 403.
-pub const ERROR_STATUS: u16 = 503;
-
-/// The HTTP status the client sees for a verdict (`deny_status` when denied).
-pub fn status_of(verdict: Verdict, deny_status: u16) -> u16 {
-    match verdict {
-        Verdict::Allow => 200,
-        Verdict::Deny => deny_status,
-    }
-}
+pub(super) const DECISION_HEADER: &str = "x-sentinel-decision-id";
 
 const GRPC_OK: u64 = 0;
 const GRPC_PERMISSION_DENIED: u64 = 7;
 const OVERWRITE_IF_EXISTS_OR_ADD: u64 = HeaderAppendAction::OverwriteIfExistsOrAdd as u64;
 
 /// A decision id in its text form, without allocating.
-pub struct DecisionIdText([u8; 36]);
+pub(super) struct DecisionIdText([u8; 36]);
 
 impl DecisionIdText {
-    pub fn new(id: &Uuid) -> DecisionIdText {
+    pub(super) fn new(id: &Uuid) -> DecisionIdText {
         let mut text = [0u8; 36];
         id.hyphenated().encode_lower(&mut text);
         DecisionIdText(text)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         // A hyphenated UUID is ASCII.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
 }
 
 /// Everything a `CheckResponse` says, borrowed.
-pub struct Answer<'a> {
+pub(super) struct Answer<'a> {
     verdict: Verdict,
     /// The denied response's HTTP status (unused when allowed).
     status: u16,
@@ -66,10 +55,38 @@ pub struct Answer<'a> {
     revision: &'a str,
 }
 
-/// A denial by a policy (or by the default when `policy` is `None`).
-pub fn deny<'a>(policy: Option<&'a Policy>, decision_id: &'a str, revision: &'a str) -> Answer<'a> {
+/// The response for a decision: written from the event, so the status the
+/// client sees is the one the record and `eval` report.
+pub(super) fn for_decision<'a>(event: &'a DecisionEvent, decision_id: &'a str) -> Answer<'a> {
+    let (Some(bundle), Some(outcome)) = (&event.bundle, &event.outcome) else {
+        return unavailable(event.verdict, decision_id, "no policy bundle is active");
+    };
+    let policies = &bundle.policies;
+    let deciding = outcome.deciding.map(|i| policies.get(i));
+    let revision: &str = &bundle.revision;
+    match (event.verdict, event.reason) {
+        (verdict, Reason::Error) => {
+            unavailable(verdict, decision_id, "a policy could not be evaluated")
+        }
+        (Verdict::Deny, _) => deny(deciding, event.status, decision_id, revision),
+        (Verdict::Allow, _) => allow(
+            outcome.enforced_allows(policies),
+            deciding,
+            decision_id,
+            revision,
+        ),
+    }
+}
+
+/// A denial by a policy (or by the default when `policy` is `None`) with
+/// the status the decision settled on.
+fn deny<'a>(
+    policy: Option<&'a Policy>,
+    status: u16,
+    decision_id: &'a str,
+    revision: &'a str,
+) -> Answer<'a> {
     let spec = policy.map(|p| &p.document.response);
-    let status = spec.and_then(|s| s.status).unwrap_or(403);
     let mut headers: Vec<(&str, &str)> = spec
         .map(|s| {
             s.headers
@@ -104,7 +121,7 @@ pub fn deny<'a>(policy: Option<&'a Policy>, decision_id: &'a str, revision: &'a 
 
 /// An allow; the headers of every matching enforced allow policy are merged
 /// in id order (a later policy's value for the same header wins).
-pub fn allow<'a>(
+fn allow<'a>(
     allows: impl Iterator<Item = &'a Policy>,
     deciding: Option<&'a Policy>,
     decision_id: &'a str,
@@ -153,7 +170,7 @@ pub fn allow<'a>(
 
 /// The answer when the sidecar cannot decide (no bundle, a policy failed):
 /// `--on-error` says whether that lets the request through.
-pub fn unavailable<'a>(on_error: Verdict, decision_id: &'a str, why: &str) -> Answer<'a> {
+fn unavailable<'a>(on_error: Verdict, decision_id: &'a str, why: &str) -> Answer<'a> {
     Answer {
         verdict: on_error,
         status: ERROR_STATUS,
@@ -274,11 +291,6 @@ impl MetadataValue<'_> {
 }
 
 impl Answer<'_> {
-    /// The HTTP status the client sees.
-    pub fn http_status(&self) -> u16 {
-        status_of(self.verdict, self.status)
-    }
-
     /// `{decisionId, policyId, policyVersion, bundleRevision}`, under the
     /// ext_authz filter's namespace, so access logs join to decision records.
     fn metadata(&self) -> [(&str, MetadataValue<'_>); 4] {
@@ -343,7 +355,7 @@ impl Answer<'_> {
     }
 
     /// Write the `CheckResponse`.
-    pub fn encode(&self, buf: &mut impl BufMut) {
+    pub(super) fn encode(&self, buf: &mut impl BufMut) {
         put_nested_header(1, self.status_body_len(), buf);
         match self.verdict {
             Verdict::Allow => {
@@ -471,7 +483,7 @@ mod tests {
     #[test]
     fn a_deny_decodes_with_status_body_headers_and_null_metadata() {
         let p = policy(json!({"status": 451, "body": "no", "headers": {"x-reason": "law"}}));
-        let response = decode(&deny(Some(&p), ID, "r1"));
+        let response = decode(&deny(Some(&p), 451, ID, "r1"));
         assert_eq!(response.status.as_ref().map(|s| s.code), Some(7));
         let Some(HttpResponse::DeniedResponse(no)) = &response.http_response else {
             panic!("{response:?}");
@@ -486,7 +498,7 @@ mod tests {
             ]
         );
 
-        let by_default = decode(&deny(None, ID, ""));
+        let by_default = decode(&deny(None, 403, ID, ""));
         let Some(HttpResponse::DeniedResponse(no)) = &by_default.http_response else {
             panic!("{by_default:?}");
         };

@@ -42,11 +42,11 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// gRPC status codes used here.
 mod code {
-    pub const OK: u8 = 0;
-    pub const INVALID_ARGUMENT: u8 = 3;
-    pub const NOT_FOUND: u8 = 5;
-    pub const RESOURCE_EXHAUSTED: u8 = 8;
-    pub const UNIMPLEMENTED: u8 = 12;
+    pub(super) const OK: u8 = 0;
+    pub(super) const INVALID_ARGUMENT: u8 = 3;
+    pub(super) const NOT_FOUND: u8 = 5;
+    pub(super) const RESOURCE_EXHAUSTED: u8 = 8;
+    pub(super) const UNIMPLEMENTED: u8 = 12;
 }
 
 /// `grpc.health.v1.HealthCheckRequest`.

@@ -1,4 +1,4 @@
-//! The input document of SPEC §5 as a view over a `CheckRequest`.
+//! The input document of docs/bundles.md ("Input document") as a view over a `CheckRequest`.
 //!
 //! Fields a policy names are answered straight from the protobuf, borrowed
 //! where possible. The body is parsed, the metadata converted and the whole
@@ -160,13 +160,7 @@ impl<'r> RequestView<'r> {
     }
 
     fn query_param(&self, name: &str) -> Option<Cow<'r, str>> {
-        self.query_string()
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .find_map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode_component(k) == name).then(|| decode_component(v))
-            })
+        query_pairs(self.query_string()).find_map(|(k, v)| (k == name).then_some(v))
     }
 
     fn segments(&self) -> Vec<Val<'r>> {
@@ -333,11 +327,10 @@ impl<'r> RequestView<'r> {
             }
         }
         let mut query = Map::new();
-        for pair in self.query_string().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in query_pairs(self.query_string()) {
             query
-                .entry(decode_component(k).into_owned())
-                .or_insert_with(|| Value::String(decode_component(v).into_owned()));
+                .entry(k.into_owned())
+                .or_insert_with(|| Value::String(v.into_owned()));
         }
         let mut request = Map::new();
         let put = |m: &mut Map<String, Value>, k: &str, v: Option<Val<'_>>| {
@@ -462,6 +455,15 @@ impl Input for RequestView<'_> {
             Field::TimeUnix => leaf(Some(Val::Num(self.now_unix as f64))),
         }
     }
+}
+
+/// The `name=value` pairs of a query string, percent-decoded, in order
+/// (empty pairs skipped; a name without `=` has an empty value).
+fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(k), decode_component(v))
+    })
 }
 
 /// Percent-decode a query component; `+` is a space (form encoding, as
@@ -646,7 +648,7 @@ mod tests {
     ];
 
     /// Every path answers the same from the typed view as from the
-    /// materialised document: the fast paths cannot drift from SPEC §5.
+    /// materialised document: the fast paths cannot drift from the documented input document.
     #[test]
     fn typed_view_answers_exactly_what_the_document_answers() {
         for body in [

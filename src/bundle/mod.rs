@@ -1,15 +1,15 @@
 //! Policy bundles: reading (directory or `.tar.gz`), all-or-nothing
 //! validation, packing, and watching for new revisions.
 //!
-//! A bundle is a set of files (SPEC §5). Everything is read into memory
+//! A bundle is a set of files (docs/bundles.md). Everything is read into memory
 //! first ([`BundleFiles`]), then validated as a whole, so a bundle either
 //! becomes a complete [`Bundle`] or a single [`BundleError`] naming the file,
 //! policy and JSON pointer at fault.
 
 mod archive;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod signing;
-pub mod watch;
+pub(crate) mod watch;
 
 use crate::policy::{Policy, PolicyDocument, PolicySet, Verdict};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::tls::ClientIdentity;
 pub use archive::{pack, unpack};
+pub use fetch::RemoteSource;
 
 /// `bundle.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,14 +128,26 @@ pub enum Source {
     Directory(PathBuf),
     Archive(PathBuf),
     /// A registry URL (`https://…/v1/bundles/NAME`), pulled over mTLS.
-    Remote(String),
+    Remote(RemoteSource),
+}
+
+/// How remote sources are reached: read once from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSettings {
+    pub identity: ClientIdentity,
+    /// `--bundle-max-bytes`.
+    pub max_bytes: u64,
 }
 
 impl Source {
-    /// Interpret a `--bundle` value.
-    pub fn parse(spec: &str) -> Result<Source, BundleError> {
+    /// Interpret a `--bundle` value; a URL is reached with `remote`.
+    pub fn parse(spec: &str, remote: &RemoteSettings) -> Result<Source, BundleError> {
         if spec.starts_with("https://") || spec.starts_with("http://") {
-            return Ok(Source::Remote(spec.to_owned()));
+            return Ok(Source::Remote(RemoteSource {
+                url: spec.to_owned(),
+                identity: remote.identity.clone(),
+                max_bytes: remote.max_bytes,
+            }));
         }
         let path = PathBuf::from(spec);
         if spec.ends_with(".tar.gz") || spec.ends_with(".tgz") {
@@ -168,7 +182,7 @@ impl Source {
                 archive::unpack(&bytes)
                     .map_err(|message| BundleError::file(file.display().to_string(), message))
             }
-            Source::Remote(url) => read_remote(url),
+            Source::Remote(remote) => read_remote(remote),
         }
     }
 
@@ -190,20 +204,33 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Directory(p) | Source::Archive(p) => write!(f, "{}", p.display()),
-            Source::Remote(url) => f.write_str(url),
+            Source::Remote(remote) => f.write_str(&remote.url),
         }
     }
 }
 
 /// One blocking fetch, for the CLI (`eval`, `test`, `bundle verify`).
-fn read_remote(url: &str) -> Result<BundleFiles, BundleError> {
+fn read_remote(remote: &RemoteSource) -> Result<BundleFiles, BundleError> {
+    let url = remote.url.as_str();
     let fail = |message: String| BundleError::file(url, message);
-    let fetcher = fetch::Fetcher::new(url, &crate::tls::ClientTls::from_env()).map_err(fail)?;
+    let fetcher = fetch::Fetcher::new(remote).map_err(|e| {
+        // The client's own message already names the URL.
+        let message = e.to_string();
+        fail(
+            message
+                .strip_prefix(&format!("{url}: "))
+                .unwrap_or(&message)
+                .to_owned(),
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    match runtime.block_on(fetcher.fetch(None, None)).map_err(fail)? {
+    match runtime
+        .block_on(fetcher.fetch(None, None))
+        .map_err(|e| fail(e.to_string()))?
+    {
         fetch::Fetched::Bundle { bytes, .. } => archive::unpack(&bytes).map_err(fail),
         fetch::Fetched::NotModified => Err(fail(
             "the registry answered 304 to an unconditional GET".into(),
@@ -289,7 +316,7 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
         match segment {
             Segment::Seq { index } => out.push_str(&index.to_string()),
             Segment::Map { key } | Segment::Enum { variant: key } => {
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+                out.push_str(&crate::policy::logic::escape_pointer(key))
             }
             Segment::Unknown => out.push('?'),
         }

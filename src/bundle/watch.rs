@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// Keeps the watch alive; dropping it stops watching.
-pub struct WatchHandle {
+pub(crate) struct WatchHandle {
     _watcher: RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
@@ -32,7 +32,7 @@ impl Drop for WatchHandle {
 
 /// Watch `source`; call `on_load` with every new bundle (or the error that
 /// refused it). `current_digest` is the digest already active, if any.
-pub fn watch<F>(
+pub(crate) fn watch<F>(
     source: Source,
     trusted: Option<Arc<TrustedKeys>>,
     current_digest: Option<String>,

@@ -1,4 +1,4 @@
-//! Central's HTTP API (SPEC §7): routing, roles per route, status codes.
+//! Central's HTTP API (docs/central-api.md): routing, roles per route, status codes.
 
 use super::identity::{Peer, Rbac, Refusal, Role};
 use super::registry::{revision_name, Registry, RegistryError};
@@ -21,14 +21,14 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 const STORE_RECHECK: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
-pub struct CentralMetrics {
+pub(crate) struct CentralMetrics {
     pub registry: prometheus::Registry,
     pub refusals: IntCounterVec,
     pub requests: IntCounterVec,
 }
 
 impl CentralMetrics {
-    pub fn new() -> CentralMetrics {
+    pub(crate) fn new() -> CentralMetrics {
         let registry = prometheus::Registry::new();
         let refusals = IntCounterVec::new(
             prometheus::Opts::new(
@@ -64,7 +64,7 @@ impl Default for CentralMetrics {
 }
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub rbac: Arc<Rbac>,
     pub metrics: CentralMetrics,
@@ -148,7 +148,7 @@ where
 const PUBLISHERS: &[Role] = &[Role::Publisher];
 const ANYONE: &[Role] = &[Role::Sidecar, Role::Publisher, Role::Approver];
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

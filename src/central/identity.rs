@@ -18,7 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     Sidecar,
     Publisher,
     Approver,
@@ -27,14 +27,14 @@ pub enum Role {
 
 /// Identity → roles, from the `--rbac` JSON file.
 #[derive(Debug, Default)]
-pub struct Rbac {
+pub(crate) struct Rbac {
     roles: BTreeMap<String, Vec<Role>>,
     /// `DEV_SKIP_MTLS`: every caller is an admin.
     insecure: bool,
 }
 
 impl Rbac {
-    pub fn load(path: &Path) -> Result<Rbac, String> {
+    pub(crate) fn load(path: &Path) -> Result<Rbac, String> {
         let text =
             std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let mut de = serde_json::Deserializer::from_slice(&text);
@@ -53,7 +53,7 @@ impl Rbac {
         })
     }
 
-    pub fn insecure() -> Rbac {
+    pub(crate) fn insecure() -> Rbac {
         Rbac {
             roles: BTreeMap::new(),
             insecure: true,
@@ -61,7 +61,7 @@ impl Rbac {
     }
 
     /// Whether `identity` holds one of `allowed` (admin holds every role).
-    pub fn permits(&self, identity: &str, allowed: &[Role]) -> Result<(), Refusal> {
+    pub(crate) fn permits(&self, identity: &str, allowed: &[Role]) -> Result<(), Refusal> {
         if self.insecure {
             return Ok(());
         }
@@ -78,14 +78,14 @@ impl Rbac {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     NoIdentity,
     UnknownIdentity,
     Role,
 }
 
 impl Refusal {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Refusal::NoIdentity => "no_identity",
             Refusal::UnknownIdentity => "unknown_identity",
@@ -96,7 +96,7 @@ impl Refusal {
 
 /// The calling peer, as axum's connect info.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub addr: SocketAddr,
     /// URI SAN, else CN, of the verified client certificate.
     pub identity: Option<String>,
@@ -105,7 +105,7 @@ pub struct Peer {
 const INSECURE_IDENTITY: &str = "insecure-dev";
 
 /// The certificate's first URI SAN, else its subject CN.
-pub fn identity_of(der: &[u8]) -> Option<String> {
+pub(crate) fn identity_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -124,13 +124,13 @@ pub fn identity_of(der: &[u8]) -> Option<String> {
 }
 
 /// Accepts TCP connections and completes mTLS handshakes off the accept loop.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    pub fn spawn(
+    pub(crate) fn spawn(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
         refusals: IntCounterVec,
@@ -202,7 +202,7 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// Plain HTTP for `DEV_SKIP_MTLS=true`: every caller is `insecure-dev`.
-pub struct PlainListener(pub TcpListener);
+pub(crate) struct PlainListener(pub TcpListener);
 
 impl axum::serve::Listener for PlainListener {
     type Io = TcpStream;

@@ -11,7 +11,7 @@ use crate::policy::{Severity, State};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub fn parse_state(text: &str) -> Option<State> {
+pub(crate) fn parse_state(text: &str) -> Option<State> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }
 
@@ -26,12 +26,12 @@ fn rank(state: State) -> u8 {
 }
 
 /// Whether sidecars evaluate a version in this state.
-pub fn is_live(state: State) -> bool {
+pub(crate) fn is_live(state: State) -> bool {
     matches!(state, State::Simulating | State::Canary | State::Active)
 }
 
 /// Why `from` → `to` is not allowed, if it is not.
-pub fn check_transition(from: State, to: State) -> Result<(), String> {
+pub(crate) fn check_transition(from: State, to: State) -> Result<(), String> {
     let refuse = |hint: &str| {
         Err(format!(
             "cannot move from {} to {}{hint}",
@@ -51,14 +51,14 @@ pub fn check_transition(from: State, to: State) -> Result<(), String> {
 }
 
 /// Whether activating a policy of this severity needs approvals.
-pub fn needs_approvals(severity: Severity) -> bool {
+pub(crate) fn needs_approvals(severity: Severity) -> bool {
     matches!(severity, Severity::High | Severity::Critical)
 }
 
 /// The bytes approvers sign to let one version of a policy become active.
 /// It names the exact document (by SHA-256), so a signature over one
 /// version never approves another. Canonical JSON: sorted keys, no spaces.
-pub fn activation_manifest(
+pub(crate) fn activation_manifest(
     bundle: &str,
     policy_id: &str,
     version: i64,

@@ -1,4 +1,4 @@
-//! `sentinelnet central`: the control plane (SPEC §7).
+//! `sentinelnet central`: the control plane (docs/central-api.md).
 //!
 //! ```text
 //! HTTPS (client certs required) → identity (URI SAN | CN) → RBAC role
@@ -10,11 +10,11 @@
 //! rules without I/O; [`identity`] turns a TLS connection into a caller;
 //! [`api`] maps HTTP onto [`registry`].
 
-pub mod api;
-pub mod identity;
-pub mod lifecycle;
-pub mod registry;
-pub mod store;
+pub(crate) mod api;
+pub(crate) mod identity;
+pub(crate) mod lifecycle;
+pub(crate) mod registry;
+pub(crate) mod store;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
 use anyhow::{bail, Context};
@@ -25,14 +25,14 @@ use std::time::Duration;
 
 /// Server certificate, key, and the CA that issues client certificates.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
 }
 
 #[derive(Debug, Clone)]
-pub struct CentralConfig {
+pub(crate) struct CentralConfig {
     pub addr: SocketAddr,
     pub db: String,
     /// `None` only with `DEV_SKIP_MTLS=true`.
@@ -44,7 +44,7 @@ pub struct CentralConfig {
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
-pub fn run(config: CentralConfig) -> anyhow::Result<()> {
+pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
     let signer = SigningKey::load(&config.signing_key).context("--signing-key")?;
     let approvers = config
@@ -117,7 +117,7 @@ pub fn run(config: CentralConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--addr {}: cannot listen", config.addr))?;
         let local = listener.local_addr()?;
-        let stop = shutdown_signal();
+        let stop = crate::shutdown::signal();
         tracing::info!(addr = %local, db = %config.db, mtls = server_tls.is_some(), "central: listening");
         // Long polls hold requests open for up to a minute; give in-flight
         // requests a short grace period rather than waiting for all of them.
@@ -151,23 +151,4 @@ pub fn run(config: CentralConfig) -> anyhow::Result<()> {
         tracing::info!("central: stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

@@ -14,7 +14,7 @@ use sqlx::{Any, AnyPool};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/central/migrations");
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("store {url}: {message}")]
     Open { url: String, message: String },
     #[error("store migration failed: {0}")]
@@ -26,15 +26,15 @@ pub enum StoreError {
 impl StoreError {
     /// A write lost a race with another writer (another central on the same
     /// PostgreSQL): the caller may retry.
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Query(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
 }
 
-pub type Tx = sqlx::Transaction<'static, Any>;
+pub(crate) type Tx = sqlx::Transaction<'static, Any>;
 
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pool: AnyPool,
 }
 
@@ -52,7 +52,7 @@ fn redact(url: &str) -> String {
 
 impl Store {
     /// Connect (creating an SQLite file if needed) and migrate.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
+    pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let open_err = |message: String| StoreError::Open {
             url: redact(url),
@@ -97,18 +97,18 @@ impl Store {
         Ok(Store { pool })
     }
 
-    pub async fn begin(&self) -> Result<Tx, StoreError> {
+    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(self.pool.begin().await?)
     }
 
-    pub async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Any>, StoreError> {
+    pub(crate) async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Any>, StoreError> {
         Ok(self.pool.acquire().await?)
     }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct BundleRow {
+pub(crate) struct BundleRow {
     pub name: String,
     pub default_decision: String,
     pub created_by: String,
@@ -119,7 +119,7 @@ pub struct BundleRow {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyRow {
+pub(crate) struct PolicyRow {
     pub id: String,
     pub bundle: String,
     pub latest_version: i64,
@@ -129,7 +129,7 @@ pub struct PolicyRow {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct VersionRow {
+pub(crate) struct VersionRow {
     #[serde(skip)]
     pub policy_id: String,
     pub version: i64,
@@ -145,7 +145,7 @@ pub struct VersionRow {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct TransitionRow {
+pub(crate) struct TransitionRow {
     #[serde(skip)]
     pub policy_id: String,
     pub seq: i64,
@@ -162,7 +162,7 @@ pub struct TransitionRow {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct ApprovalRow {
+pub(crate) struct ApprovalRow {
     #[serde(skip)]
     pub policy_id: String,
     pub version: i64,
@@ -176,7 +176,7 @@ pub struct ApprovalRow {
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
-pub struct RevisionMeta {
+pub(crate) struct RevisionMeta {
     pub bundle: String,
     pub revision: i64,
     pub content_digest: String,
@@ -185,14 +185,20 @@ pub struct RevisionMeta {
     pub at: String,
 }
 
-pub async fn bundle(conn: &mut AnyConnection, name: &str) -> Result<Option<BundleRow>, StoreError> {
+pub(crate) async fn bundle(
+    conn: &mut AnyConnection,
+    name: &str,
+) -> Result<Option<BundleRow>, StoreError> {
     Ok(sqlx::query_as("SELECT name, default_decision, created_by, created_at, updated_by, updated_at FROM bundles WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?)
 }
 
-pub async fn insert_bundle(conn: &mut AnyConnection, row: &BundleRow) -> Result<(), StoreError> {
+pub(crate) async fn insert_bundle(
+    conn: &mut AnyConnection,
+    row: &BundleRow,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO bundles (name, default_decision, created_by, created_at, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&row.name)
         .bind(&row.default_decision)
@@ -208,7 +214,7 @@ pub async fn insert_bundle(conn: &mut AnyConnection, row: &BundleRow) -> Result<
 /// Take the bundle's row lock until the transaction ends (a no-op update:
 /// portable, unlike `SELECT … FOR UPDATE`). Nothing to lock for a bundle
 /// that does not exist yet; its primary key settles that race.
-pub async fn lock_bundle(conn: &mut AnyConnection, name: &str) -> Result<(), StoreError> {
+pub(crate) async fn lock_bundle(conn: &mut AnyConnection, name: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE bundles SET updated_at = updated_at WHERE name = $1")
         .bind(name)
         .execute(conn)
@@ -216,7 +222,7 @@ pub async fn lock_bundle(conn: &mut AnyConnection, name: &str) -> Result<(), Sto
     Ok(())
 }
 
-pub async fn update_bundle(
+pub(crate) async fn update_bundle(
     conn: &mut AnyConnection,
     name: &str,
     default_decision: &str,
@@ -235,7 +241,10 @@ pub async fn update_bundle(
     Ok(())
 }
 
-pub async fn policy(conn: &mut AnyConnection, id: &str) -> Result<Option<PolicyRow>, StoreError> {
+pub(crate) async fn policy(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<PolicyRow>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT id, bundle, latest_version, created_by, created_at FROM policies WHERE id = $1",
     )
@@ -244,7 +253,10 @@ pub async fn policy(conn: &mut AnyConnection, id: &str) -> Result<Option<PolicyR
     .await?)
 }
 
-pub async fn insert_policy(conn: &mut AnyConnection, row: &PolicyRow) -> Result<(), StoreError> {
+pub(crate) async fn insert_policy(
+    conn: &mut AnyConnection,
+    row: &PolicyRow,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO policies (id, bundle, latest_version, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&row.id)
         .bind(&row.bundle)
@@ -256,7 +268,7 @@ pub async fn insert_policy(conn: &mut AnyConnection, row: &PolicyRow) -> Result<
     Ok(())
 }
 
-pub async fn set_latest_version(
+pub(crate) async fn set_latest_version(
     conn: &mut AnyConnection,
     id: &str,
     version: i64,
@@ -272,7 +284,10 @@ pub async fn set_latest_version(
 const VERSION_COLUMNS: &str =
     "policy_id, version, document, state, canary_percent, created_by, created_at, reason";
 
-pub async fn insert_version(conn: &mut AnyConnection, row: &VersionRow) -> Result<(), StoreError> {
+pub(crate) async fn insert_version(
+    conn: &mut AnyConnection,
+    row: &VersionRow,
+) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO policy_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     ))
@@ -289,7 +304,7 @@ pub async fn insert_version(conn: &mut AnyConnection, row: &VersionRow) -> Resul
     Ok(())
 }
 
-pub async fn version(
+pub(crate) async fn version(
     conn: &mut AnyConnection,
     id: &str,
     version: i64,
@@ -303,7 +318,10 @@ pub async fn version(
     .await?)
 }
 
-pub async fn versions(conn: &mut AnyConnection, id: &str) -> Result<Vec<VersionRow>, StoreError> {
+pub(crate) async fn versions(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<VersionRow>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {VERSION_COLUMNS} FROM policy_versions WHERE policy_id = $1 ORDER BY version"
     ))
@@ -312,7 +330,7 @@ pub async fn versions(conn: &mut AnyConnection, id: &str) -> Result<Vec<VersionR
     .await?)
 }
 
-pub async fn set_version_state(
+pub(crate) async fn set_version_state(
     conn: &mut AnyConnection,
     id: &str,
     version: i64,
@@ -330,7 +348,7 @@ pub async fn set_version_state(
 }
 
 /// The latest version of every policy in `bundle`, in id order.
-pub async fn latest_versions(
+pub(crate) async fn latest_versions(
     conn: &mut AnyConnection,
     bundle: &str,
 ) -> Result<Vec<VersionRow>, StoreError> {
@@ -346,7 +364,7 @@ pub async fn latest_versions(
 
 /// Versions sidecars evaluate (simulating, canary, active), in id order.
 /// The lifecycle keeps at most one per policy.
-pub async fn live_versions(
+pub(crate) async fn live_versions(
     conn: &mut AnyConnection,
     bundle: &str,
 ) -> Result<Vec<VersionRow>, StoreError> {
@@ -361,7 +379,7 @@ pub async fn live_versions(
     .await?)
 }
 
-pub async fn insert_transition(
+pub(crate) async fn insert_transition(
     conn: &mut AnyConnection,
     row: &TransitionRow,
 ) -> Result<(), StoreError> {
@@ -380,7 +398,7 @@ pub async fn insert_transition(
     Ok(())
 }
 
-pub async fn transitions(
+pub(crate) async fn transitions(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Vec<TransitionRow>, StoreError> {
@@ -390,7 +408,7 @@ pub async fn transitions(
         .await?)
 }
 
-pub async fn insert_approval(
+pub(crate) async fn insert_approval(
     conn: &mut AnyConnection,
     row: &ApprovalRow,
 ) -> Result<(), StoreError> {
@@ -406,14 +424,17 @@ pub async fn insert_approval(
     Ok(())
 }
 
-pub async fn approvals(conn: &mut AnyConnection, id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
+pub(crate) async fn approvals(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<ApprovalRow>, StoreError> {
     Ok(sqlx::query_as("SELECT policy_id, version, approver, signature, identity, at FROM approvals WHERE policy_id = $1 ORDER BY version, at, approver")
         .bind(id)
         .fetch_all(conn)
         .await?)
 }
 
-pub async fn latest_revision(
+pub(crate) async fn latest_revision(
     conn: &mut AnyConnection,
     bundle: &str,
 ) -> Result<Option<RevisionMeta>, StoreError> {
@@ -424,7 +445,7 @@ pub async fn latest_revision(
 }
 
 /// The base64 archive of one revision.
-pub async fn revision_archive(
+pub(crate) async fn revision_archive(
     conn: &mut AnyConnection,
     bundle: &str,
     revision: i64,
@@ -438,7 +459,7 @@ pub async fn revision_archive(
     Ok(row.map(|(archive,)| archive))
 }
 
-pub async fn insert_revision(
+pub(crate) async fn insert_revision(
     conn: &mut AnyConnection,
     meta: &RevisionMeta,
     archive_b64: &str,

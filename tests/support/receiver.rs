@@ -10,16 +10,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
-pub struct Received {
+pub(crate) struct Received {
     pub lines: Mutex<Vec<String>>,
     pub idempotency_keys: Mutex<Vec<String>>,
     pub hang: AtomicBool,
     /// TLS handshakes refused (no or untrusted client certificate).
     pub refused_handshakes: AtomicUsize,
+    /// Answer 400 to any batch holding a record with this `requestId`.
+    pub refuse_request_id: Mutex<Option<String>>,
+    /// Answer 503 to this many batches before accepting again.
+    pub unavailable_batches: AtomicUsize,
+    /// Batches answered 400 / 503.
+    pub refused_batches: AtomicUsize,
+    pub unavailable_answers: AtomicUsize,
 }
 
 impl Received {
-    pub fn records(&self) -> Vec<Value> {
+    pub(crate) fn records(&self) -> Vec<Value> {
         self.lines
             .lock()
             .expect("lock")
@@ -28,7 +35,7 @@ impl Received {
             .collect()
     }
 
-    pub fn ndjson(&self) -> String {
+    pub(crate) fn ndjson(&self) -> String {
         self.lines
             .lock()
             .expect("lock")
@@ -38,7 +45,7 @@ impl Received {
     }
 }
 
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub addr: SocketAddr,
     pub received: Arc<Received>,
     server: super::ServerThread,
@@ -46,12 +53,16 @@ pub struct Receiver {
 
 impl Receiver {
     /// Listen on `port` (0 for any) and keep records in `received`.
-    pub fn start(port: u16, received: Arc<Received>) -> Receiver {
+    pub(crate) fn start(port: u16, received: Arc<Received>) -> Receiver {
         Receiver::spawn(port, received, None)
     }
 
     /// As [`Receiver::start`], over TLS that requires a client certificate.
-    pub fn start_tls(port: u16, received: Arc<Received>, tls: rustls::ServerConfig) -> Receiver {
+    pub(crate) fn start_tls(
+        port: u16,
+        received: Arc<Received>,
+        tls: rustls::ServerConfig,
+    ) -> Receiver {
         Receiver::spawn(port, received, Some(tls))
     }
 
@@ -67,15 +78,15 @@ impl Receiver {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/v1/audit/decisions", self.addr)
     }
 
-    pub fn https_url(&self) -> String {
+    pub(crate) fn https_url(&self) -> String {
         format!("https://{}/v1/audit/decisions", self.addr)
     }
 
-    pub fn stop(self) {}
+    pub(crate) fn stop(self) {}
 }
 
 impl Drop for Receiver {
@@ -115,6 +126,30 @@ async fn ingest(
     let mut text = String::new();
     if GzDecoder::new(&body[..]).read_to_string(&mut text).is_err() {
         return (axum::http::StatusCode::BAD_REQUEST, "bad gzip".into());
+    }
+    let refused = state.refuse_request_id.lock().expect("lock").clone();
+    if let Some(refused) = refused {
+        let holds_it = text.lines().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|r| r["requestId"] == refused.as_str())
+        });
+        if holds_it {
+            state.refused_batches.fetch_add(1, Ordering::SeqCst);
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                "malformed record".into(),
+            );
+        }
+    }
+    let unavailable =
+        state
+            .unavailable_batches
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if unavailable.is_ok() {
+        state.unavailable_answers.fetch_add(1, Ordering::SeqCst);
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "try later".into(),
+        );
     }
     state
         .idempotency_keys

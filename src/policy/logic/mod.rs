@@ -23,45 +23,18 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug)]
 pub struct Rule {
     pub(crate) root: Expr,
-    var_paths: Vec<VarPath>,
-    dynamic_paths: bool,
 }
 
 impl Rule {
     /// Compile `rule`. Errors carry a JSON pointer relative to the rule.
     pub fn compile(rule: &Value) -> Result<Rule, CompileError> {
-        let mut compiler = Compiler {
-            var_paths: Vec::new(),
-            dynamic_paths: false,
-        };
-        let root = compiler.compile(rule, &mut String::new(), 0)?;
-        Ok(Rule {
-            root,
-            var_paths: compiler.var_paths,
-            dynamic_paths: compiler.dynamic_paths,
-        })
+        let root = Compiler.compile(rule, &mut String::new(), 0)?;
+        Ok(Rule { root })
     }
 
     /// Evaluate against an input.
     pub fn evaluate<'a, I: Input>(&'a self, input: &'a I) -> Result<Val<'a>, EvalError> {
         evaluate(&self.root, input)
-    }
-
-    /// Every literal `var` path the rule reads (used to decide what a
-    /// request view must prepare, e.g. whether to parse the body).
-    pub fn var_paths(&self) -> &[VarPath] {
-        &self.var_paths
-    }
-
-    /// Whether some path is only known at evaluation time (`{"var": {"cat": …}}`
-    /// or `missing` with computed keys), so any field may be read.
-    pub fn has_dynamic_paths(&self) -> bool {
-        self.dynamic_paths
-    }
-
-    /// Whether evaluating the rule may read the request body.
-    pub fn reads_body(&self) -> bool {
-        self.dynamic_paths || self.var_paths.iter().any(VarPath::reads_body)
     }
 }
 
@@ -210,12 +183,10 @@ impl Op {
 /// Operators this engine knows, for error messages.
 const OPERATOR_NAMES: &str = "var, missing, missing_some, if, ?:, ==, ===, !=, !==, !, !!, or, and, >, >=, <, <=, max, min, +, -, *, /, %, map, reduce, filter, all, none, some, merge, in, cat, substr, log, starts_with, ends_with, matches, in_cidr";
 
-struct Compiler {
-    var_paths: Vec<VarPath>,
-    dynamic_paths: bool,
-}
+struct Compiler;
 
-fn escape_pointer(token: &str) -> String {
+/// Escape one JSON-pointer reference token (RFC 6901): `~` → `~0`, `/` → `~1`.
+pub(crate) fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
@@ -336,38 +307,11 @@ impl Compiler {
         if args.len() < min || args.len() > max {
             return Err(err(pointer, arity_message(name, min, max, args.len())));
         }
-        if matches!(op, Op::Missing | Op::MissingSome) {
-            self.note_missing_keys(op, &args);
-        }
         let expr = Expr::Op {
             op,
             args: args.into_boxed_slice(),
         };
         Ok(fold_constant(expr))
-    }
-
-    /// `missing` reads the keys it is given; record them as paths so the
-    /// request view knows what to prepare.
-    fn note_missing_keys(&mut self, op: Op, args: &[Expr]) {
-        let keys: &[Expr] = if op == Op::MissingSome {
-            &args[1..]
-        } else {
-            args
-        };
-        for key in keys {
-            match key {
-                Expr::Const(Value::String(s)) => self.var_paths.push(VarPath::parse(s)),
-                Expr::Const(Value::Array(items)) => {
-                    for item in items {
-                        match item {
-                            Value::String(s) => self.var_paths.push(VarPath::parse(s)),
-                            _ => self.dynamic_paths = true,
-                        }
-                    }
-                }
-                _ => self.dynamic_paths = true,
-            }
-        }
     }
 
     fn compile_var(
@@ -400,14 +344,12 @@ impl Compiler {
                 ))
             }
             Some(dynamic) => {
-                self.dynamic_paths = true;
                 return Ok(Expr::VarDynamic {
                     path: Box::new(dynamic),
                     default,
                 });
             }
         };
-        self.var_paths.push(path.clone());
         Ok(Expr::Var { path, default })
     }
 
@@ -601,20 +543,5 @@ mod tests {
             panic!("not an op")
         };
         assert!(matches!(&args[1], Expr::Const(v) if v == &json!(3)));
-    }
-
-    #[test]
-    fn body_reads_are_detected() {
-        assert!(Rule::compile(&json!({"var": "request.body.amount"}))
-            .unwrap()
-            .reads_body());
-        assert!(!Rule::compile(&json!({"var": "request.method"}))
-            .unwrap()
-            .reads_body());
-        assert!(
-            Rule::compile(&json!({"var": {"cat": ["request.", "body"]}}))
-                .unwrap()
-                .reads_body()
-        );
     }
 }

@@ -21,13 +21,13 @@ fn splitmix64(mut x: u64) -> u64 {
 }
 
 /// A pseudo-random number for jitter (not for secrets).
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let seed = *SEED.get_or_init(|| Uuid::new_v4().as_u64_pair().0);
     splitmix64(seed.rotate_left(17) ^ COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A new time-ordered id for a decision taken at `at`.
-pub fn decision_id(at: SystemTime) -> Uuid {
+pub(crate) fn decision_id(at: SystemTime) -> Uuid {
     let seed = *SEED.get_or_init(|| Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mixed = splitmix64(seed ^ n);

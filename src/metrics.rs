@@ -1,12 +1,13 @@
-//! Prometheus metrics (names are part of the contract, SPEC §4).
+//! The sidecar's Prometheus metrics (names are part of the contract:
+//! docs/metrics.md). A module of its own, below the check path, the audit
+//! pipeline and the admin API that all write or read them.
 //!
 //! Counters the check path touches are resolved to handles up front (per
 //! decision/reason pair here, per policy when a bundle is activated), so a
 //! check never looks a label set up in a map.
 
-use crate::audit::AuditCounters;
 use crate::bundle::Bundle;
-use crate::policy::{Mode, Reason, State, Verdict};
+use crate::policy::{Mode, Reason, State, Verdict, MODE_NAMES};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -17,6 +18,21 @@ const LATENCY_BUCKETS: &[f64] = &[
     5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
     100e-3, 250e-3, 500e-3, 1.0,
 ];
+
+/// Counters the audit pipeline keeps.
+#[derive(Clone)]
+pub struct AuditCounters {
+    pub shipped: IntCounter,
+    pub dropped: IntCounter,
+    /// Records the receiver refused as malformed (set aside, not retried).
+    pub rejected: IntCounter,
+    pub queue_depth: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub backlog: IntGauge,
+    pub ship_failures: IntCounter,
+    pub ship_latency: Histogram,
+    pub spool_corrupt: IntCounter,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -41,12 +57,7 @@ pub struct PolicyCounters {
 
 impl PolicyCounters {
     pub fn record_match(&self, mode: Mode, state: State) {
-        let slot = match mode.metric_label(state) {
-            "enforce" => 0,
-            "canary" => 1,
-            _ => 2,
-        };
-        self.matches[slot].inc();
+        self.matches[mode.name_index(state)].inc();
     }
 
     pub fn record_error(&self) {
@@ -155,6 +166,10 @@ impl Metrics {
                 "sentinel_audit_dropped_total",
                 "Decision records dropped, whatever the reason (queue full, spool bound).",
             ),
+            rejected: counter(
+                "sentinel_audit_rejected_total",
+                "Decision records the audit service refused as malformed (a 4xx other than 408/429); kept in SPOOL/rejected/, not retried.",
+            ),
             queue_depth: gauge(
                 "sentinel_audit_queue_depth",
                 "Decision records waiting in memory.",
@@ -223,8 +238,7 @@ impl Metrics {
             .policies()
             .iter()
             .map(|p| PolicyCounters {
-                matches: ["enforce", "canary", "shadow"]
-                    .map(|m| self.policy_matches.with_label_values(&[&*p.id, m])),
+                matches: MODE_NAMES.map(|m| self.policy_matches.with_label_values(&[&*p.id, m])),
                 eval_errors: self.policy_eval_errors.with_label_values(&[&*p.id]),
             })
             .collect()

@@ -1,0 +1,103 @@
+//! Publishing: the newest revision, stored archives, and building, signing
+//! and storing a new revision when what sidecars evaluate changed.
+
+use super::store::{self, RevisionMeta, VersionRow};
+use super::{now, revision_name, state_of, stored_document, Registry, RegistryError, Result, B64};
+use crate::bundle::{self, Bundle, BundleFiles};
+use base64::Engine;
+use serde_json::json;
+
+/// The document sidecars receive for a live version: its state and canary share.
+fn enforced_document(row: &VersionRow) -> Result<Vec<u8>> {
+    let mut document = stored_document(row)?;
+    document.version = row.version as u64;
+    document.state = state_of(row);
+    document.canary_percent = row.canary_percent;
+    serde_json::to_vec_pretty(&document)
+        .map_err(|e| RegistryError::Invalid(format!("policy {}: {e}", row.policy_id)))
+}
+
+impl Registry {
+    /// The newest revision of a bundle.
+    pub(crate) async fn current(&self, bundle: &str) -> Result<Option<RevisionMeta>> {
+        let mut conn = self.store.connection().await?;
+        Ok(store::latest_revision(&mut conn, bundle).await?)
+    }
+
+    /// The signed `.tar.gz` of one revision.
+    pub(crate) async fn archive(&self, bundle: &str, revision: i64) -> Result<Vec<u8>> {
+        let mut conn = self.store.connection().await?;
+        let text = store::revision_archive(&mut conn, bundle, revision)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("bundle {bundle} has no revision r{revision}"))
+            })?;
+        B64.decode(text).map_err(|e| {
+            RegistryError::Invalid(format!("stored archive of {bundle} r{revision}: {e}"))
+        })
+    }
+
+    /// Build, sign and store a new revision of `bundle_name` if what
+    /// sidecars evaluate differs from the newest revision.
+    pub(super) async fn publish_if_changed(
+        &self,
+        tx: &mut store::Tx,
+        bundle_name: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<i64>> {
+        let bundle_row = store::bundle(tx, bundle_name)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no bundle {bundle_name}")))?;
+        let mut files = BundleFiles::new();
+        for row in store::live_versions(tx, bundle_name).await? {
+            files.insert(
+                format!("policies/{}.json", row.policy_id),
+                enforced_document(&row)?,
+            );
+        }
+        let mut content = files.clone();
+        content.insert(
+            "defaultDecision".into(),
+            bundle_row.default_decision.clone().into_bytes(),
+        );
+        let digest = bundle::digest(&content);
+        let previous = store::latest_revision(tx, bundle_name).await?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.content_digest == digest)
+        {
+            return Ok(None);
+        }
+        let revision = previous.map_or(1, |p| p.revision + 1);
+        let manifest = json!({
+            "name": bundle_name,
+            "revision": revision_name(revision),
+            "defaultDecision": bundle_row.default_decision,
+        });
+        files.insert(
+            "bundle.json".into(),
+            serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+        );
+        Bundle::from_files(&files)
+            .map_err(|e| RegistryError::Invalid(format!("the new revision would not load: {e}")))?;
+        self.signer.sign_bundle(&mut files);
+        let archive = bundle::pack(&files)
+            .map_err(|e| RegistryError::Invalid(format!("cannot pack the bundle: {e}")))?;
+        store::insert_revision(
+            tx,
+            &RevisionMeta {
+                bundle: bundle_name.to_owned(),
+                revision,
+                content_digest: digest,
+                published_by: by.to_owned(),
+                reason: reason.to_owned(),
+                at: now(),
+            },
+            &B64.encode(archive),
+        )
+        .await?;
+        tracing::info!(bundle = bundle_name, revision = %revision_name(revision), by, reason, "central: published");
+        Ok(Some(revision))
+    }
+}
