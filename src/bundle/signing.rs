@@ -80,14 +80,12 @@ impl SigningKey {
 
 /// Write `NAME.key` (0600) and `NAME.pub` into `dir`.
 pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    // A key name is a file stem and an approver name: an identifier, and
+    // without ':' so the files copy to any file system.
+    if !crate::policy::is_identifier(name) || name.contains(':') {
         return Err(key_err(
             Path::new(name),
-            "key names use letters, digits, '-', '_' and '.'",
+            "key names use 1–128 letters, digits, '-', '_' and '.'",
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| key_err(dir, format!("cannot create: {e}")))?;
