@@ -157,6 +157,7 @@ fn authorizer(bundle: Bundle) -> (Authorizer, Pipeline) {
 
 fn benches(c: &mut Criterion) {
     let request = sample_request();
+    let raw = prost::bytes::Bytes::from(sample_envoy_request().encode_to_vec());
     let settings = settings();
     let paths: Vec<VarPath> = [
         "request.method",
@@ -198,7 +199,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("check/in-process handler, 20 policies", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(512);
-            authorizer.check_into(black_box(&request), &mut out);
+            authorizer.check_into(black_box(&request), &raw, &mut out);
             black_box(out)
         })
     });
@@ -212,7 +213,7 @@ fn benches(c: &mut Criterion) {
 fn decode_check_encode(authorizer: &Authorizer, wire: &prost::bytes::Bytes) -> Vec<u8> {
     let request = CheckMessage::decode_from(wire.clone()).expect("decodes");
     let mut out = Vec::with_capacity(512);
-    authorizer.check_into(&request, &mut out);
+    authorizer.check_into(&request, wire, &mut out);
     out
 }
 
@@ -242,6 +243,7 @@ fn distribution(name: &str, iterations: usize, mut f: impl FnMut()) {
 
 fn percentiles() {
     let request = sample_request();
+    let raw = prost::bytes::Bytes::from(sample_envoy_request().encode_to_vec());
     let settings = settings();
     println!("\nlatency distribution (per-iteration timing, includes ~20 ns of clock reads)");
     let twenty = Source::Directory(KERNEL_20.into()).load().expect("bundle");
@@ -257,7 +259,7 @@ fn percentiles() {
     let (authorizer, _pipeline) = authorizer(twenty);
     distribution("check/in-process handler, 20 policies", 200_000, || {
         let mut out = Vec::with_capacity(512);
-        authorizer.check_into(&request, &mut out);
+        authorizer.check_into(&request, &raw, &mut out);
         black_box(out);
     });
     let wire = prost::bytes::Bytes::from(sample_envoy_request().encode_to_vec());

@@ -3,6 +3,7 @@
 //! once: the modules below get typed values, never the environment. Bad
 //! input exits 2 with one line; failed tests exit 1.
 
+use crate::audit::inputs::InputRecording;
 use crate::audit::{to_record, verify, AuditConfig};
 use crate::authz::{IdentitySource, ViewSettings};
 use crate::bundle::fetch::DEFAULT_MAX_BYTES;
@@ -147,7 +148,8 @@ struct RemoteArgs {
     identity: ClientIdentityArgs,
     /// Largest bundle accepted from a registry URL, in bytes; a larger one
     /// is refused and the active bundle stays.
-    #[arg(long, env = "SENTINEL_BUNDLE_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    #[arg(long, env = "SENTINEL_BUNDLE_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
     bundle_max_bytes: u64,
 }
 
@@ -156,6 +158,7 @@ impl RemoteArgs {
         RemoteSettings {
             identity: self.identity.identity(),
             max_bytes: self.bundle_max_bytes,
+            node: None,
         }
     }
 }
@@ -199,6 +202,10 @@ struct CentralArgs {
     /// Distinct approvals a HIGH/CRITICAL policy version needs before it can become active.
     #[arg(long, env = "SENTINEL_CENTRAL_APPROVALS_REQUIRED", default_value_t = 3)]
     approvals_required: usize,
+    /// Stored decision records older than this are pruned (500ms, 2s, 5m, 1h, 7d).
+    #[arg(long, env = "SENTINEL_CENTRAL_DECISION_RETENTION", default_value = "7d",
+          value_parser = crate::timestamp::parse_duration)]
+    decision_retention: std::time::Duration,
     #[command(flatten)]
     dev: DevSkipMtls,
 }
@@ -245,6 +252,15 @@ struct ServeArgs {
     /// Source of principal.roles: jwt:NAMESPACE:CLAIM or header:NAME.
     #[arg(long, env = "SENTINEL_ROLES_FROM", default_value = "none")]
     roles_from: IdentitySource,
+    /// Share of decision records (0-100) that carry the input document,
+    /// chosen deterministically from the request id.
+    #[arg(long, env = "SENTINEL_RECORD_INPUT", default_value_t = 100,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    record_input: u8,
+    /// Input paths removed from records, comma-separated (added to the
+    /// credential headers removed by default).
+    #[arg(long, env = "SENTINEL_MASK", value_delimiter = ',')]
+    mask: Vec<String>,
 }
 
 #[derive(Args)]
@@ -428,12 +444,18 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             "--spool-max-bytes must be at least 65536".into(),
         ));
     }
-    if args.remote.bundle_max_bytes == 0 {
-        return Err(Failure::Usage(
-            "--bundle-max-bytes must be at least 1".into(),
-        ));
-    }
-    let source = Source::parse(&args.bundle, &args.remote.settings())?;
+    let node = node_name(args.node_name);
+    let source = Source::parse(
+        &args.bundle,
+        &RemoteSettings {
+            node: Some(node.clone()),
+            ..args.remote.settings()
+        },
+    )?;
+    let view = ViewSettings {
+        principal_from: args.principal_from,
+        roles_from: args.roles_from,
+    };
     let config = ServeConfig {
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
@@ -443,16 +465,18 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             OnError::Deny => Verdict::Deny,
             OnError::Allow => Verdict::Allow,
         },
-        view: ViewSettings {
-            principal_from: args.principal_from,
-            roles_from: args.roles_from,
-        },
-        node: node_name(args.node_name),
+        view: view.clone(),
+        node,
         audit: AuditConfig {
             url: args.audit_url,
             tls: args.remote.identity.identity(),
             spool_dir: args.spool_dir,
             max_bytes: args.spool_max_bytes,
+            inputs: Some(InputRecording {
+                percent: args.record_input,
+                masks: InputRecording::masks_with_defaults(&args.mask),
+                build: crate::authz::input_builder(view),
+            }),
         },
         bundle_cache: args.bundle_cache,
     };
@@ -492,6 +516,7 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
         signing_key: args.signing_key,
         approvers: args.approvers,
         approvals_required: args.approvals_required,
+        decision_retention: args.decision_retention,
     })
     .map_err(Failure::from)
 }
@@ -544,7 +569,7 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
         &input,
     );
     event.latency_us = started.elapsed().as_micros() as u64;
-    let record = to_record("eval", event);
+    let record = to_record("eval", event, None);
     let mut out = serde_json::to_value(&record).unwrap_or(Value::Null);
     if let (Some(explain), Value::Object(map)) = (explain, &mut out) {
         map.insert("explain".into(), Value::Array(explain));

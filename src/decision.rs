@@ -14,6 +14,7 @@
 use crate::bundle::Bundle;
 use crate::policy::input::Input;
 use crate::policy::{Outcome, Reason, Verdict};
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -42,6 +43,9 @@ pub struct DecisionEvent {
     pub evidence: Map<String, Value>,
     /// Filled in by the caller once the response is written.
     pub latency_us: u64,
+    /// The encoded `CheckRequest`, when records carry their input: the
+    /// audit thread rebuilds the input document from it.
+    pub request: Option<Bytes>,
 }
 
 impl DecisionEvent {
@@ -79,6 +83,7 @@ impl DecisionEvent {
             outcome: Some(outcome),
             bundle: Some(bundle),
             latency_us: 0,
+            request: None,
         }
     }
 
@@ -103,6 +108,7 @@ impl DecisionEvent {
             outcome: None,
             evidence: Map::new(),
             latency_us: 0,
+            request: None,
         }
     }
 }

@@ -1,7 +1,111 @@
 //! Timestamps as records, status pages and the registry write them: RFC 3339
-//! in UTC with microseconds, computed without a time-zone database.
+//! in UTC with microseconds, computed without a time-zone database; the
+//! same read back (query filters, stored records); and the durations
+//! settings are written in (`500ms`, `2s`, `5m`, `1h`, `7d`).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// Microseconds since the epoch of an RFC 3339 timestamp
+/// (`2026-11-22T23:59:59.123456Z`, `…+01:00`, fraction optional).
+pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        let part = text.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut at = 19;
+    let mut micros = 0i64;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let fraction = &text[start..at];
+        if fraction.is_empty() {
+            return None;
+        }
+        let padded: String = fraction
+            .chars()
+            .chain(std::iter::repeat('0'))
+            .take(6)
+            .collect();
+        micros = padded.parse().ok()?;
+    }
+    let offset_secs = match &text[at..] {
+        "Z" | "z" => 0,
+        zone if zone.len() == 6
+            && matches!(zone.as_bytes()[0], b'+' | b'-')
+            && zone.as_bytes()[3] == b':' =>
+        {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            sign * (digits(at + 1, 2)? * 3600 + digits(at + 4, 2)? * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Microseconds since the epoch.
+pub(crate) fn unix_micros(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// `500ms`, `2s`, `5m`, `1h`, `7d` (a bare number is seconds).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 2s, 5m, 1h, 7d)"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    n.checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-22T23:59:59.123456Z`.
 pub(crate) fn format_timestamp(at: SystemTime) -> String {
@@ -38,6 +142,47 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn rfc3339_reads_back_what_is_written_and_offsets() {
+        for micros in [
+            0i64,
+            1_795_391_999_123_456,
+            951_782_400_000_001,
+            4_102_444_800_999_999,
+        ] {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_micros(micros as u64);
+            assert_eq!(parse_rfc3339(&format_timestamp(at)), Some(micros));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-23T00:59:59.5+01:00"),
+            parse_rfc3339("2026-11-22T23:59:59.500000Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-22T23:59:59Z"),
+            Some(1_795_391_999_000_000)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T23:59:59",
+            "2026-11-22T23:59:59.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_take_the_documented_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("7 weeks").is_err());
+        assert!(parse_duration("d").is_err());
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_micros() {

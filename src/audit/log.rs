@@ -133,6 +133,8 @@ mod tests {
             latency_us: 0,
             seq: 0,
             prev_hash: String::new(),
+            input: None,
+            masked: vec![],
             hash: String::new(),
         }
     }

@@ -8,6 +8,7 @@
 //! audit work never competes with checks on the check runtime.
 
 mod backlog;
+pub mod inputs;
 pub mod log;
 pub(crate) mod record;
 mod ship;
@@ -21,6 +22,7 @@ use crate::retry::{Next, Retry};
 use crate::timestamp::format_timestamp;
 use crate::tls::ClientIdentity;
 use backlog::{Backlog, Entry, MemoryBacklog};
+use inputs::InputRecording;
 use log::DecisionLog;
 use record::{Chain, DecisionRecord, ShadowEntry, RECORD_TYPE};
 use spool::Spool;
@@ -40,9 +42,16 @@ pub const QUEUE_CAPACITY: usize = 16_384;
 pub struct Recorder {
     tx: mpsc::Sender<DecisionEvent>,
     counters: AuditCounters,
+    wants_requests: bool,
 }
 
 impl Recorder {
+    /// Whether events should carry their encoded request (records carry
+    /// inputs).
+    pub fn wants_requests(&self) -> bool {
+        self.wants_requests
+    }
+
     pub fn record(&self, event: DecisionEvent) {
         if self.tx.try_send(event).is_err() {
             self.counters.dropped.inc();
@@ -60,6 +69,8 @@ pub struct AuditConfig {
     pub spool_dir: Option<PathBuf>,
     /// Byte bound of the spool, or of the in-memory backlog without one.
     pub max_bytes: u64,
+    /// Which records carry their input (`None`: none do).
+    pub inputs: Option<InputRecording>,
 }
 
 /// What `/v1/status` shows about shipping.
@@ -169,9 +180,11 @@ impl Pipeline {
             s.chain_id.clone_from(&chain.chain_id);
         });
         let (tx, rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
+        let inputs = config.inputs.clone().filter(|i| i.percent > 0);
         let recorder = Recorder {
             tx,
             counters: counters.clone(),
+            wants_requests: inputs.is_some(),
         };
         let shared = Arc::new(Shared {
             backlog: Mutex::new(backlog),
@@ -192,7 +205,18 @@ impl Pipeline {
                     }
                 };
                 runtime.block_on(async move {
-                    let writer = write_records(node, chain, rx, log, shared.clone(), destination.is_some(), spooled);
+                    let writer = write_records(
+                        RecordWriter {
+                            node,
+                            chain,
+                            log,
+                            shared: shared.clone(),
+                            shipping: destination.is_some(),
+                            spooled,
+                            inputs,
+                        },
+                        rx,
+                    );
                     let syncer = sync_periodically(shared.clone());
                     match destination {
                         Some((url, client)) => {
@@ -223,15 +247,28 @@ impl Pipeline {
     }
 }
 
-async fn write_records(
+/// Turns events into chained records: the audit thread's writer half.
+struct RecordWriter {
     node: String,
-    mut chain: Chain,
-    mut rx: mpsc::Receiver<DecisionEvent>,
+    chain: Chain,
     log: Arc<DecisionLog>,
     shared: Arc<Shared>,
+    /// Records go to the backlog (an audit URL is set).
     shipping: bool,
     spooled: bool,
-) {
+    inputs: Option<InputRecording>,
+}
+
+async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEvent>) {
+    let RecordWriter {
+        node,
+        mut chain,
+        log,
+        shared,
+        shipping,
+        spooled,
+        inputs,
+    } = writer;
     // Drain on a timer instead of parking in `recv()`: a parked receiver
     // makes every `try_send` on the check path wake this thread (a futex
     // call and a context switch per decision). Polling every few
@@ -258,7 +295,7 @@ async fn write_records(
             }
             let mut entries = Vec::with_capacity(events.len());
             for event in events.drain(..) {
-                let mut record = to_record(&node, event);
+                let mut record = to_record(&node, event, inputs.as_ref());
                 chain.link(&mut record);
                 if shipping {
                     match serde_json::to_vec(&record) {
@@ -411,8 +448,18 @@ async fn ship_records(
 }
 
 /// Build the record for an event (everything but the chain fields).
-pub(crate) fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
+pub(crate) fn to_record(
+    node: &str,
+    event: DecisionEvent,
+    inputs: Option<&InputRecording>,
+) -> DecisionRecord {
     let id = event.id.to_string();
+    let (input, masked) = match (inputs, &event.request) {
+        (Some(inputs), Some(request)) => inputs
+            .input(&event.request_id, request, event.at)
+            .map_or((None, Vec::new()), |(input, masked)| (Some(input), masked)),
+        _ => (None, Vec::new()),
+    };
     let bundle = event.bundle.as_deref();
     let policies = bundle.map(|b| &b.policies);
     let deciding = event
@@ -486,5 +533,7 @@ pub(crate) fn to_record(node: &str, event: DecisionEvent) -> DecisionRecord {
         prev_hash: String::new(),
         hash: String::new(),
         id,
+        input,
+        masked,
     }
 }

@@ -42,7 +42,14 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
     pub id: String,
+    /// The input document the policies saw, masked (on the share of
+    /// records `--record-input` selects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
     pub latency_us: u64,
+    /// The `--mask` paths removed from `input`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<String>,
     pub node: String,
     pub policy_id: Option<String>,
     pub policy_version: Option<u64>,
@@ -186,6 +193,8 @@ mod tests {
             seq: 0,
             prev_hash: String::new(),
             hash: String::new(),
+            input: None,
+            masked: vec![],
         }
     }
 
@@ -212,6 +221,10 @@ mod tests {
             serde_json::json!({"b": 1, "a": [true, null]}),
         );
         r.evidence.insert("a.path".into(), serde_json::json!("x"));
+        r.input = Some(
+            serde_json::json!({"request": {"method": "GET", "headers": {"x-b": "2", "x-a": "1"}}}),
+        );
+        r.masked = vec!["request.headers.authorization".into()];
         r.shadow.push(ShadowEntry {
             mode: "canary".into(),
             policy_id: "p".into(),

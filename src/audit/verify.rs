@@ -248,6 +248,8 @@ mod tests {
                     latency_us: 1,
                     seq: 0,
                     prev_hash: String::new(),
+                    input: None,
+                    masked: vec![],
                     hash: String::new(),
                 };
                 chain.link(&mut r);

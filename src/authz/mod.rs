@@ -10,6 +10,7 @@ mod response;
 pub mod server;
 pub mod view;
 
+use crate::audit::inputs::InputBuilder;
 use crate::audit::Recorder;
 use crate::bundle::Bundle;
 use crate::decision::DecisionEvent;
@@ -17,7 +18,7 @@ use crate::ids;
 use crate::metrics::{Metrics, PolicyCounters};
 use crate::policy::{Outcome, Verdict};
 use arc_swap::ArcSwapOption;
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use message::CheckMessage;
 use response::DecisionIdText;
 use std::sync::Arc;
@@ -45,6 +46,20 @@ impl Engine {
             self.counters[failed].record_error();
         }
     }
+}
+
+/// How the audit thread rebuilds a check's input document from its
+/// encoded request: the same view the policies read, materialised.
+pub fn input_builder(settings: ViewSettings) -> InputBuilder {
+    Arc::new(move |raw: &Bytes, at: SystemTime| {
+        let request = CheckMessage::decode_from(raw.clone()).ok()?;
+        let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Some(
+            RequestView::new(&request, &settings, now_unix)
+                .document()
+                .clone(),
+        )
+    })
 }
 
 /// The slot the check path reads and the bundle loader swaps.
@@ -82,8 +97,11 @@ impl Authorizer {
     }
 
     /// Decide one request and append the encoded `CheckResponse` to `out`.
-    /// Synchronous: everything it needs is in memory.
-    pub fn check_into(&self, request: &CheckMessage, out: &mut impl BufMut) {
+    /// `raw` is the message `request` was decoded from: when records carry
+    /// inputs, the audit thread rebuilds the input document from it (a
+    /// reference count here, the serialising there). Synchronous:
+    /// everything it needs is in memory.
+    pub fn check_into(&self, request: &CheckMessage, raw: &Bytes, out: &mut impl BufMut) {
         let started = Instant::now();
         let at = SystemTime::now();
         let id = ids::decision_id(at);
@@ -101,6 +119,9 @@ impl Authorizer {
             }
         };
         drop(guard);
+        if self.recorder.wants_requests() {
+            event.request = Some(raw.clone());
+        }
         response::for_decision(&event, id_text.as_str()).encode(out);
         let elapsed = started.elapsed();
         self.metrics.check_latency.observe(elapsed.as_secs_f64());

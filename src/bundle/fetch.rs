@@ -23,6 +23,9 @@ pub struct RemoteSource {
     pub identity: ClientIdentity,
     /// Largest body accepted (`--bundle-max-bytes`).
     pub max_bytes: u64,
+    /// This sidecar's node name, sent as `x-sentinel-node` so central's
+    /// fleet view tells apart replicas sharing one client identity.
+    pub node: Option<String>,
 }
 
 pub(crate) struct Fetcher {
@@ -99,6 +102,9 @@ impl Fetcher {
         let mut request = self.client.get(url);
         if let Some(etag) = etag {
             request = request.header("if-none-match", etag);
+        }
+        if let Some(node) = &self.source.node {
+            request = request.header("x-sentinel-node", node);
         }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();

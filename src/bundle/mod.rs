@@ -137,6 +137,8 @@ pub struct RemoteSettings {
     pub identity: ClientIdentity,
     /// `--bundle-max-bytes`.
     pub max_bytes: u64,
+    /// The sidecar's node name, for central's fleet view.
+    pub node: Option<String>,
 }
 
 impl Source {
@@ -147,6 +149,7 @@ impl Source {
                 url: spec.to_owned(),
                 identity: remote.identity.clone(),
                 max_bytes: remote.max_bytes,
+                node: remote.node.clone(),
             }));
         }
         let path = PathBuf::from(spec);

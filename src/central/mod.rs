@@ -11,6 +11,8 @@
 //! [`api`] maps HTTP onto [`registry`].
 
 pub(crate) mod api;
+pub(crate) mod decisions;
+pub(crate) mod fleet;
 pub(crate) mod identity;
 pub(crate) mod lifecycle;
 pub(crate) mod registry;
@@ -41,6 +43,8 @@ pub(crate) struct CentralConfig {
     pub signing_key: PathBuf,
     pub approvers: Option<PathBuf>,
     pub approvals_required: usize,
+    /// Stored decision records older than this are pruned.
+    pub decision_retention: Duration,
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
@@ -99,18 +103,34 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let store = store::Store::open(&config.db).await?;
-        let registry = registry::Registry::new(
+        let metrics = api::CentralMetrics::new();
+        let decisions = Arc::new(decisions::Decisions::new(
+            store.clone(),
+            metrics.decisions.clone(),
+        ));
+        let fleet = Arc::new(fleet::Fleet::new(
+            store.clone(),
+            metrics.fleet_sidecars.clone(),
+        ));
+        let registry = Arc::new(registry::Registry::new(
             store,
             Arc::new(signer),
             approvers,
             config.approvals_required,
-        );
-        let metrics = api::CentralMetrics::new();
+        ));
         let state = api::AppState {
-            registry: Arc::new(registry),
+            registry: registry.clone(),
+            decisions: decisions.clone(),
+            fleet: fleet.clone(),
             rbac: Arc::new(rbac),
             metrics: metrics.clone(),
         };
+        tokio::spawn(maintain(
+            decisions,
+            fleet,
+            registry,
+            config.decision_retention,
+        ));
         let app = api::router(state)
             .into_make_service_with_connect_info::<identity::Peer>();
         let listener = tokio::net::TcpListener::bind(config.addr)
@@ -151,4 +171,30 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         tracing::info!("central: stopped");
         Ok(())
     })
+}
+
+/// Background upkeep: prune decision records past the retention, keep the
+/// fleet gauge current. Pruning deletes a few thousand rows per statement,
+/// so ingest never waits behind it.
+async fn maintain(
+    decisions: Arc<decisions::Decisions>,
+    fleet: Arc<fleet::Fleet>,
+    registry: Arc<registry::Registry>,
+    retention: Duration,
+) {
+    let every = (retention / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(every).await;
+        match decisions.prune(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "central: pruned decision records past retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "central: pruning decision records failed"),
+        }
+        if let Err(e) = fleet.list(&registry).await {
+            tracing::warn!(error = %e, "central: cannot refresh the fleet gauge");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! mock Kernel upstream that echoes what it received.
 #![allow(dead_code)]
 
+pub(crate) mod central;
 pub(crate) mod pki;
 pub(crate) mod receiver;
 

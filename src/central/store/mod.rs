@@ -5,6 +5,9 @@
 //! nothing is spliced into SQL text. Functions take a connection so callers
 //! compose them inside one transaction.
 
+pub(crate) mod decisions;
+pub(crate) mod fleet;
+
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::MigrateDatabase;

@@ -1,14 +1,20 @@
 //! Central's HTTP API (docs/central-api.md): routing, roles per route, status codes.
+//! The registry's routes are here; decision records' in [`decisions`].
 
+mod decisions;
+
+use super::decisions::{DecisionMetrics, Decisions};
+use super::fleet::Fleet;
 use super::identity::{Peer, Rbac, Refusal, Role};
 use super::registry::{revision_name, Registry, RegistryError};
+use super::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use prometheus::{Encoder, IntCounterVec};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -25,6 +31,8 @@ pub(crate) struct CentralMetrics {
     pub registry: prometheus::Registry,
     pub refusals: IntCounterVec,
     pub requests: IntCounterVec,
+    pub decisions: DecisionMetrics,
+    pub fleet_sidecars: IntGaugeVec,
 }
 
 impl CentralMetrics {
@@ -49,10 +57,54 @@ impl CentralMetrics {
         for collector in [&refusals, &requests] {
             let _ = registry.register(Box::new(collector.clone()));
         }
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let decisions = DecisionMetrics {
+            ingested: counter(
+                "sentinel_central_ingested_records_total",
+                "Decision records stored (new ids)",
+            ),
+            duplicates: counter(
+                "sentinel_central_ingest_duplicates_total",
+                "Decision records received again with the same id and content",
+            ),
+            rejected: counter(
+                "sentinel_central_ingest_rejected_total",
+                "Posted lines refused (not a valid record, or an id stored with other content); kept in quarantine",
+            ),
+            conflicts: counter(
+                "sentinel_central_ingest_conflicts_total",
+                "Integrity alarms: a record id already stored with different content (the stored record is kept)",
+            ),
+            chain_breaks: counter(
+                "sentinel_central_chain_breaks_total",
+                "Hash-chain breaks found at ingest (wrong link, edited record, second record for a seq)",
+            ),
+            chain_gaps: IntGauge::new(
+                "sentinel_central_chain_gaps",
+                "Missing seq ranges across all decision chains",
+            )
+            .expect("valid metric"),
+        };
+        let _ = registry.register(Box::new(decisions.chain_gaps.clone()));
+        let fleet_sidecars = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "sentinel_central_fleet_sidecars",
+                "Sidecars by whether they hold their bundle's newest revision",
+            ),
+            &["current"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(fleet_sidecars.clone()));
         CentralMetrics {
             registry,
             refusals,
             requests,
+            decisions,
+            fleet_sidecars,
         }
     }
 }
@@ -66,6 +118,8 @@ impl Default for CentralMetrics {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
+    pub decisions: Arc<Decisions>,
+    pub fleet: Arc<Fleet>,
     pub rbac: Arc<Rbac>,
     pub metrics: CentralMetrics,
 }
@@ -92,6 +146,12 @@ impl From<RegistryError> for ApiError {
             }
         };
         ApiError(status, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(RegistryError::Store(e))
     }
 }
 
@@ -122,6 +182,16 @@ impl AppState {
             };
             ApiError(StatusCode::FORBIDDEN, message)
         })
+    }
+
+    /// Remember what a sidecar holds (pulls by publishers are not the fleet).
+    async fn saw_sidecar(&self, identity: &str, node: &str, bundle: &str, revision: i64) {
+        if self.rbac.permits(identity, &[Role::Sidecar]).is_err() {
+            return;
+        }
+        if let Err(e) = self.fleet.saw(identity, node, bundle, revision).await {
+            tracing::warn!(error = %e, identity, "central: cannot record the fleet");
+        }
     }
 
     fn count(&self, route: &str, status: StatusCode) {
@@ -168,6 +238,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/bundles/{name}/policies/{id}/manifest", get(manifest))
         .route("/v1/bundles/{name}/policies/{id}/approvals", post(approve))
         .route("/sentinelnet/policy/{id}/explain", get(explain))
+        .merge(decisions::routes())
         .with_state(state)
 }
 
@@ -195,7 +266,12 @@ async fn get_bundle(
 ) -> Response {
     let route = "GET /v1/bundles/{name}";
     counted(&state.clone(), route, async move {
-        state.authorize(&peer, route, &[Role::Sidecar, Role::Publisher])?;
+        let identity = state.authorize(&peer, route, &[Role::Sidecar, Role::Publisher])?;
+        let node = headers
+            .get("x-sentinel-node")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let known = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -214,7 +290,14 @@ async fn get_bundle(
                 )
             })?;
             let etag = etag_of(&name, current.revision);
-            if known.as_deref() != Some(etag.as_str()) {
+            let changed = known.as_deref() != Some(etag.as_str());
+            if changed || Instant::now() >= deadline {
+                // Either way the caller holds this revision after the answer.
+                state
+                    .saw_sidecar(&identity, &node, &name, current.revision)
+                    .await;
+            }
+            if changed {
                 let archive = state.registry.archive(&name, current.revision).await?;
                 return Ok((
                     [
@@ -369,7 +452,12 @@ async fn explain(
     let route = "GET /sentinelnet/policy/{id}/explain";
     counted(&state.clone(), route, async move {
         state.authorize(&peer, route, ANYONE)?;
-        Ok(Json(state.registry.explain(&id).await?).into_response())
+        let mut explained = state.registry.explain(&id).await?;
+        let recent = state.decisions.recent_for_policy(&id, 100).await?;
+        if let Some(map) = explained.as_object_mut() {
+            map.insert("recentDecisions".into(), serde_json::Value::Array(recent));
+        }
+        Ok(Json(explained).into_response())
     })
     .await
 }

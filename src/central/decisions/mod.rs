@@ -1,0 +1,439 @@
+//! Decision records at central: ingest (dedupe, quarantine, chain
+//! verification), queries, export, and retention.
+//!
+//! One posted batch is one store transaction: the records (one multi-row
+//! statement per 500), the policy index, then each chain touched, locked
+//! and walked forward (sorted, so two centrals never lock in opposite
+//! orders), then the quarantined lines. A record whose id is already
+//! stored is a duplicate when its content is the same, and an integrity
+//! alarm when it differs: the stored record stays, the new one is refused
+//! (listed in the answer, kept in quarantine, counted, logged). Never a
+//! silent duplicate, never a replacement.
+
+pub(crate) mod chains;
+pub(crate) mod parse;
+
+use super::store::decisions::{
+    self as sql, ChainRow, DecisionFilter, DecisionRow, QuarantineRow, StoredRecord,
+};
+use super::store::{Store, StoreError};
+use crate::timestamp::{format_timestamp, unix_micros};
+use chains::{Break, ChainState};
+use parse::{Incoming, Refused};
+use prometheus::{IntCounter, IntGauge};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+/// Most records after a chain's checkpoint read to walk it in one batch.
+const WALK_LIMIT: i64 = 100_000;
+/// Records deleted per pruning statement, so ingest never waits long.
+const PRUNE_BATCH: i64 = 5_000;
+/// Records per page of an export.
+const EXPORT_PAGE: i64 = 1_000;
+
+/// Central's decision metrics.
+#[derive(Clone)]
+pub(crate) struct DecisionMetrics {
+    pub ingested: IntCounter,
+    pub duplicates: IntCounter,
+    pub rejected: IntCounter,
+    pub conflicts: IntCounter,
+    pub chain_breaks: IntCounter,
+    pub chain_gaps: IntGauge,
+}
+
+/// The answer to a posted batch.
+#[derive(Debug, Serialize)]
+pub(crate) struct IngestReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<RejectedLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct RejectedLine {
+    pub line: usize,
+    pub error: String,
+}
+
+pub(crate) struct Decisions {
+    store: Store,
+    metrics: DecisionMetrics,
+}
+
+impl Decisions {
+    pub(crate) fn new(store: Store, metrics: DecisionMetrics) -> Decisions {
+        Decisions { store, metrics }
+    }
+
+    /// Store a batch of NDJSON records posted by `identity`.
+    pub(crate) async fn ingest(
+        &self,
+        text: &str,
+        identity: &str,
+    ) -> Result<IngestReport, StoreError> {
+        let (incoming, mut refused) = parse::parse_batch(text);
+        let (incoming, mut duplicates) = first_of_each_id(incoming, &mut refused);
+        let mut tx = self.store.begin().await?;
+        let rows: Vec<&DecisionRow> = incoming.iter().map(|i| &i.row).collect();
+        let inserted: HashSet<String> = sql::insert_decisions(&mut tx, &rows, identity)
+            .await?
+            .into_iter()
+            .collect();
+        let (new, resent): (Vec<&Incoming>, Vec<&Incoming>) =
+            incoming.iter().partition(|i| inserted.contains(&i.row.id));
+
+        // A resent id is a duplicate only if its content is what is stored.
+        let resent_ids: Vec<&str> = resent.iter().map(|i| i.row.id.as_str()).collect();
+        let stored: HashMap<String, (String, Option<String>)> =
+            sql::stored_contents(&mut tx, &resent_ids)
+                .await?
+                .into_iter()
+                .map(|(id, record, input)| (id, (record, input)))
+                .collect();
+        let mut conflicts = 0;
+        for r in &resent {
+            let same = stored
+                .get(&r.row.id)
+                .is_some_and(|(record, input)| *record == r.row.record && *input == r.row.input);
+            if same {
+                duplicates += 1;
+            } else {
+                conflicts += 1;
+                tracing::warn!(id = %r.row.id, node = %r.row.node, identity, "central: a record id is already stored with different content; the stored record stays");
+                refused.push(conflict(r));
+            }
+        }
+
+        let index: Vec<(String, i64, String)> = new
+            .iter()
+            .flat_map(|i| {
+                i.policies
+                    .iter()
+                    .map(|p| (p.clone(), i.row.ts_us, i.row.id.clone()))
+            })
+            .collect();
+        sql::insert_decision_policies(&mut tx, &index).await?;
+        let breaks = verify_chains(&mut tx, &new).await?;
+
+        let now = SystemTime::now();
+        let quarantined: Vec<QuarantineRow> = refused
+            .iter()
+            .map(|r| QuarantineRow {
+                id: crate::ids::decision_id(now).to_string(),
+                received_at: format_timestamp(now),
+                received_us: unix_micros(now),
+                identity: identity.to_owned(),
+                line: r.line as i64,
+                error: r.error.clone(),
+                content: r.content.clone(),
+            })
+            .collect();
+        sql::insert_quarantine(&mut tx, &quarantined).await?;
+        tx.commit().await?;
+
+        self.metrics.ingested.inc_by(new.len() as u64);
+        self.metrics.duplicates.inc_by(duplicates as u64);
+        self.metrics.rejected.inc_by(refused.len() as u64);
+        self.metrics.conflicts.inc_by(conflicts);
+        self.metrics.chain_breaks.inc_by(breaks as u64);
+        if !new.is_empty() {
+            self.refresh_gap_gauge().await;
+        }
+        refused.sort_by_key(|r| r.line);
+        Ok(IngestReport {
+            accepted: new.len(),
+            duplicates,
+            rejected: refused
+                .into_iter()
+                .map(|r| RejectedLine {
+                    line: r.line,
+                    error: r.error,
+                })
+                .collect(),
+        })
+    }
+
+    async fn refresh_gap_gauge(&self) {
+        let total = match self.store.connection().await {
+            Ok(mut conn) => sql::gap_total(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match total {
+            Ok(total) => self.metrics.chain_gaps.set(total),
+            Err(e) => tracing::warn!(error = %e, "central: cannot count chain gaps"),
+        }
+    }
+
+    /// Newest first, as JSON records (with `input` when asked, `label` when set).
+    pub(crate) async fn list(
+        &self,
+        filter: &DecisionFilter,
+        with_input: bool,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.store.connection().await?;
+        let rows = sql::newest_decisions(&mut conn, filter, with_input, limit).await?;
+        Ok(rows.iter().map(record_json).collect())
+    }
+
+    /// One record with its input and label.
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let filter = DecisionFilter {
+            id: Some(id.to_owned()),
+            ..DecisionFilter::default()
+        };
+        Ok(self.list(&filter, true, 1).await?.into_iter().next())
+    }
+
+    /// The next page of an export, oldest first, as NDJSON; the key to
+    /// continue after (`None` at the end).
+    pub(crate) async fn export_page(
+        &self,
+        filter: &DecisionFilter,
+        after: Option<(i64, String)>,
+    ) -> Result<(Vec<u8>, Option<(i64, String)>), StoreError> {
+        let mut conn = self.store.connection().await?;
+        let rows = sql::decisions_after(&mut conn, filter, after, EXPORT_PAGE).await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            // A stored record always serialises.
+            let _ = serde_json::to_writer(&mut out, &record_json(row));
+            out.push(b'\n');
+        }
+        let next = (rows.len() as i64 == EXPORT_PAGE)
+            .then(|| rows.last().map(|r| (r.ts_us, r.id.clone())))
+            .flatten();
+        Ok((out, next))
+    }
+
+    /// Every chain's verification state.
+    pub(crate) async fn chains(&self) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.store.connection().await?;
+        Ok(sql::chains(&mut conn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let state = chain_state(&row);
+                json!({
+                    "node": row.node,
+                    "chainId": row.chain_id,
+                    "firstSeq": row.first_seq,
+                    "lastSeq": (state.last_seq >= 0).then_some(state.last_seq),
+                    "verifiedThrough": (state.verified_through >= 0).then_some(state.verified_through),
+                    "gaps": state.gaps,
+                    "breaks": state.breaks,
+                    "status": state.status(),
+                    "updatedAt": row.updated_at,
+                })
+            })
+            .collect())
+    }
+
+    pub(crate) async fn quarantine(&self, limit: i64) -> Result<Vec<QuarantineRow>, StoreError> {
+        let mut conn = self.store.connection().await?;
+        sql::quarantine(&mut conn, limit).await
+    }
+
+    /// The newest records `policy` decided or shadowed, for explain, each
+    /// with where it sits in its chain.
+    pub(crate) async fn recent_for_policy(
+        &self,
+        policy: &str,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let filter = DecisionFilter {
+            policy: Some(policy.to_owned()),
+            ..DecisionFilter::default()
+        };
+        let records = self.list(&filter, false, limit).await?;
+        Ok(records
+            .iter()
+            .map(|r| {
+                let role = if r["policyId"] == policy {
+                    "decided"
+                } else {
+                    "shadow"
+                };
+                json!({
+                    "decisionId": r["id"],
+                    "ts": r["ts"],
+                    "requestId": r["requestId"],
+                    "decision": r["decision"],
+                    "status": r["status"],
+                    "role": role,
+                    "bundleRevision": r["bundleRevision"],
+                    "label": r.get("label"),
+                    "auditRef": {"id": r["id"], "node": r["node"], "chainId": r["chainId"], "seq": r["seq"]},
+                })
+            })
+            .collect())
+    }
+
+    /// Delete records older than `retention`, a few thousand per statement
+    /// so ingest interleaves; how many went.
+    pub(crate) async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
+        let cutoff = unix_micros(SystemTime::now()) - retention.as_micros() as i64;
+        let mut total = 0;
+        loop {
+            let mut conn = self.store.connection().await?;
+            let deleted = sql::prune_decisions(&mut conn, cutoff, PRUNE_BATCH).await?;
+            total += deleted;
+            if deleted < PRUNE_BATCH as u64 {
+                sql::prune_indexes(&mut conn, cutoff).await?;
+                return Ok(total);
+            }
+            drop(conn);
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Keep the first record of each id in a batch; a repeat is a duplicate
+/// when identical and refused when not.
+fn first_of_each_id(incoming: Vec<Incoming>, refused: &mut Vec<Refused>) -> (Vec<Incoming>, usize) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut kept: Vec<Incoming> = Vec::with_capacity(incoming.len());
+    let mut duplicates = 0;
+    for record in incoming {
+        match seen.get(&record.row.id) {
+            None => {
+                seen.insert(record.row.id.clone(), kept.len());
+                kept.push(record);
+            }
+            Some(&first) => {
+                let original = &kept[first].row;
+                if original.record == record.row.record && original.input == record.row.input {
+                    duplicates += 1;
+                } else {
+                    refused.push(conflict(&record));
+                }
+            }
+        }
+    }
+    (kept, duplicates)
+}
+
+fn conflict(record: &Incoming) -> Refused {
+    Refused {
+        line: record.line,
+        error: format!(
+            "integrity alarm: record {} is already stored with different content; the stored record is kept",
+            record.row.id
+        ),
+        content: record.row.record.clone(),
+    }
+}
+
+fn chain_state(row: &ChainRow) -> ChainState {
+    ChainState {
+        first_seq: row.first_seq,
+        last_seq: row.last_seq,
+        checked_through: row.checked_through,
+        checked_hash: row.checked_hash.clone(),
+        verified_through: row.verified_through,
+        gaps: serde_json::from_str(&row.gaps).unwrap_or_default(),
+        breaks: serde_json::from_str::<Vec<Break>>(&row.breaks).unwrap_or_default(),
+    }
+}
+
+/// Lock, walk and save every chain the new records belong to; the number
+/// of new breaks.
+async fn verify_chains(
+    tx: &mut sqlx::AnyConnection,
+    new: &[&Incoming],
+) -> Result<usize, StoreError> {
+    let mut by_chain: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
+    for r in new {
+        by_chain
+            .entry((r.row.node.as_str(), r.row.chain_id.as_str()))
+            .or_default()
+            .push(r.row.seq);
+    }
+    let now = format_timestamp(SystemTime::now());
+    let mut breaks = 0;
+    for ((node, chain_id), seqs) in by_chain {
+        let fresh = ChainState::new();
+        let row = sql::lock_chain(
+            tx,
+            &ChainRow {
+                node: node.to_owned(),
+                chain_id: chain_id.to_owned(),
+                first_seq: fresh.first_seq,
+                last_seq: fresh.last_seq,
+                checked_through: fresh.checked_through,
+                checked_hash: fresh.checked_hash.clone(),
+                verified_through: fresh.verified_through,
+                gaps: "[]".into(),
+                gap_count: 0,
+                breaks: "[]".into(),
+                updated_at: now.clone(),
+            },
+        )
+        .await?;
+        let mut state = chain_state(&row);
+        let before = state.breaks.len();
+        for &seq in &seqs {
+            if seq <= state.checked_through {
+                state.duplicate_seq(seq);
+            }
+        }
+        let links: Vec<chains::Link> =
+            sql::chain_links(tx, node, chain_id, state.checked_through, WALK_LIMIT)
+                .await?
+                .into_iter()
+                .map(|(seq, prev_hash, hash, hash_ok)| chains::Link {
+                    seq,
+                    prev_hash,
+                    hash,
+                    hash_ok: hash_ok != 0,
+                })
+                .collect();
+        state.advance(&links);
+        if state.breaks.len() > before {
+            for b in &state.breaks[before..] {
+                tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
+            }
+        }
+        breaks += state.breaks.len() - before;
+        sql::update_chain(
+            tx,
+            &ChainRow {
+                node: node.to_owned(),
+                chain_id: chain_id.to_owned(),
+                first_seq: state.first_seq,
+                last_seq: state.last_seq,
+                checked_through: state.checked_through,
+                checked_hash: state.checked_hash.clone(),
+                verified_through: state.verified_through,
+                gaps: serde_json::to_string(&state.gaps).unwrap_or_else(|_| "[]".into()),
+                gap_count: state.gaps.len() as i64,
+                breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
+                updated_at: now.clone(),
+            },
+        )
+        .await?;
+    }
+    Ok(breaks)
+}
+
+/// A stored record as JSON: the record, its input if read, its label if set.
+fn record_json(row: &StoredRecord) -> Value {
+    let mut record = match serde_json::from_str::<Value>(&row.record) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    if let Some(input) = row
+        .input
+        .as_deref()
+        .and_then(|i| serde_json::from_str(i).ok())
+    {
+        record.insert("input".into(), input);
+    }
+    if let Some(label) = &row.label {
+        record.insert("label".into(), Value::String(label.clone()));
+    }
+    Value::Object(record)
+}

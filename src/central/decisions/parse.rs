@@ -1,0 +1,228 @@
+//! A posted batch, line by line: each line becomes a stored row or a
+//! quarantined one with its error. Pure, so every refusal is unit-tested.
+
+use crate::audit::record::{DecisionRecord, RECORD_TYPE};
+use crate::central::store::decisions::DecisionRow;
+use crate::timestamp::parse_rfc3339;
+use std::io::Read;
+
+/// Most bytes a gzip body may inflate to (a batch is at most a few MiB).
+pub(crate) const MAX_INFLATED: u64 = 64 << 20;
+
+/// The body as text, inflating gzip.
+pub(crate) fn body_text(body: &[u8], gzip: bool) -> Result<String, String> {
+    let bytes = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .take(MAX_INFLATED + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("the body is not valid gzip: {e}"))?;
+        if out.len() as u64 > MAX_INFLATED {
+            return Err(format!("the body inflates past {MAX_INFLATED} bytes"));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|e| format!("the body is not UTF-8: {e}"))
+}
+
+/// A valid record, ready to store.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    /// 1-based line number in the batch.
+    pub line: usize,
+    pub row: DecisionRow,
+    /// The deciding policy and every policy in `shadow`, once each.
+    pub policies: Vec<String>,
+}
+
+/// A line that is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub line: usize,
+    pub error: String,
+    pub content: String,
+}
+
+/// Every non-empty line of `text`, as a record or a refusal.
+pub(crate) fn parse_batch(text: &str) -> (Vec<Incoming>, Vec<Refused>) {
+    let mut records = Vec::new();
+    let mut refused = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok((row, policies)) => records.push(Incoming {
+                line: line_no,
+                row,
+                policies,
+            }),
+            Err(error) => refused.push(Refused {
+                line: line_no,
+                error,
+                content: line.to_owned(),
+            }),
+        }
+    }
+    (records, refused)
+}
+
+fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
+    let mut record: DecisionRecord =
+        serde_json::from_str(line).map_err(|e| format!("not a decision record: {e}"))?;
+    if record.kind != RECORD_TYPE {
+        return Err(format!("type is {:?}, not {RECORD_TYPE:?}", record.kind));
+    }
+    for (field, value) in [
+        ("id", &record.id),
+        ("node", &record.node),
+        ("chainId", &record.chain_id),
+    ] {
+        if value.is_empty() {
+            return Err(format!("{field} is empty"));
+        }
+    }
+    if !matches!(record.decision.as_ref(), "allow" | "deny") {
+        return Err(format!(
+            "decision is {:?}, not allow or deny",
+            record.decision
+        ));
+    }
+    if !is_hash(&record.hash) || !is_hash(&record.prev_hash) {
+        return Err("hash and prevHash must be 64 hex digits".into());
+    }
+    let ts_us =
+        parse_rfc3339(&record.ts).ok_or_else(|| format!("ts {:?} is not RFC 3339", record.ts))?;
+    let seq = i64::try_from(record.seq).map_err(|_| format!("seq {} is too large", record.seq))?;
+    let hash_ok = record.compute_hash() == record.hash;
+    let input = record
+        .input
+        .take()
+        .map(|input| serde_json::to_string(&input))
+        .transpose()
+        .map_err(|e| format!("input: {e}"))?;
+    let text = serde_json::to_string(&record).map_err(|e| format!("record: {e}"))?;
+    let mut policies: Vec<String> = Vec::new();
+    for id in record
+        .policy_id
+        .iter()
+        .chain(record.shadow.iter().map(|s| &s.policy_id))
+    {
+        if !policies.contains(id) {
+            policies.push(id.clone());
+        }
+    }
+    Ok((
+        DecisionRow {
+            id: record.id,
+            node: record.node,
+            chain_id: record.chain_id,
+            seq,
+            ts_us,
+            decision: record.decision.into_owned(),
+            policy_id: record.policy_id,
+            prev_hash: record.prev_hash,
+            hash: record.hash,
+            hash_ok,
+            record: text,
+            input,
+        },
+        policies,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{Chain, ShadowEntry};
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    fn record(id: &str, chain: &mut Chain) -> DecisionRecord {
+        let mut r = DecisionRecord {
+            kind: Cow::Borrowed(RECORD_TYPE),
+            id: id.into(),
+            ts: "2026-11-22T23:59:59.123456Z".into(),
+            node: "node-a".into(),
+            chain_id: String::new(),
+            request_id: "r".into(),
+            decision: "deny".into(),
+            status: 403,
+            reason: "policy".into(),
+            policy_id: Some("p".into()),
+            policy_version: Some(1),
+            bundle: "b".into(),
+            bundle_revision: "r1".into(),
+            rationale: "p matched".into(),
+            evidence_refs: vec![],
+            evidence: Default::default(),
+            shadow: vec![ShadowEntry {
+                mode: "simulating".into(),
+                policy_id: "q".into(),
+                policy_version: 1,
+                would_decide: "deny".into(),
+            }],
+            latency_us: 3,
+            seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
+            input: Some(json!({"request": {"method": "DELETE"}})),
+            masked: vec![],
+        };
+        chain.link(&mut r);
+        r
+    }
+
+    #[test]
+    fn valid_lines_are_rows_and_every_bad_line_says_why() {
+        let mut chain = Chain::fresh("c1".into());
+        let good = serde_json::to_string(&record("a", &mut chain)).unwrap_or_default();
+        let mut edited = record("b", &mut chain);
+        edited.decision = "allow".into();
+        let edited = serde_json::to_string(&edited).unwrap_or_default();
+        let text = format!(
+            "{good}\n\nnot json\n{{\"type\": \"other\"}}\n{}\n{edited}\n",
+            good.replace("2026-11-22T23:59:59.123456Z", "yesterday")
+        );
+        let (records, refused) = parse_batch(&text);
+        assert_eq!(records.len(), 2);
+        let first = &records[0];
+        assert_eq!((first.line, first.row.seq, first.row.hash_ok), (1, 0, true));
+        assert_eq!(first.policies, vec!["p".to_owned(), "q".to_owned()]);
+        assert_eq!(
+            first.row.input.as_deref(),
+            Some(r#"{"request":{"method":"DELETE"}}"#)
+        );
+        assert!(!first.row.record.contains("\"input\""));
+        assert!(
+            !records[1].row.hash_ok,
+            "an edited record keeps its line but fails its hash"
+        );
+        let lines: Vec<usize> = refused.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![3, 4, 5]);
+        assert!(
+            refused[0].error.starts_with("not a decision record"),
+            "{:?}",
+            refused[0]
+        );
+        assert!(refused[2].error.contains("RFC 3339"), "{:?}", refused[2]);
+    }
+
+    #[test]
+    fn gzip_bodies_inflate_and_garbage_is_refused() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"line one\n").unwrap_or_default();
+        let packed = gz.finish().unwrap_or_default();
+        assert_eq!(body_text(&packed, true).as_deref(), Ok("line one\n"));
+        assert!(body_text(b"plain", true).is_err());
+        assert!(body_text(&[0xff, 0xfe], false).is_err());
+    }
+}

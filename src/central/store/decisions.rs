@@ -1,0 +1,490 @@
+//! SQL for decision records, their chains and the quarantine.
+//!
+//! A batch is written with one multi-row `INSERT … ON CONFLICT DO NOTHING
+//! RETURNING id` per 500 records (both stores understand it), so a resent
+//! batch costs one statement and tells which ids were new. Filters are
+//! bound parameters numbered as they are added; no value is spliced into
+//! SQL text.
+
+use super::StoreError;
+use sqlx::{Any, AnyConnection, Row};
+
+/// Rows per multi-row statement: 14 parameters each stays far below
+/// SQLite's 32,766-parameter limit.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A record as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct DecisionRow {
+    pub id: String,
+    pub node: String,
+    pub chain_id: String,
+    pub seq: i64,
+    pub ts_us: i64,
+    pub decision: String,
+    pub policy_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+    pub hash_ok: bool,
+    /// Canonical JSON without `input`.
+    pub record: String,
+    pub input: Option<String>,
+}
+
+/// Insert records whose id is not stored yet; the ids that were new.
+pub(crate) async fn insert_decisions(
+    conn: &mut AnyConnection,
+    rows: &[&DecisionRow],
+    ingested_by: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO decisions (id, node, chain_id, seq, ts_us, decision, policy_id, prev_hash, hash, hash_ok, record, input, label, ingested_by) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 13;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${},${},${},${},${},${},${},NULL,${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12,
+                b + 13
+            ));
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let mut query = sqlx::query::<Any>(&sql);
+        for row in chunk {
+            query = query
+                .bind(&row.id)
+                .bind(&row.node)
+                .bind(&row.chain_id)
+                .bind(row.seq)
+                .bind(row.ts_us)
+                .bind(&row.decision)
+                .bind(&row.policy_id)
+                .bind(&row.prev_hash)
+                .bind(&row.hash)
+                .bind(i64::from(row.hash_ok))
+                .bind(&row.record)
+                .bind(&row.input)
+                .bind(ingested_by);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            inserted.push(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// `(policy_id, ts_us, decision_id)` rows for "decisions of policy P".
+pub(crate) async fn insert_decision_policies(
+    conn: &mut AnyConnection,
+    rows: &[(String, i64, String)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT * 2) {
+        let mut sql =
+            String::from("INSERT INTO decision_policies (policy_id, ts_us, decision_id) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${},${},${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let mut query = sqlx::query::<Any>(&sql);
+        for (policy, ts, id) in chunk {
+            query = query.bind(policy).bind(*ts).bind(id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The stored `(id, record, input)` of these ids (to tell a resent record
+/// from a different one with the same id).
+pub(crate) async fn stored_contents(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, record, input FROM decisions WHERE id IN ({})",
+            placeholders.join(",")
+        );
+        let mut query = sqlx::query_as::<Any, (String, String, Option<String>)>(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        out.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+/// A chain's verification state as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ChainRow {
+    pub node: String,
+    pub chain_id: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub checked_through: i64,
+    pub checked_hash: String,
+    pub verified_through: i64,
+    pub gaps: String,
+    pub gap_count: i64,
+    pub breaks: String,
+    pub updated_at: String,
+}
+
+const CHAIN_COLUMNS: &str = "node, chain_id, first_seq, last_seq, checked_through, checked_hash, verified_through, gaps, gap_count, breaks, updated_at";
+
+/// Create the chain's row if it is new, then hold its row lock until the
+/// transaction ends (a no-op update, as for bundles), so centrals sharing
+/// a database verify one chain one batch at a time.
+pub(crate) async fn lock_chain(
+    conn: &mut AnyConnection,
+    fresh: &ChainRow,
+) -> Result<ChainRow, StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (node, chain_id) DO NOTHING"
+    ))
+    .bind(&fresh.node)
+    .bind(&fresh.chain_id)
+    .bind(fresh.first_seq)
+    .bind(fresh.last_seq)
+    .bind(fresh.checked_through)
+    .bind(&fresh.checked_hash)
+    .bind(fresh.verified_through)
+    .bind(&fresh.gaps)
+    .bind(fresh.gap_count)
+    .bind(&fresh.breaks)
+    .bind(&fresh.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE chains SET updated_at = updated_at WHERE node = $1 AND chain_id = $2")
+        .bind(&fresh.node)
+        .bind(&fresh.chain_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as(&format!(
+        "SELECT {CHAIN_COLUMNS} FROM chains WHERE node = $1 AND chain_id = $2"
+    ))
+    .bind(&fresh.node)
+    .bind(&fresh.chain_id)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+pub(crate) async fn update_chain(
+    conn: &mut AnyConnection,
+    row: &ChainRow,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE chains SET first_seq = $1, last_seq = $2, checked_through = $3, checked_hash = $4, verified_through = $5, gaps = $6, gap_count = $7, breaks = $8, updated_at = $9 WHERE node = $10 AND chain_id = $11")
+        .bind(row.first_seq)
+        .bind(row.last_seq)
+        .bind(row.checked_through)
+        .bind(&row.checked_hash)
+        .bind(row.verified_through)
+        .bind(&row.gaps)
+        .bind(row.gap_count)
+        .bind(&row.breaks)
+        .bind(&row.updated_at)
+        .bind(&row.node)
+        .bind(&row.chain_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `(seq, prev_hash, hash, hash_ok)` of a chain's records after `after`,
+/// in seq order (at most `limit`).
+pub(crate) async fn chain_links(
+    conn: &mut AnyConnection,
+    node: &str,
+    chain_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, prev_hash, hash, hash_ok FROM decisions WHERE node = $1 AND chain_id = $2 AND seq > $3 ORDER BY seq, id LIMIT $4",
+    )
+    .bind(node)
+    .bind(chain_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub(crate) async fn chains(conn: &mut AnyConnection) -> Result<Vec<ChainRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {CHAIN_COLUMNS} FROM chains ORDER BY node, chain_id"
+    ))
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Open gaps across every chain.
+pub(crate) async fn gap_total(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let (total,): (i64,) =
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(gap_count), 0) AS BIGINT) FROM chains")
+            .fetch_one(conn)
+            .await?;
+    Ok(total)
+}
+
+/// A line that was not a valid record.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QuarantineRow {
+    pub id: String,
+    pub received_at: String,
+    #[serde(skip)]
+    pub received_us: i64,
+    pub identity: String,
+    pub line: i64,
+    pub error: String,
+    pub content: String,
+}
+
+pub(crate) async fn insert_quarantine(
+    conn: &mut AnyConnection,
+    rows: &[QuarantineRow],
+) -> Result<(), StoreError> {
+    for row in rows {
+        sqlx::query("INSERT INTO quarantine (id, received_at, received_us, identity, line, error, content) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&row.id)
+            .bind(&row.received_at)
+            .bind(row.received_us)
+            .bind(&row.identity)
+            .bind(row.line)
+            .bind(&row.error)
+            .bind(&row.content)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn quarantine(
+    conn: &mut AnyConnection,
+    limit: i64,
+) -> Result<Vec<QuarantineRow>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, received_at, received_us, identity, line, error, content FROM quarantine ORDER BY received_us DESC, id DESC LIMIT $1")
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// What a query selects; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecisionFilter {
+    /// The deciding policy or one in `shadow`.
+    pub policy: Option<String>,
+    pub node: Option<String>,
+    pub decision: Option<String>,
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub id: Option<String>,
+}
+
+/// A stored record's JSON parts.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRecord {
+    pub ts_us: i64,
+    pub id: String,
+    pub record: String,
+    pub input: Option<String>,
+    pub label: Option<String>,
+}
+
+/// Bound parameters in the order a query text numbers them.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// `WHERE` conditions with their parameters, numbered as they are added.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Conditions {
+    /// Add `template`, whose `?`s take `values` in order.
+    fn add(&mut self, template: &str, values: Vec<Param>) {
+        let mut clause = String::new();
+        let mut values = values.into_iter();
+        for (i, part) in template.split('?').enumerate() {
+            if i > 0 {
+                if let Some(value) = values.next() {
+                    self.params.push(value);
+                }
+                clause.push_str(&format!("${}", self.params.len()));
+            }
+            clause.push_str(part);
+        }
+        self.clauses.push(clause);
+    }
+
+    fn of(filter: &DecisionFilter) -> Conditions {
+        let mut c = Conditions::default();
+        if let Some(policy) = &filter.policy {
+            c.add(
+                "d.id IN (SELECT decision_id FROM decision_policies WHERE policy_id = ?)",
+                vec![Param::Text(policy.clone())],
+            );
+        }
+        if let Some(node) = &filter.node {
+            c.add("d.node = ?", vec![Param::Text(node.clone())]);
+        }
+        if let Some(decision) = &filter.decision {
+            c.add("d.decision = ?", vec![Param::Text(decision.clone())]);
+        }
+        if let Some(since) = filter.since_us {
+            c.add("d.ts_us >= ?", vec![Param::Int(since)]);
+        }
+        if let Some(until) = filter.until_us {
+            c.add("d.ts_us <= ?", vec![Param::Int(until)]);
+        }
+        if let Some(id) = &filter.id {
+            c.add("d.id = ?", vec![Param::Text(id.clone())]);
+        }
+        c
+    }
+
+    /// `SELECT … FROM decisions d WHERE …` then `tail` (with `?` for `tail_params`).
+    async fn fetch(
+        mut self,
+        conn: &mut AnyConnection,
+        with_input: bool,
+        tail: &str,
+        tail_params: Vec<Param>,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let input = if with_input { "d.input" } else { "NULL" };
+        let mut sql = format!("SELECT d.ts_us, d.id, d.record, {input}, d.label FROM decisions d");
+        if !self.clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.clauses.join(" AND "));
+        }
+        for (i, part) in tail.split('?').enumerate() {
+            if i > 0 {
+                self.params.push(Param::Int(0));
+                sql.push_str(&format!("${}", self.params.len()));
+            }
+            sql.push_str(part);
+        }
+        let first_tail = self.params.len() - tail_params.len();
+        self.params.truncate(first_tail);
+        self.params.extend(tail_params);
+        let mut query =
+            sqlx::query_as::<Any, (i64, String, String, Option<String>, Option<String>)>(&sql);
+        for param in self.params {
+            query = match param {
+                Param::Text(t) => query.bind(t),
+                Param::Int(i) => query.bind(i),
+            };
+        }
+        Ok(query
+            .fetch_all(conn)
+            .await?
+            .into_iter()
+            .map(|(ts_us, id, record, input, label)| StoredRecord {
+                ts_us,
+                id,
+                record,
+                input,
+                label,
+            })
+            .collect())
+    }
+}
+
+/// Newest first.
+pub(crate) async fn newest_decisions(
+    conn: &mut AnyConnection,
+    filter: &DecisionFilter,
+    with_input: bool,
+    limit: i64,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    Conditions::of(filter)
+        .fetch(
+            conn,
+            with_input,
+            " ORDER BY d.ts_us DESC, d.id DESC LIMIT ?",
+            vec![Param::Int(limit)],
+        )
+        .await
+}
+
+/// Oldest first, after `(ts_us, id)` (keyset paging for export).
+pub(crate) async fn decisions_after(
+    conn: &mut AnyConnection,
+    filter: &DecisionFilter,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut conditions = Conditions::of(filter);
+    if let Some((ts, id)) = after {
+        conditions.add(
+            "(d.ts_us > ? OR (d.ts_us = ? AND d.id > ?))",
+            vec![Param::Int(ts), Param::Int(ts), Param::Text(id)],
+        );
+    }
+    conditions
+        .fetch(
+            conn,
+            true,
+            " ORDER BY d.ts_us, d.id LIMIT ?",
+            vec![Param::Int(limit)],
+        )
+        .await
+}
+
+/// Delete up to `batch` records older than `cutoff_us`; how many went.
+pub(crate) async fn prune_decisions(
+    conn: &mut AnyConnection,
+    cutoff_us: i64,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE ts_us < $1 ORDER BY ts_us LIMIT $2)",
+    )
+    .bind(cutoff_us)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Delete policy index rows and quarantined lines older than `cutoff_us`.
+pub(crate) async fn prune_indexes(
+    conn: &mut AnyConnection,
+    cutoff_us: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM decision_policies WHERE ts_us < $1")
+        .bind(cutoff_us)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM quarantine WHERE received_us < $1")
+        .bind(cutoff_us)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

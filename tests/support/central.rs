@@ -1,0 +1,255 @@
+//! `sentinelnet central` for the tests: started with mTLS and certificates
+//! generated here, HTTPS clients per role, a fresh PostgreSQL database.
+
+use super::pki::{Leaf, Pki};
+use super::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A running `sentinelnet central` with mTLS.
+pub(crate) struct Central {
+    pub(crate) port: u16,
+    pub(crate) proc: Proc,
+    pub(crate) log: PathBuf,
+}
+
+impl Central {
+    pub(crate) fn start(dir: &Path, port: u16, db: &str, pki: &Pki, extra: &[&str]) -> Central {
+        let server = pki.issue("central-server", "central.local", None);
+        let log = dir.join(format!("central-{port}-{}.log", std::process::id()));
+        let child = Command::new(sentinelnet())
+            .arg("central")
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db])
+            .arg("--tls-cert")
+            .arg(&server.cert)
+            .arg("--tls-key")
+            .arg(&server.key)
+            .arg("--client-ca")
+            .arg(pki.ca_path())
+            .arg("--rbac")
+            .arg(dir.join("rbac.json"))
+            .arg("--signing-key")
+            .arg(dir.join("private/central.key"))
+            .args(extra)
+            .env_remove("DEV_SKIP_MTLS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("central starts");
+        let central = Central {
+            port,
+            proc: Proc {
+                child,
+                name: "central",
+            },
+            log,
+        };
+        wait_until("central to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        central
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// An HTTPS client presenting `leaf` (or no certificate) and trusting `ca`.
+pub(crate) fn caller(leaf: Option<&Leaf>, ca: &Path) -> reqwest::blocking::Client {
+    sentinelnet::tls::install_crypto_provider();
+    let ca =
+        reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).expect("ca")).expect("ca pem");
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only(ca);
+    if let Some(leaf) = leaf {
+        let mut pem = std::fs::read(&leaf.cert).expect("cert");
+        pem.push(b'\n');
+        pem.extend(std::fs::read(&leaf.key).expect("key"));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+    }
+    builder.build().expect("client")
+}
+
+/// Send and return (status, JSON body or the text as a JSON string).
+pub(crate) fn call(request: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+    let response = request.send().expect("central answers");
+    let status = response.status().as_u16();
+    let text = response.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub(crate) fn keygen(dir: &Path, name: &str) {
+    let out = Command::new(sentinelnet())
+        .args(["keygen", "--out"])
+        .arg(dir)
+        .args(["--name", name])
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sentinelnet sign --key KEY FILE` over `bytes`, as an approver would.
+pub(crate) fn sign(dir: &Path, key: &Path, bytes: &[u8]) -> String {
+    let file = dir.join("manifest-to-sign.json");
+    std::fs::write(&file, bytes).expect("write manifest");
+    let out = Command::new(sentinelnet())
+        .args(["sign", "--key"])
+        .arg(key)
+        .arg(&file)
+        .output()
+        .expect("sign");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
+pub(crate) const SIDECAR_ID: &str = "spiffe://cluster/ns/kernel/sa/sidecar";
+pub(crate) const PUBLISHER_ID: &str = "spiffe://cluster/ns/ci/sa/publisher";
+pub(crate) const APPROVER_ID: &str = "security-oncall";
+
+/// PKI, signing key, trusted key dir, RBAC file.
+pub(crate) struct World {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) pki: Pki,
+    pub(crate) sidecar: Leaf,
+    pub(crate) publisher: Leaf,
+    pub(crate) approver: Leaf,
+}
+
+impl World {
+    pub(crate) fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new(&dir.path().join("pki"), "kernel");
+        let sidecar = pki.issue("sidecar", "kernel-7f9c", Some(SIDECAR_ID));
+        let publisher = pki.issue("publisher", "ci", Some(PUBLISHER_ID));
+        // No URI SAN: the identity is the CN.
+        let approver = pki.issue("approver", APPROVER_ID, None);
+        keygen(&dir.path().join("private"), "central");
+        let trusted = dir.path().join("trusted");
+        std::fs::create_dir_all(&trusted).expect("mkdir");
+        std::fs::copy(
+            dir.path().join("private/central.pub"),
+            trusted.join("central.pub"),
+        )
+        .expect("copy pub");
+        std::fs::write(
+            dir.path().join("rbac.json"),
+            json!({
+                SIDECAR_ID: ["sidecar"],
+                PUBLISHER_ID: ["publisher"],
+                APPROVER_ID: ["approver"],
+            })
+            .to_string(),
+        )
+        .expect("rbac");
+        World {
+            dir,
+            pki,
+            sidecar,
+            publisher,
+            approver,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn as_publisher(&self) -> reqwest::blocking::Client {
+        caller(Some(&self.publisher), &self.pki.ca_path())
+    }
+}
+
+pub(crate) fn central_metric(
+    client: &reqwest::blocking::Client,
+    central: &Central,
+    sample: &str,
+) -> f64 {
+    let text = client
+        .get(central.url("/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    metric_value(&text, sample)
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards.
+pub(crate) struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub(crate) fn create() -> PgDatabase {
+        // `.ci/run` makes sure a server is running (installing it from
+        // Debian on a fresh machine); there is no skipping when it is not.
+        let base = std::env::var("SENTINEL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!(
+            "sentinel_test_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0)
+        );
+        let db = PgDatabase {
+            admin_url: format!("{base}/postgres"),
+            name,
+        };
+        db.run(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    pub(crate) fn url(&self) -> String {
+        self.admin_url.trim_end_matches("/postgres").to_owned() + "/" + &self.name
+    }
+
+    pub(crate) fn run(&self, statement: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&self.admin_url)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {}: {e} (.ci/run starts one)", self.admin_url)
+                });
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        });
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        self.run(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
