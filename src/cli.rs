@@ -169,6 +169,15 @@ enum OnError {
     Allow,
 }
 
+impl OnError {
+    fn verdict(self) -> Verdict {
+        match self {
+            OnError::Deny => Verdict::Deny,
+            OnError::Allow => Verdict::Allow,
+        }
+    }
+}
+
 #[derive(Args)]
 struct CentralArgs {
     /// HTTPS listener.
@@ -276,6 +285,9 @@ struct EvalArgs {
     /// Add every policy's result to the output.
     #[arg(long, env = "SENTINEL_EVAL_EXPLAIN")]
     explain: bool,
+    /// Decision when a policy cannot be evaluated (as the sidecar's --on-error).
+    #[arg(long, env = "SENTINEL_ON_ERROR", value_enum, default_value = "deny")]
+    on_error: OnError,
 }
 
 #[derive(Args)]
@@ -461,10 +473,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         admin_addr: args.admin_addr,
         source,
         trusted_keys,
-        on_error: match args.on_error {
-            OnError::Deny => Verdict::Deny,
-            OnError::Allow => Verdict::Allow,
-        },
+        on_error: args.on_error.verdict(),
         view: view.clone(),
         node,
         audit: AuditConfig {
@@ -551,7 +560,7 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     }
     let started = Instant::now();
     let at = SystemTime::now();
-    let outcome = bundle.policies.decide(&input, Verdict::Deny);
+    let outcome = bundle.policies.decide(&input, args.on_error.verdict());
     let request_id = input
         .pointer("/request/id")
         .and_then(Value::as_str)

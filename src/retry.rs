@@ -46,12 +46,18 @@ pub(crate) enum Next {
 pub(crate) struct Retry {
     what: &'static str,
     attempt: u32,
+    /// Permanent refusals so far (logged like attempts: first and every 20th).
+    refusals: u32,
 }
 
 impl Retry {
     /// `what` names the activity in log lines, e.g. "shipping decision records".
     pub(crate) fn new(what: &'static str) -> Retry {
-        Retry { what, attempt: 0 }
+        Retry {
+            what,
+            attempt: 0,
+            refusals: 0,
+        }
     }
 
     /// Consecutive failures so far.
@@ -70,7 +76,10 @@ impl Retry {
     /// The call failed with `error`: log (throttled) and say what next.
     pub(crate) fn failed(&mut self, error: &impl Retriable) -> Next {
         if !error.is_retriable() {
-            tracing::error!(what = self.what, error = %error, "refused; not retrying");
+            self.refusals = self.refusals.saturating_add(1);
+            if self.refusals == 1 || self.refusals % LOG_EVERY == 0 {
+                tracing::error!(what = self.what, error = %error, refusals = self.refusals, "refused; not retrying the same request");
+            }
             return Next::GiveUp;
         }
         self.attempt = self.attempt.saturating_add(1);

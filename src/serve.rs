@@ -63,6 +63,9 @@ pub(crate) struct ServeConfig {
     pub bundle_cache: Option<PathBuf>,
 }
 
+/// Least time between two bundle fetches that did not fail.
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Longest the audit thread may take at shutdown: its own flush deadline
 /// plus time to write what is left to the spool.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
@@ -209,7 +212,8 @@ impl Drop for SourceTask {
 async fn start_source(config: &ServeConfig, activator: Activator) -> anyhow::Result<SourceTask> {
     if let Source::Remote(remote) = &config.source {
         let puller = RemotePuller {
-            fetcher: Fetcher::new(remote).map_err(|e| anyhow::anyhow!("{}: {e}", remote.url))?,
+            // The client's message already names the URL.
+            fetcher: Fetcher::new(remote).map_err(|e| anyhow::Error::msg(e.to_string()))?,
             remote: remote.clone(),
             trusted: config.trusted_keys.clone(),
             cache: config.bundle_cache.clone(),
@@ -303,10 +307,11 @@ impl RemotePuller {
         let mut cache_tried = false;
         loop {
             let wait = etag.as_ref().map(|_| LONG_POLL);
+            let started = tokio::time::Instant::now();
             let failure = match self.fetcher.fetch(etag.as_deref(), wait).await {
                 Ok(Fetched::NotModified) => {
                     retry.succeeded();
-                    continue;
+                    None
                 }
                 Ok(Fetched::Bundle {
                     bytes,
@@ -317,7 +322,7 @@ impl RemotePuller {
                     // again until the registry publishes something else.
                     etag = new_etag;
                     self.install(bytes, &mut active_digest).await;
-                    continue;
+                    None
                 }
                 Err(FetchError::TooLarge { max, etag: refused }) => {
                     // Like an invalid bundle: refused and counted, the active
@@ -327,21 +332,27 @@ impl RemotePuller {
                         self.remote.url.as_str(),
                         failure.to_string(),
                     )));
-                    if refused.is_some() {
-                        etag = refused;
-                        continue;
-                    }
-                    failure
+                    let known = refused.is_some();
+                    etag = refused;
+                    (!known).then_some(failure)
                 }
-                Err(e) => e,
+                Err(e) => Some(e),
             };
-            self.activator
-                .status
-                .set_error(format!("{}: {failure}", self.remote.url));
+            // Nothing active yet and the registry gave nothing usable: the
+            // last good bundle serves meanwhile.
             if !cache_tried && self.activator.engine.load().is_none() {
                 cache_tried = true;
                 self.serve_cache(&mut active_digest).await;
             }
+            let Some(failure) = failure else {
+                // A registry that ignores long polls (or answers without an
+                // ETag) is not fetched in a tight loop.
+                tokio::time::sleep_until(started + MIN_POLL_INTERVAL).await;
+                continue;
+            };
+            self.activator
+                .status
+                .set_error(format!("{}: {failure}", self.remote.url));
             // A permanent refusal (403, 404, a bundle over the cap) is
             // retried at the slowest pace: an operator may fix it.
             let delay = match retry.failed(&failure) {

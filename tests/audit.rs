@@ -156,9 +156,10 @@ fn a_refused_batch_is_set_aside_and_every_later_record_arrives() {
     let spool = dir.path().join("spool");
     let received = Arc::new(Received::default());
     // The receiver refuses (400) any batch holding the record of request
-    // "poison", and is unavailable (503) for the first three batches.
+    // "poison"; first it is unavailable (503), then answers as if the
+    // sidecar were misconfigured (403, 404): all three are retried.
     *received.refuse_request_id.lock().expect("lock") = Some("poison".into());
-    received.unavailable_batches.store(3, Ordering::SeqCst);
+    *received.answer_first.lock().expect("lock") = vec![503, 403, 404];
     let receiver = Receiver::start(0, received.clone());
     let kernel = Kernel::start();
     let sidecar = Sidecar::start(
@@ -179,7 +180,7 @@ fn a_refused_batch_is_set_aside_and_every_later_record_arrives() {
     assert_eq!(
         received.unavailable_answers.load(Ordering::SeqCst),
         3,
-        "503 answers are retried"
+        "503, 403 and 404 answers are retried"
     );
     send(&envoy, std::iter::once("poison".to_owned()));
     // Past the batch age bound, so the refused batch holds only this record.

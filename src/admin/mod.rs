@@ -131,6 +131,7 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
             "spooledBytes": audit.spool_bytes.get(),
             "shipped": audit.shipped.get(),
             "dropped": audit.dropped.get(),
+            "rejected": audit.rejected.get(),
             "shipFailures": audit.ship_failures.get(),
             "pipeline": state.audit.snapshot(),
         },

@@ -42,6 +42,17 @@ impl Batch {
     }
 }
 
+/// What became of a batch the receiver refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Rejection {
+    /// Kept in the spool's `rejected/` directory.
+    Kept(std::path::PathBuf),
+    /// No spool: only its seq range is logged.
+    NoSpool,
+    /// It could not be kept (why): the records are lost and count as dropped.
+    Lost(String),
+}
+
 pub(super) trait Backlog: Send {
     /// Add records (in seq order). Returns how many records were dropped to
     /// stay within the byte bound.
@@ -52,7 +63,7 @@ pub(super) trait Backlog: Send {
     fn ack(&mut self, batch: &Batch);
     /// The audit service refused `batch` for good: set it aside (where, if
     /// it is kept) and continue after it as if it were acknowledged.
-    fn reject(&mut self, batch: &Batch) -> Option<std::path::PathBuf>;
+    fn reject(&mut self, batch: &Batch) -> Rejection;
     /// Records not yet acknowledged.
     fn pending(&self) -> usize;
     /// Bytes held.
@@ -138,11 +149,11 @@ impl Backlog for MemoryBacklog {
         }
     }
 
-    fn reject(&mut self, batch: &Batch) -> Option<std::path::PathBuf> {
+    fn reject(&mut self, batch: &Batch) -> Rejection {
         // Without a spool there is nowhere durable to keep them; the caller
         // logs their seq range.
         self.ack(batch);
-        None
+        Rejection::NoSpool
     }
 
     fn pending(&self) -> usize {

@@ -1,5 +1,6 @@
 //! The recent decisions, kept in memory for `/v1/decisions` and explain.
-//! Written by the audit thread only; never touched by the check path.
+//! Written by the audit thread (records) and the bundle activator (which
+//! policies exist); never touched by the check path.
 //!
 //! Memory is bounded: 1,000 recent records, and 100 per policy of the
 //! active bundle. Activating a bundle forgets the per-policy lists of

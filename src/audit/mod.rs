@@ -21,7 +21,7 @@ use crate::policy::{Mode, Reason};
 use crate::retry::{Next, Retry};
 use crate::timestamp::format_timestamp;
 use crate::tls::ClientIdentity;
-use backlog::{Backlog, Entry, MemoryBacklog};
+use backlog::{Backlog, Entry, MemoryBacklog, Rejection};
 use inputs::InputRecording;
 use log::DecisionLog;
 use record::{Chain, DecisionRecord, ShadowEntry, RECORD_TYPE};
@@ -373,7 +373,17 @@ async fn ship_records(
             continue;
         };
         let started = Instant::now();
-        let result = ship::post(&client, &url, &chain_id, &batch).await;
+        let post = ship::post(&client, &url, &chain_id, &batch);
+        // Shutting down: a hung receiver may not hold the flush past its deadline.
+        let result = match close_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::timeout(left, post)
+                    .await
+                    .unwrap_or_else(|_| Err(ship::ShipError::Transport("shutdown deadline".into())))
+            }
+            None => post.await,
+        };
         shared
             .counters
             .ship_latency
@@ -394,11 +404,12 @@ async fn ship_records(
             }
             Err(e) => {
                 shared.counters.ship_failures.inc();
+                let next = retry.failed(&e);
                 status.update(|s| {
                     s.last_error = Some(format!("{}: {e}", format_timestamp(SystemTime::now())));
-                    s.consecutive_failures = retry.attempts() + 1;
+                    s.consecutive_failures = retry.attempts();
                 });
-                match retry.failed(&e) {
+                match next {
                     Next::RetryAfter(mut delay) => {
                         if let Some(deadline) = close_deadline {
                             delay = delay.min(deadline.saturating_duration_since(Instant::now()));
@@ -413,17 +424,31 @@ async fn ship_records(
                         let kept = backlog.reject(&batch);
                         shared.publish_sizes(backlog.as_ref(), spooled);
                         drop(backlog);
-                        shared.counters.rejected.inc_by(batch.lines.len() as u64);
+                        let records = batch.lines.len() as u64;
+                        shared.counters.rejected.inc_by(records);
                         oldest_waiting = None;
+                        status.update(|s| s.consecutive_failures = retry.attempts());
+                        let (first_seq, last_seq) = (batch.first_seq, batch.last_seq);
                         match kept {
-                            Some(path) => tracing::error!(
-                                error = %e, records = batch.lines.len(), first_seq = batch.first_seq,
-                                last_seq = batch.last_seq, file = %path.display(),
-                                "the audit receiver refused a batch; it is kept in the spool's rejected/ directory and shipping goes on"),
-                            None => tracing::error!(
-                                error = %e, records = batch.lines.len(), first_seq = batch.first_seq,
-                                last_seq = batch.last_seq,
-                                "the audit receiver refused a batch; it is not kept (no spool) and shipping goes on"),
+                            Rejection::Kept(path) => {
+                                tracing::info!(records, first_seq, last_seq, file = %path.display(), "refused batch kept in the spool's rejected/ directory; shipping goes on")
+                            }
+                            Rejection::NoSpool => tracing::info!(
+                                records,
+                                first_seq,
+                                last_seq,
+                                "refused batch not kept (no spool); shipping goes on"
+                            ),
+                            Rejection::Lost(why) => {
+                                shared.counters.dropped.inc_by(records);
+                                tracing::error!(
+                                    records,
+                                    first_seq,
+                                    last_seq,
+                                    why,
+                                    "refused batch could not be kept: dropped"
+                                );
+                            }
                         }
                     }
                 }

@@ -25,11 +25,17 @@ pub(super) enum ShipError {
 }
 
 impl Retriable for ShipError {
-    /// A 4xx other than 408/429 refuses these records as they are; anything
-    /// else (5xx, timeouts, a down receiver) may pass on a later try.
+    /// A 4xx refuses these records as they are, except 408/429 (try later)
+    /// and the statuses that say the sidecar is misconfigured rather than
+    /// the records malformed: 401/403/407 (who we are), 404/405 (where we
+    /// post). Those are retried with backoff while the records wait in the
+    /// spool, so a wrong URL or RBAC entry never discards a record.
+    /// Anything else (5xx, timeouts, a down receiver) may pass later.
     fn is_retriable(&self) -> bool {
         match self {
-            ShipError::Status(status) => status_is_retriable(*status),
+            ShipError::Status(status) => {
+                status_is_retriable(*status) || matches!(status, 401 | 403 | 404 | 405 | 407)
+            }
             ShipError::Transport(_) => true,
         }
     }

@@ -19,15 +19,15 @@
 //!
 //! Refused batches: a batch the receiver refuses as malformed (see
 //! `audit::ship`) is written whole to `rejected/CHAIN-FIRST-LAST.ndjson`
-//! (plain NDJSON, ready for `sentinelnet audit verify` or a manual replay)
-//! and then counts as acknowledged, so later records keep flowing.
+//! (plain NDJSON records for inspection or a manual replay), fsync'd, and
+//! only then counts as acknowledged, so later records keep flowing.
 //!
 //! Bound: the files, rejected ones included, never hold more than
 //! `max_bytes`. To make room the oldest rejected file goes first (those
 //! records were already refused), then the oldest segment, whose records not
 //! yet acknowledged are counted as dropped.
 
-use super::backlog::{Backlog, Batch, Cursor, Entry};
+use super::backlog::{Backlog, Batch, Cursor, Entry, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -283,30 +283,30 @@ impl Spool {
         true
     }
 
-    /// Keep a refused batch in `rejected/`, within the byte bound.
-    fn keep_rejected(&mut self, batch: &Batch) -> Result<Option<PathBuf>, SpoolError> {
-        let body = batch.ndjson();
-        let size = body.len() as u64;
-        if size > self.max_bytes / 2 {
-            return Ok(None);
-        }
-        while self.total_bytes() + size > self.max_bytes && self.drop_oldest_rejected() {}
-        if self.total_bytes() + size > self.max_bytes {
-            return Ok(None);
-        }
+    /// Write a refused batch to `rejected/` durably; its path and size.
+    fn write_rejected(&self, batch: &Batch, body: &[u8]) -> Result<PathBuf, SpoolError> {
         let dir = self.dir.join(REJECTED_DIR);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let chain = self.chain_id.as_deref().unwrap_or("unknown");
+        // The chain id comes from disk: keep it to file-name-safe characters.
+        let chain: String = self
+            .chain_id
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
         let path = dir.join(format!(
             "{chain}-{}-{}.ndjson",
             batch.first_seq, batch.last_seq
         ));
         let mut file = File::create(&path).map_err(io_err(&path))?;
-        file.write_all(&body)
+        file.write_all(body)
             .and_then(|()| file.sync_data())
             .map_err(io_err(&path))?;
-        self.rejected.push_back((path.clone(), size));
-        Ok(Some(path))
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))?;
+        Ok(path)
     }
 
     fn unacked_in(&self, segment: &Segment) -> u64 {
@@ -551,17 +551,34 @@ impl Backlog for Spool {
         self.delete_acked_segments();
     }
 
-    fn reject(&mut self, batch: &Batch) -> Option<PathBuf> {
-        // Acknowledge first: the batch's segment may then be deleted, which
-        // makes room for the rejected copy.
+    fn reject(&mut self, batch: &Batch) -> Rejection {
+        // Durable copy first, acknowledgement second: a crash in between
+        // re-sends the batch (at least once), never loses it.
+        let body = batch.ndjson();
+        let size = body.len() as u64;
+        let written = if size > self.max_bytes / 2 {
+            Err("larger than half the spool bound".to_owned())
+        } else {
+            self.write_rejected(batch, &body).map_err(|e| e.to_string())
+        };
         self.ack(batch);
-        match self.keep_rejected(batch) {
-            Ok(kept) => kept,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot keep a rejected batch");
-                None
-            }
+        let path = match written {
+            Ok(path) => path,
+            Err(why) => return Rejection::Lost(why),
+        };
+        self.rejected.retain(|(p, _)| *p != path);
+        // The acknowledgement may have freed segments; now make room,
+        // oldest rejected files first, unless the new one cannot fit at all.
+        let segments: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        if segments + size > self.max_bytes {
+            let _ = std::fs::remove_file(&path);
+            return Rejection::Lost("the spool bound is full of unshipped records".into());
         }
+        self.rejected.push_back((path.clone(), size));
+        while self.total_bytes() > self.max_bytes && self.rejected.len() > 1 {
+            self.drop_oldest_rejected();
+        }
+        Rejection::Kept(path)
     }
 
     fn pending(&self) -> usize {
@@ -656,7 +673,9 @@ mod tests {
         spool.set_chain("c1");
         spool.append((0..10).map(|s| entry("c1", s, 10)).collect());
         let batch = spool.next_batch(4, 1 << 20).unwrap();
-        let kept = spool.reject(&batch).expect("kept");
+        let Rejection::Kept(kept) = spool.reject(&batch) else {
+            panic!("kept")
+        };
         assert!(
             kept.ends_with("rejected/c1-0-3.ndjson"),
             "{}",

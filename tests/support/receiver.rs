@@ -18,8 +18,8 @@ pub(crate) struct Received {
     pub refused_handshakes: AtomicUsize,
     /// Answer 400 to any batch holding a record with this `requestId`.
     pub refuse_request_id: Mutex<Option<String>>,
-    /// Answer 503 to this many batches before accepting again.
-    pub unavailable_batches: AtomicUsize,
+    /// Answer these statuses, one per batch, before accepting again.
+    pub answer_first: Mutex<Vec<u16>>,
     /// Batches answered 400 / 503.
     pub refused_batches: AtomicUsize,
     pub unavailable_answers: AtomicUsize,
@@ -140,16 +140,15 @@ async fn ingest(
             );
         }
     }
-    let unavailable =
-        state
-            .unavailable_batches
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    if unavailable.is_ok() {
+    let scripted = {
+        let mut queue = state.answer_first.lock().expect("lock");
+        (!queue.is_empty()).then(|| queue.remove(0))
+    };
+    if let Some(status) = scripted {
         state.unavailable_answers.fetch_add(1, Ordering::SeqCst);
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "try later".into(),
-        );
+        let status =
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::IM_A_TEAPOT);
+        return (status, "not now".into());
     }
     state
         .idempotency_keys
