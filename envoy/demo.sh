@@ -9,7 +9,8 @@
 # the examples).
 #
 #   client -> Envoy :10000 -> (ext_authz gRPC :9191) -> Kernel mock :8080
-#   sidecar <- mTLS pull <- central :8443; sidecar admin :9192, Envoy admin :9901
+#   sidecar <- mTLS pull <- central :8443 <- decision records (mTLS) <- sidecar
+#   sidecar admin :9192, Envoy admin :9901
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +90,7 @@ KERNEL_MTLS_CERT_PATH="$demo/pki/sidecar.crt" KERNEL_MTLS_KEY_PATH="$demo/pki/si
 KERNEL_MTLS_CA_PATH="$demo/pki/ca.pem" \
   "$bin" serve --bundle "$central/v1/bundles/kernel" --trusted-keys "$demo/trusted" \
   --bundle-cache "$demo/bundle-cache.tar.gz" \
+  --audit-url "$central/v1/audit/decisions" --spool-dir "$demo/spool" \
   --principal-from header:x-user --roles-from header:x-roles \
   2>"$logs/sidecar.log" & pids+=($!)
 "$envoy_venv/bin/envoy" -c envoy/envoy.yaml --concurrency 1 --disable-hot-restart -l warning \
@@ -129,10 +131,34 @@ for _ in $(seq 40); do
 done
 show -X PUT localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor'
 echo
+echo "==> the denied DELETE's record, as central stored it (shipped by the sidecar over mTLS)"
+decision=$(curl -s -o /dev/null -D - -X DELETE localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor' \
+  -H 'authorization: Bearer demo-secret' \
+  | tr -d '\r' | awk -F': ' 'tolower($1) == "x-sentinel-decision-id" {print $2}')
+for _ in $(seq 50); do
+  as sidecar -fo "$demo/stored.json" "$central/v1/decisions/$decision" 2>/dev/null && break
+  sleep 0.1
+done
+python3 - "$demo/stored.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"   {r['id']}: {r['decision']} {r['status']} by {r['policyId']} v{r['policyVersion']} on {r['node']} (chain seq {r['seq']})")
+print(f"   rationale: {r['rationale']}")
+print(f"   input headers kept: {sorted(r.get('input', {}).get('request', {}).get('headers', {}))}; masked: {r.get('masked', [])}")
+PY
+as sidecar -fs "$central/v1/audit/chains" | python3 -c '
+import json, sys
+for c in json.load(sys.stdin)["chains"]:
+    print("   chain %s/%s: %s, verified through seq %s" % (c["node"], c["chainId"][:8], c["status"], c["verifiedThrough"]))'
+
+echo
 echo "Why was that denied? Every response carries x-sentinel-decision-id; look it up:"
 echo "  curl -s 'localhost:9192/v1/decisions?limit=1' | python3 -m json.tool"
 echo "  curl -s localhost:9192/v1/policies/kernel.delete-needs-admin/explain"
 echo "  curl -s localhost:9192/metrics | grep ^sentinel_"
+echo "Stored decisions, chains and the fleet at central:"
+echo "  curl -s --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --cacert $demo/pki/ca.pem \\"
+echo "    '$central/v1/decisions?decision=deny&limit=5' | python3 -m json.tool   # also /v1/audit/chains, /v1/fleet"
 echo "History, approvals and rule text from central (client certificates in $demo/pki):"
 echo "  curl -s --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --cacert $demo/pki/ca.pem \\"
 echo "    $central/sentinelnet/policy/kernel.delete-needs-admin/explain | python3 -m json.tool"
