@@ -63,7 +63,7 @@ SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,s
 if BASELINE and "baseline-tcp" not in SETUPS:
     SETUPS.append("baseline-tcp")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput"}
 
 procs = []
 
@@ -261,12 +261,13 @@ def main():
     hung_port = hung_receiver()
     admins = {}
     hung_grpc = f"127.0.0.1:{free_port()}"
-    baseline_port = free_port()
+    baseline_port, noinput_port = free_port(), free_port()
     for name, grpc, extra in [
         ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
         ("sidecar-uds", f"unix:{uds}", []),
         ("sidecar-hung", hung_grpc, ["--audit-url", f"http://127.0.0.1:{hung_port}/v1/audit/decisions"]),
         ("baseline-tcp", f"127.0.0.1:{baseline_port}", []),
+        ("sidecar-noinput", f"127.0.0.1:{noinput_port}", ["--record-input", "0"]),
     ]:
         if name not in SETUPS:
             continue
@@ -285,6 +286,7 @@ def main():
         "sidecar-uds": {"pipe": {"path": uds}},
         "sidecar-hung": {"socket_address": {"address": "127.0.0.1", "port_value": int(hung_grpc.split(":")[1])}},
         "baseline-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": baseline_port}},
+        "sidecar-noinput": {"socket_address": {"address": "127.0.0.1", "port_value": noinput_port}},
     }
     for name in SETUPS:
         port, admin = free_port(), free_port()

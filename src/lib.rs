@@ -29,3 +29,7 @@ mod serve;
 mod shutdown;
 mod timestamp;
 pub mod tls;
+
+/// For `bench/ingest.rs` only (raw inserts through central's store code).
+#[doc(hidden)]
+pub use central::bench::raw_insert_rate;

@@ -11,6 +11,7 @@
 //! [`api`] maps HTTP onto [`registry`].
 
 pub(crate) mod api;
+pub(crate) mod bench;
 pub(crate) mod decisions;
 pub(crate) mod fleet;
 pub(crate) mod identity;

@@ -9,9 +9,21 @@
 use super::StoreError;
 use sqlx::{Any, AnyConnection, Row};
 
-/// Rows per multi-row statement: 14 parameters each stays far below
+/// Rows per multi-row statement: 13 parameters each stays far below
 /// SQLite's 32,766-parameter limit.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// Placeholder `n` (1-based) of a statement on this connection. SQLite gets
+/// anonymous `?`: SQLite looks a named parameter up by a linear scan, so
+/// thousands of `$N` in one multi-row statement cost quadratic time there
+/// (60% of an ingest profile); PostgreSQL needs `$N`.
+fn placeholders(conn: &AnyConnection) -> fn(usize) -> String {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        |_| "?".to_owned()
+    } else {
+        |n| format!("${n}")
+    }
+}
 
 /// A record as stored.
 #[derive(Debug, Clone)]
@@ -38,6 +50,7 @@ pub(crate) async fn insert_decisions(
     ingested_by: &str,
 ) -> Result<Vec<String>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
+    let ph = placeholders(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO decisions (id, node, chain_id, seq, ts_us, decision, policy_id, prev_hash, hash, hash_ok, record, input, label, ingested_by) VALUES ",
@@ -47,21 +60,11 @@ pub(crate) async fn insert_decisions(
             if i > 0 {
                 sql.push(',');
             }
+            let p: Vec<String> = (1..=13).map(|k| ph(b + k)).collect();
             sql.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${},${},${},${},NULL,${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 11,
-                b + 12,
-                b + 13
+                "({},NULL,{})",
+                p[..12].join(","),
+                p[12]
             ));
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
@@ -94,6 +97,7 @@ pub(crate) async fn insert_decision_policies(
     conn: &mut AnyConnection,
     rows: &[(String, i64, String)],
 ) -> Result<(), StoreError> {
+    let ph = placeholders(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT * 2) {
         let mut sql =
             String::from("INSERT INTO decision_policies (policy_id, ts_us, decision_id) VALUES ");
@@ -101,7 +105,12 @@ pub(crate) async fn insert_decision_policies(
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("(${},${},${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+            sql.push_str(&format!(
+                "({},{},{})",
+                ph(i * 3 + 1),
+                ph(i * 3 + 2),
+                ph(i * 3 + 3)
+            ));
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         let mut query = sqlx::query::<Any>(&sql);
@@ -120,8 +129,9 @@ pub(crate) async fn stored_contents(
     ids: &[&str],
 ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
+    let ph = placeholders(conn);
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=chunk.len()).map(ph).collect();
         let sql = format!(
             "SELECT id, record, input FROM decisions WHERE id IN ({})",
             placeholders.join(",")
