@@ -3,7 +3,7 @@
 //! once: the modules below get typed values, never the environment. Bad
 //! input exits 2 with one line; failed tests exit 1.
 
-use crate::audit::inputs::InputRecording;
+use crate::audit::inputs::{InputRecording, Masks};
 use crate::audit::{to_record, verify, AuditConfig};
 use crate::authz::{IdentitySource, ViewSettings};
 use crate::bundle::fetch::DEFAULT_MAX_BYTES;
@@ -483,7 +483,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_bytes: args.spool_max_bytes,
             inputs: Some(InputRecording {
                 percent: args.record_input,
-                masks: InputRecording::masks_with_defaults(&args.mask),
+                masks: Masks::with_defaults(&args.mask).map_err(Failure::Usage)?,
                 build: crate::authz::input_builder(view),
             }),
         },

@@ -10,6 +10,8 @@
 //! requests. Inputs go into records only, never into logs.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,17 +24,155 @@ pub const DEFAULT_MASKS: [&str; 4] = [
     "request.headers.x-api-key",
 ];
 
-/// Rebuilds the input document of a check from its encoded request and the
-/// time of the decision; `None` when the bytes do not decode.
-pub type InputBuilder = Arc<dyn Fn(&Bytes, SystemTime) -> Option<Value> + Send + Sync>;
+/// At most this many mask paths (they are tracked as bits of a `u64`).
+pub const MAX_MASKS: usize = 64;
+
+/// Dotted paths to leave out of a recorded input, split once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Masks {
+    paths: Vec<Vec<String>>,
+}
+
+/// Where a writer is in the document: the masks that still match the path
+/// so far (bits) at this depth.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskCursor<'m> {
+    masks: &'m Masks,
+    depth: usize,
+    live: u64,
+}
+
+impl Masks {
+    /// The defaults plus `extra` (duplicates and empty entries dropped, at
+    /// most [`MAX_MASKS`]).
+    pub fn with_defaults(extra: &[String]) -> Result<Masks, String> {
+        let mut dotted: Vec<String> = DEFAULT_MASKS.iter().map(|m| (*m).to_owned()).collect();
+        for m in extra.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
+            if !dotted.iter().any(|known| known == m) {
+                dotted.push(m.to_owned());
+            }
+        }
+        if dotted.len() > MAX_MASKS {
+            return Err(format!(
+                "--mask: at most {} paths besides the {} defaults",
+                MAX_MASKS - DEFAULT_MASKS.len(),
+                DEFAULT_MASKS.len()
+            ));
+        }
+        Ok(Masks {
+            paths: dotted
+                .iter()
+                .map(|d| d.split('.').map(str::to_owned).collect())
+                .collect(),
+        })
+    }
+
+    /// The cursor at the document's root.
+    pub fn root(&self) -> MaskCursor<'_> {
+        MaskCursor {
+            masks: self,
+            depth: 0,
+            live: if self.paths.len() >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << self.paths.len()) - 1
+            },
+        }
+    }
+
+    /// The dotted paths whose bits are set in `hits`.
+    pub fn named(&self, hits: u64) -> Vec<String> {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| hits & (1 << i) != 0)
+            .map(|(_, p)| p.join("."))
+            .collect()
+    }
+}
+
+impl<'m> MaskCursor<'m> {
+    /// Step into `key`: `Err(bits)` when a mask ends exactly here (leave
+    /// the key out; `bits` says which), else the cursor for its value.
+    pub fn enter(self, key: &str) -> Result<MaskCursor<'m>, u64> {
+        if self.live == 0 {
+            return Ok(self);
+        }
+        let (mut live, mut ended) = (0u64, 0u64);
+        for (i, path) in self.masks.paths.iter().enumerate() {
+            if self.live & (1 << i) != 0 && path.get(self.depth).is_some_and(|s| s == key) {
+                if path.len() == self.depth + 1 {
+                    ended |= 1 << i;
+                } else {
+                    live |= 1 << i;
+                }
+            }
+        }
+        if ended != 0 {
+            return Err(ended);
+        }
+        Ok(MaskCursor {
+            masks: self.masks,
+            depth: self.depth + 1,
+            live,
+        })
+    }
+}
+
+/// A record's input: the canonical JSON text the sidecar wrote (no tree
+/// built), or, when a record is read back (central, `audit verify`), the
+/// parsed value. Both serialise to the same canonical bytes.
+#[derive(Debug, Clone)]
+pub enum RecordInput {
+    Written(Box<RawValue>),
+    Read(Value),
+}
+
+impl RecordInput {
+    /// The input as a JSON value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            RecordInput::Written(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            RecordInput::Read(value) => value.clone(),
+        }
+    }
+}
+
+impl PartialEq for RecordInput {
+    fn eq(&self, other: &RecordInput) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for RecordInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RecordInput::Written(raw) => raw.serialize(serializer),
+            RecordInput::Read(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(RecordInput::Read)
+    }
+}
+
+/// Writes a check's input document, from its encoded request and the time
+/// of the decision, as canonical JSON (keys sorted at every level,
+/// compact) leaving out what `masks` name; the bits of the masks that
+/// removed something. `None` when the bytes do not decode.
+pub type InputBuilder =
+    Arc<dyn Fn(&Bytes, SystemTime, MaskCursor<'_>, &mut Vec<u8>) -> Option<u64> + Send + Sync>;
 
 /// Which records carry their input, and what is removed from it.
 #[derive(Clone)]
 pub struct InputRecording {
     /// Share of requests (0–100) whose records carry their input.
     pub percent: u8,
-    /// Dotted paths removed from the input (the defaults included).
-    pub masks: Vec<String>,
+    /// Paths removed from the input (the defaults included).
+    pub masks: Masks,
     pub build: InputBuilder,
 }
 
@@ -46,17 +186,6 @@ impl std::fmt::Debug for InputRecording {
 }
 
 impl InputRecording {
-    /// The masks to apply: the defaults plus `extra` (duplicates dropped).
-    pub fn masks_with_defaults(extra: &[String]) -> Vec<String> {
-        let mut masks: Vec<String> = DEFAULT_MASKS.iter().map(|m| (*m).to_owned()).collect();
-        for m in extra.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
-            if !masks.iter().any(|known| known == m) {
-                masks.push(m.to_owned());
-            }
-        }
-        masks
-    }
-
     /// Whether the record of `request_id` carries its input.
     pub(crate) fn selects(&self, request_id: &str) -> bool {
         match self.percent {
@@ -73,36 +202,16 @@ impl InputRecording {
         request_id: &str,
         request: &Bytes,
         at: SystemTime,
-    ) -> Option<(Value, Vec<String>)> {
+    ) -> Option<(RecordInput, Vec<String>)> {
         if !self.selects(request_id) {
             return None;
         }
-        let mut document = (self.build)(request, at)?;
-        let masked = self
-            .masks
-            .iter()
-            .filter(|path| remove_path(&mut document, path))
-            .cloned()
-            .collect();
-        Some((document, masked))
+        let mut text = Vec::with_capacity(1024);
+        let hits = (self.build)(request, at, self.masks.root(), &mut text)?;
+        let text = String::from_utf8(text).ok()?;
+        let raw = RawValue::from_string(text).ok()?;
+        Some((RecordInput::Written(raw), self.masks.named(hits)))
     }
-}
-
-/// Remove the value at dotted `path` from `document`; whether it was there.
-fn remove_path(document: &mut Value, path: &str) -> bool {
-    let mut segments = path.split('.');
-    let Some(last) = segments.next_back() else {
-        return false;
-    };
-    let mut node = document;
-    for segment in segments {
-        match node.get_mut(segment) {
-            Some(child) => node = child,
-            None => return false,
-        }
-    }
-    node.as_object_mut()
-        .is_some_and(|map| map.remove(last).is_some())
 }
 
 #[cfg(test)]
@@ -110,17 +219,46 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A builder writing a fixed document through the mask cursor, like the
+    /// real one (authz) does field by field.
     fn recording(percent: u8, extra: &[&str]) -> InputRecording {
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         InputRecording {
             percent,
-            masks: InputRecording::masks_with_defaults(&extra),
-            build: Arc::new(|_, _| {
-                Some(json!({"request": {"method": "GET", "headers": {
+            masks: Masks::with_defaults(&extra).expect("masks"),
+            build: Arc::new(|_, _, cursor, out| {
+                let doc = json!({"request": {"method": "GET", "headers": {
                     "authorization": "Bearer secret", "cookie": "s=1", "x-user": "alice"},
-                    "body": {"card": "4111", "amount": 3}}}))
+                    "body": {"card": "4111", "amount": 3}}});
+                Some(write_masked(&doc, cursor, out))
             }),
         }
+    }
+
+    fn write_masked(value: &Value, cursor: MaskCursor<'_>, out: &mut Vec<u8>) -> u64 {
+        let Value::Object(map) = value else {
+            let _ = serde_json::to_writer(&mut *out, value);
+            return 0;
+        };
+        let mut hits = 0;
+        out.push(b'{');
+        let mut first = true;
+        for (k, v) in map {
+            match cursor.enter(k) {
+                Err(bits) => hits |= bits,
+                Ok(child) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    let _ = serde_json::to_writer(&mut *out, k);
+                    out.push(b':');
+                    hits |= write_masked(v, child, out);
+                }
+            }
+        }
+        out.push(b'}');
+        hits
     }
 
     #[test]
@@ -130,7 +268,7 @@ mod tests {
             .input("req-1", &Bytes::new(), SystemTime::now())
             .expect("selected");
         assert_eq!(
-            input,
+            input.to_value(),
             json!({"request": {"method": "GET", "headers": {"x-user": "alice"},
                    "body": {"amount": 3}}})
         );
@@ -142,6 +280,16 @@ mod tests {
                 "request.body.card"
             ]
         );
+        // Written and read forms serialise to the same canonical bytes.
+        let written = serde_json::to_string(&input).unwrap_or_default();
+        let read = RecordInput::Read(input.to_value());
+        assert_eq!(serde_json::to_string(&read).unwrap_or_default(), written);
+    }
+
+    #[test]
+    fn too_many_masks_are_refused() {
+        let many: Vec<String> = (0..70).map(|i| format!("request.headers.h{i}")).collect();
+        assert!(Masks::with_defaults(&many).is_err());
     }
 
     #[test]

@@ -296,15 +296,12 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
             let mut entries = Vec::with_capacity(events.len());
             for event in events.drain(..) {
                 let mut record = to_record(&node, event, inputs.as_ref());
-                chain.link(&mut record);
+                let line = chain.link(&mut record);
                 if shipping {
-                    match serde_json::to_vec(&record) {
-                        Ok(line) => entries.push(Entry {
-                            seq: record.seq,
-                            line,
-                        }),
-                        Err(e) => tracing::error!(error = %e, "cannot serialise a decision record"),
-                    }
+                    entries.push(Entry {
+                        seq: record.seq,
+                        line,
+                    });
                 }
                 log.push(record);
             }

@@ -1,5 +1,6 @@
 //! The `policy.decision` record (docs/records.md) and its per-node hash chain.
 
+use super::inputs::RecordInput;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -45,7 +46,7 @@ pub struct DecisionRecord {
     /// The input document the policies saw, masked (on the share of
     /// records `--record-input` selects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input: Option<Value>,
+    pub input: Option<RecordInput>,
     pub latency_us: u64,
     /// The `--mask` paths removed from `input`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -155,14 +156,27 @@ impl Chain {
         }
     }
 
-    /// Link `record` into the chain.
-    pub(crate) fn link(&mut self, record: &mut DecisionRecord) {
+    /// Link `record` into the chain; its NDJSON line.
+    ///
+    /// One serialisation serves both the hash and the line: the record is
+    /// written canonically without `hash`, hashed, and `"hash"` is appended
+    /// as the last key. Readers do not care about key order; verifiers
+    /// re-serialise canonically, without `hash`, and get the same bytes.
+    pub(crate) fn link(&mut self, record: &mut DecisionRecord) -> Vec<u8> {
         record.chain_id.clone_from(&self.chain_id);
         record.seq = self.next_seq;
         record.prev_hash.clone_from(&self.last_hash);
-        record.hash = record.compute_hash();
+        record.hash.clear();
+        // Serialising plain data into a Vec cannot fail.
+        let mut line = serde_json::to_vec(&*record).unwrap_or_default();
+        record.hash = hex::encode(Sha256::digest(&line));
+        line.pop();
+        line.extend_from_slice(b",\"hash\":\"");
+        line.extend_from_slice(record.hash.as_bytes());
+        line.extend_from_slice(b"\"}");
         self.next_seq += 1;
         self.last_hash.clone_from(&record.hash);
+        line
     }
 }
 
@@ -204,8 +218,12 @@ mod tests {
         let mut a = record("a");
         let mut b = record("b");
         chain.link(&mut a);
-        chain.link(&mut b);
+        let line = chain.link(&mut b);
         assert_eq!((a.seq, b.seq), (0, 1));
+        // The line is the record with `hash` last: it reads back as the same record.
+        let read: DecisionRecord = serde_json::from_slice(&line).unwrap();
+        assert_eq!(read, b);
+        assert_eq!(read.compute_hash(), b.hash);
         assert_eq!(a.prev_hash, GENESIS_HASH);
         assert_eq!(b.prev_hash, a.hash);
         assert_eq!(b.compute_hash(), b.hash);
@@ -221,9 +239,9 @@ mod tests {
             serde_json::json!({"b": 1, "a": [true, null]}),
         );
         r.evidence.insert("a.path".into(), serde_json::json!("x"));
-        r.input = Some(
+        r.input = Some(RecordInput::Read(
             serde_json::json!({"request": {"method": "GET", "headers": {"x-b": "2", "x-a": "1"}}}),
-        );
+        ));
         r.masked = vec!["request.headers.authorization".into()];
         r.shadow.push(ShadowEntry {
             mode: "canary".into(),

@@ -48,18 +48,16 @@ impl Engine {
     }
 }
 
-/// How the audit thread rebuilds a check's input document from its
-/// encoded request: the same view the policies read, materialised.
+/// How the audit thread writes a check's input document from its encoded
+/// request: the same view the policies read, as canonical JSON.
 pub fn input_builder(settings: ViewSettings) -> InputBuilder {
-    Arc::new(move |raw: &Bytes, at: SystemTime| {
-        let request = CheckMessage::decode_from(raw.clone()).ok()?;
-        let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(
-            RequestView::new(&request, &settings, now_unix)
-                .document()
-                .clone(),
-        )
-    })
+    Arc::new(
+        move |raw: &Bytes, at: SystemTime, masks, out: &mut Vec<u8>| {
+            let request = CheckMessage::decode_from(raw.clone()).ok()?;
+            let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            Some(RequestView::new(&request, &settings, now_unix).write_document(masks, out))
+        },
+    )
 }
 
 /// The slot the check path reads and the bundle loader swaps.

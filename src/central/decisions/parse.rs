@@ -141,6 +141,7 @@ fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::inputs::RecordInput;
     use crate::audit::record::{Chain, ShadowEntry};
     use serde_json::json;
     use std::borrow::Cow;
@@ -173,7 +174,7 @@ mod tests {
             seq: 0,
             prev_hash: String::new(),
             hash: String::new(),
-            input: Some(json!({"request": {"method": "DELETE"}})),
+            input: Some(RecordInput::Read(json!({"request": {"method": "DELETE"}}))),
             masked: vec![],
         };
         chain.link(&mut r);

@@ -61,11 +61,7 @@ pub(crate) async fn insert_decisions(
                 sql.push(',');
             }
             let p: Vec<String> = (1..=13).map(|k| ph(b + k)).collect();
-            sql.push_str(&format!(
-                "({},NULL,{})",
-                p[..12].join(","),
-                p[12]
-            ));
+            sql.push_str(&format!("({},NULL,{})", p[..12].join(","), p[12]));
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let mut query = sqlx::query::<Any>(&sql);

@@ -4,6 +4,8 @@
 //! where possible. The body is parsed, the metadata converted and the whole
 //! document built only when something asks for them, once per request.
 
+mod document;
+
 use super::message::{lookup, text, Attributes, CheckMessage, HttpRequest, Peer};
 use crate::policy::input::{resolve_in_document, walk, Field, Input, VarPath};
 use crate::policy::logic::Val;
@@ -685,6 +687,97 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The canonical writer behind recorded inputs writes, byte for byte,
+    /// the materialised document serialised: one document, two forms.
+    #[test]
+    fn the_recorded_input_is_the_document_byte_for_byte() {
+        use crate::audit::inputs::Masks;
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        let mut raw_headers = sample_envoy("{}");
+        if let Some(http) = raw_headers
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            // Raw headers: one new (mixed case), one already in the map, one repeated.
+            http.header_map = Some(HeaderMap {
+                headers: ["X-Trace", "x-user", "x-trace", "Accept"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| HeaderValue {
+                        key: (*k).into(),
+                        raw_value: format!("v{i}").into_bytes(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            });
+        }
+        let mut requests = vec![CheckMessage::from_envoy(&raw_headers)];
+        requests.push(CheckMessage::from_envoy(&CheckRequest::default()));
+        for body in [
+            r#"{"amount": 12000, "items": [{"sku": "A1"}], "é\"x": null}"#,
+            "{broken",
+            "",
+        ] {
+            requests.push(sample(body));
+        }
+        let no_masks = Masks::default();
+        for request in &requests {
+            for settings in [
+                ViewSettings::default(),
+                ViewSettings {
+                    principal_from: "header:x-user".parse().unwrap(),
+                    roles_from: "jwt:envoy.filters.http.jwt_authn:jwt_payload.roles"
+                        .parse()
+                        .unwrap(),
+                },
+            ] {
+                let view = RequestView::new(request, &settings, 1_795_000_000);
+                let mut written = Vec::new();
+                let hits = view.write_document(no_masks.root(), &mut written);
+                let expected = serde_json::to_string(view.document()).unwrap();
+                assert_eq!(String::from_utf8(written).unwrap(), expected);
+                assert_eq!(hits, 0);
+            }
+        }
+
+        // Masks leave out exactly their paths, at any depth.
+        let masks = Masks::with_defaults(&[
+            "request.body.items.0.sku".into(),
+            "source.principal".into(),
+            "request.query.dry".into(),
+        ])
+        .unwrap();
+        let request = sample(r#"{"amount": 1, "items": [{"sku": "A1", "n": 2}]}"#);
+        let settings = ViewSettings::default();
+        let view = RequestView::new(&request, &settings, 7);
+        let mut written = Vec::new();
+        let hits = view.write_document(masks.root(), &mut written);
+        let mut expected = view.document().clone();
+        expected["request"]["body"]["items"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("sku");
+        expected["source"]
+            .as_object_mut()
+            .unwrap()
+            .remove("principal");
+        expected["request"]["query"]
+            .as_object_mut()
+            .unwrap()
+            .remove("dry");
+        assert_eq!(serde_json::from_slice::<Value>(&written).unwrap(), expected);
+        assert_eq!(
+            masks.named(hits),
+            vec![
+                "request.body.items.0.sku",
+                "source.principal",
+                "request.query.dry"
+            ]
+        );
     }
 
     #[test]

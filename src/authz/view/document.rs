@@ -1,0 +1,303 @@
+//! The input document written straight to canonical JSON for a decision
+//! record: keys in byte order at every level, compact, `--mask` paths left
+//! out as they are met. It is the same document `RequestView::document`
+//! materialises for rules (a test compares the bytes), without building a
+//! tree of `Value`s only to serialise and drop it: that tree was two thirds
+//! of the cost of recording inputs.
+
+use super::{query_pairs, Body, RequestView};
+use crate::audit::inputs::MaskCursor;
+use crate::authz::message::text;
+use crate::policy::logic::Val;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Writes one JSON object, keys given in sorted order by the caller.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Object<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Object<'o> {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    /// Start `key` unless a mask ends at it; the cursor for its value.
+    fn key<'m>(
+        &mut self,
+        key: &str,
+        cursor: MaskCursor<'m>,
+        hits: &mut u64,
+    ) -> Option<MaskCursor<'m>> {
+        match cursor.enter(key) {
+            Err(bits) => {
+                *hits |= bits;
+                None
+            }
+            Ok(child) => {
+                if !self.first {
+                    self.out.push(b',');
+                }
+                self.first = false;
+                string(self.out, key);
+                self.out.push(b':');
+                Some(child)
+            }
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A JSON value, masks applied inside objects (and arrays, by index).
+fn json(out: &mut Vec<u8>, value: &Value, cursor: MaskCursor<'_>, hits: &mut u64) {
+    match value {
+        Value::Object(map) => {
+            let mut o = Object::open(out);
+            for (k, v) in map {
+                if let Some(child) = o.key(k, cursor, hits) {
+                    json(o.out, v, child, hits);
+                }
+            }
+            o.close();
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Array elements are never removed, only masked inside.
+                let child = cursor.enter(&i.to_string()).unwrap_or(cursor);
+                json(out, item, child, hits);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+fn val(out: &mut Vec<u8>, v: &Val<'_>, cursor: MaskCursor<'_>, hits: &mut u64) {
+    match v {
+        Val::Str(s) => string(out, s),
+        Val::Json(value) => json(out, value, cursor, hits),
+        Val::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                val(out, item, cursor, hits);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, &scalar.to_json());
+        }
+    }
+}
+
+/// Sorted by key; of equal keys the first (`keep_last` false) or the last
+/// one counts, as a map built by `entry().or_insert` or by `insert` would.
+fn sorted<K: AsRef<str>, V>(mut pairs: Vec<(K, V)>, keep_last: bool) -> Vec<(K, V)> {
+    pairs.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    let mut out: Vec<(K, V)> = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        match out.last_mut() {
+            Some(last) if last.0.as_ref() == pair.0.as_ref() => {
+                if keep_last {
+                    *last = pair;
+                }
+            }
+            _ => out.push(pair),
+        }
+    }
+    out
+}
+
+impl RequestView<'_> {
+    /// Write the input document to `out` as canonical JSON, leaving out
+    /// what `cursor`'s masks name; the bits of the masks that hit.
+    pub fn write_document(&self, cursor: MaskCursor<'_>, out: &mut Vec<u8>) -> u64 {
+        let mut hits = 0;
+        let h = &mut hits;
+        let mut doc = Object::open(out);
+        if let Some(c) = doc.key("context", cursor, h) {
+            let entries: Vec<(&str, &str)> = self
+                .attributes
+                .map(|a| {
+                    a.context_extensions
+                        .iter()
+                        .map(|e| (text(&e.key), text(&e.value)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut o = Object::open(doc.out);
+            for (k, v) in sorted(entries, true) {
+                if o.key(k, c, h).is_some() {
+                    string(o.out, v);
+                }
+            }
+            o.close();
+        }
+        if let Some(c) = doc.key("destination", cursor, h) {
+            self.write_peer(false, c, doc.out, h);
+        }
+        if let Some(c) = doc.key("metadata", cursor, h) {
+            json(doc.out, self.metadata(), c, h);
+        }
+        if let Some(c) = doc.key("principal", cursor, h) {
+            let mut o = Object::open(doc.out);
+            if let Some(id) = self.principal_id() {
+                if let Some(c) = o.key("id", c, h) {
+                    val(o.out, &id, c, h);
+                }
+            }
+            if let Some(roles) = self.principal_roles() {
+                if let Some(c) = o.key("roles", c, h) {
+                    val(o.out, &roles, c, h);
+                }
+            }
+            o.close();
+        }
+        if let Some(c) = doc.key("request", cursor, h) {
+            self.write_request(c, doc.out, h);
+        }
+        if let Some(c) = doc.key("source", cursor, h) {
+            self.write_peer(true, c, doc.out, h);
+        }
+        if let Some(c) = doc.key("time", cursor, h) {
+            let mut o = Object::open(doc.out);
+            if o.key("unix", c, h).is_some() {
+                let _ = serde_json::to_writer(&mut *o.out, &self.now_unix);
+            }
+            o.close();
+        }
+        doc.close();
+        hits
+    }
+
+    fn write_peer(&self, source: bool, cursor: MaskCursor<'_>, out: &mut Vec<u8>, h: &mut u64) {
+        let mut o = Object::open(out);
+        if self.peer(source).is_some() {
+            for (key, value) in [
+                ("address", self.peer_address(source)),
+                ("port", self.peer_port(source)),
+                ("principal", self.peer_principal(source)),
+            ] {
+                if let Some(value) = value {
+                    if let Some(c) = o.key(key, cursor, h) {
+                        val(o.out, &value, c, h);
+                    }
+                }
+            }
+        }
+        o.close();
+    }
+
+    fn write_request(&self, cursor: MaskCursor<'_>, out: &mut Vec<u8>, h: &mut u64) {
+        let mut o = Object::open(out);
+        match self.body() {
+            Body::Json(v) => {
+                if let Some(c) = o.key("body", cursor, h) {
+                    json(o.out, v, c, h);
+                }
+            }
+            Body::Invalid(e) => {
+                if o.key("bodyError", cursor, h).is_some() {
+                    string(o.out, e);
+                }
+            }
+            Body::Absent => {}
+        }
+        if let Some(c) = o.key("headers", cursor, h) {
+            // As `document()` builds them: the header map (a later entry
+            // of a repeated name wins), then raw headers not already there.
+            let mut headers: Vec<(Cow<'_, str>, &str)> = Vec::new();
+            if let Some(http) = self.http {
+                let entries = http
+                    .headers
+                    .iter()
+                    .map(|e| (Cow::Borrowed(text(&e.key)), text(&e.value)))
+                    .collect();
+                headers = sorted(entries, true);
+                if let Some(raw) = &http.header_map {
+                    let mut extra: Vec<(Cow<'_, str>, &str)> = Vec::new();
+                    for entry in &raw.headers {
+                        let key = text(&entry.key).to_ascii_lowercase();
+                        let known = headers
+                            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_str()))
+                            .is_ok()
+                            || extra.iter().any(|(k, _)| *k == key);
+                        if !known {
+                            let value = self.header(&key).unwrap_or("");
+                            extra.push((Cow::Owned(key), value));
+                        }
+                    }
+                    headers.extend(extra);
+                    headers = sorted(headers, false);
+                }
+            }
+            let mut hs = Object::open(o.out);
+            for (k, v) in &headers {
+                if hs.key(k, c, h).is_some() {
+                    string(hs.out, v);
+                }
+            }
+            hs.close();
+        }
+        if let Some(http) = self.http {
+            if let Some(c) = o.key("host", cursor, h) {
+                val(o.out, &Val::str(text(&http.host)), c, h);
+            }
+        }
+        for (key, value) in [
+            ("id", Val::str(self.request_id())),
+            ("method", Val::str(self.method())),
+            ("path", Val::str(self.path())),
+        ] {
+            if let Some(c) = o.key(key, cursor, h) {
+                val(o.out, &value, c, h);
+            }
+        }
+        if let Some(http) = self.http {
+            if let Some(c) = o.key("protocol", cursor, h) {
+                val(o.out, &Val::str(text(&http.protocol)), c, h);
+            }
+        }
+        if let Some(c) = o.key("query", cursor, h) {
+            let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+                query_pairs(self.query_string()).collect();
+            let mut q = Object::open(o.out);
+            for (k, v) in sorted(pairs, false) {
+                if q.key(&k, c, h).is_some() {
+                    string(q.out, &v);
+                }
+            }
+            q.close();
+        }
+        if let Some(http) = self.http {
+            if let Some(c) = o.key("scheme", cursor, h) {
+                val(o.out, &Val::str(text(&http.scheme)), c, h);
+            }
+        }
+        if let Some(c) = o.key("segments", cursor, h) {
+            val(o.out, &Val::List(self.segments()), c, h);
+        }
+        if let Some(c) = o.key("size", cursor, h) {
+            val(o.out, &Val::Num(self.size()), c, h);
+        }
+        o.close();
+    }
+}
