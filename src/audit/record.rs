@@ -180,36 +180,42 @@ impl Chain {
     }
 }
 
+/// A plain record for tests anywhere in the crate (chain fields empty).
+#[cfg(test)]
+pub(crate) fn sample_record(id: &str) -> DecisionRecord {
+    DecisionRecord {
+        kind: RECORD_TYPE.into(),
+        id: id.into(),
+        ts: "2026-11-22T23:59:59.123456Z".into(),
+        node: "n".into(),
+        chain_id: String::new(),
+        request_id: "r".into(),
+        decision: "deny".into(),
+        status: 403,
+        reason: "policy".into(),
+        policy_id: Some("p".into()),
+        policy_version: Some(1),
+        bundle: "b".into(),
+        bundle_revision: "r1".into(),
+        rationale: "p matched".into(),
+        evidence_refs: vec![],
+        evidence: Map::new(),
+        shadow: vec![],
+        latency_us: 3,
+        seq: 0,
+        prev_hash: String::new(),
+        hash: String::new(),
+        input: None,
+        masked: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(id: &str) -> DecisionRecord {
-        DecisionRecord {
-            kind: RECORD_TYPE.into(),
-            id: id.into(),
-            ts: "2026-11-22T23:59:59.123456Z".into(),
-            node: "n".into(),
-            chain_id: String::new(),
-            request_id: "r".into(),
-            decision: "deny".into(),
-            status: 403,
-            reason: "policy".into(),
-            policy_id: Some("p".into()),
-            policy_version: Some(1),
-            bundle: "b".into(),
-            bundle_revision: "r1".into(),
-            rationale: "p matched".into(),
-            evidence_refs: vec![],
-            evidence: Map::new(),
-            shadow: vec![],
-            latency_us: 3,
-            seq: 0,
-            prev_hash: String::new(),
-            hash: String::new(),
-            input: None,
-            masked: vec![],
-        }
+        sample_record(id)
     }
 
     #[test]

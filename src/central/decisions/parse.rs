@@ -142,41 +142,19 @@ fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
 mod tests {
     use super::*;
     use crate::audit::inputs::RecordInput;
-    use crate::audit::record::{Chain, ShadowEntry};
+    use crate::audit::record::{sample_record, Chain, ShadowEntry};
     use serde_json::json;
-    use std::borrow::Cow;
 
     fn record(id: &str, chain: &mut Chain) -> DecisionRecord {
-        let mut r = DecisionRecord {
-            kind: Cow::Borrowed(RECORD_TYPE),
-            id: id.into(),
-            ts: "2026-11-22T23:59:59.123456Z".into(),
-            node: "node-a".into(),
-            chain_id: String::new(),
-            request_id: "r".into(),
-            decision: "deny".into(),
-            status: 403,
-            reason: "policy".into(),
-            policy_id: Some("p".into()),
-            policy_version: Some(1),
-            bundle: "b".into(),
-            bundle_revision: "r1".into(),
-            rationale: "p matched".into(),
-            evidence_refs: vec![],
-            evidence: Default::default(),
-            shadow: vec![ShadowEntry {
-                mode: "simulating".into(),
-                policy_id: "q".into(),
-                policy_version: 1,
-                would_decide: "deny".into(),
-            }],
-            latency_us: 3,
-            seq: 0,
-            prev_hash: String::new(),
-            hash: String::new(),
-            input: Some(RecordInput::Read(json!({"request": {"method": "DELETE"}}))),
-            masked: vec![],
-        };
+        let mut r = sample_record(id);
+        r.node = "node-a".into();
+        r.shadow = vec![ShadowEntry {
+            mode: "simulating".into(),
+            policy_id: "q".into(),
+            policy_version: 1,
+            would_decide: "deny".into(),
+        }];
+        r.input = Some(RecordInput::Read(json!({"request": {"method": "DELETE"}})));
         chain.link(&mut r);
         r
     }
