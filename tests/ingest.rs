@@ -266,6 +266,16 @@ fn decisions_reach_central(db: &str) {
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["evidence"]["request.method"], "DELETE");
     assert!(one["input"].is_object());
+    let (status, capped) = call(as_sidecar.get(central.url("/v1/decisions?limit=5000")));
+    assert_eq!(status, 200);
+    assert_eq!(
+        capped["decisions"].as_array().map(Vec::len),
+        Some(1000),
+        "limit is capped at 1000"
+    );
+    assert_eq!(export(&as_sidecar, &central, "?limit=3").len(), 3);
+    let (status, _) = call(as_sidecar.get(central.url("/v1/decisions?limit=0")));
+    assert_eq!(status, 400);
     let (status, bad) = call(as_sidecar.get(central.url("/v1/decisions?since=yesterday")));
     assert_eq!(status, 400, "{bad}");
     assert!(

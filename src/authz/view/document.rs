@@ -54,8 +54,17 @@ impl<'o> Object<'o> {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most header names and values need no escaping: copy them as they are
+    // (exactly what serde_json writes for them); the rest goes through it.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// A JSON value, masks applied inside objects (and arrays, by index).

@@ -105,13 +105,20 @@ impl FilterQuery {
         })
     }
 
+    /// `limit`: default 100, at most 1,000 (a larger one is capped).
     fn limit(&self) -> ApiResult<i64> {
+        self.given_limit()
+            .map(|n| n.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT))
+    }
+
+    /// A positive whole `limit`, if given.
+    fn given_limit(&self) -> ApiResult<Option<i64>> {
         match self.limit.as_deref().map(str::parse::<i64>) {
-            None => Ok(DEFAULT_LIMIT),
-            Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(bad_request(format!(
-                "query limit: use a whole number from 1 to {MAX_LIMIT}"
-            ))),
+            None => Ok(None),
+            Some(Ok(n)) if n >= 1 => Ok(Some(n)),
+            Some(_) => Err(bad_request(
+                "query limit: use a whole number of 1 or more".into(),
+            )),
         }
     }
 
@@ -183,7 +190,10 @@ async fn export(
     let route = "GET /v1/audit/export";
     counted(&state.clone(), route, async move {
         state.authorize(&peer, route, ANYONE)?;
-        let filter = filter_query(query)?.filter()?;
+        let query = filter_query(query)?;
+        let filter = query.filter()?;
+        // No limit unless asked: an export is everything the filters select.
+        let mut left = query.given_limit()?.unwrap_or(i64::MAX);
         // Pages of 1,000 records, written as they are read: memory does not
         // grow with the export.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -192,13 +202,17 @@ async fn export(
             let mut after = None;
             loop {
                 match decisions.export_page(&filter, after).await {
-                    Ok((chunk, next)) => {
+                    Ok((mut lines, next)) => {
+                        let take = lines.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        lines.truncate(take);
+                        left -= take as i64;
+                        let chunk: Vec<u8> = lines.concat();
                         if !chunk.is_empty() && tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                             return;
                         }
                         match next {
-                            Some(key) => after = Some(key),
-                            None => return,
+                            Some(key) if left > 0 => after = Some(key),
+                            _ => return,
                         }
                     }
                     Err(e) => {

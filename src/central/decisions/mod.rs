@@ -188,20 +188,21 @@ impl Decisions {
         Ok(self.list(&filter, true, 1).await?.into_iter().next())
     }
 
-    /// The next page of an export, oldest first, as NDJSON; the key to
-    /// continue after (`None` at the end).
+    /// The next page of an export, oldest first, one NDJSON line per
+    /// record; the key to continue after (`None` at the end).
     pub(crate) async fn export_page(
         &self,
         filter: &DecisionFilter,
         after: Option<(i64, String)>,
-    ) -> Result<(Vec<u8>, Option<(i64, String)>), StoreError> {
+    ) -> Result<(Vec<Vec<u8>>, Option<(i64, String)>), StoreError> {
         let mut conn = self.store.connection().await?;
         let rows = sql::decisions_after(&mut conn, filter, after, EXPORT_PAGE).await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             // A stored record always serialises.
-            let _ = serde_json::to_writer(&mut out, &record_json(row));
-            out.push(b'\n');
+            let mut line = serde_json::to_vec(&record_json(row)).unwrap_or_default();
+            line.push(b'\n');
+            out.push(line);
         }
         let next = (rows.len() as i64 == EXPORT_PAGE)
             .then(|| rows.last().map(|r| (r.ts_us, r.id.clone())))
