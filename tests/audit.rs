@@ -88,6 +88,11 @@ fn every_decision_arrives_across_an_outage_and_a_restart_and_verifies() {
     // A third with the receiver down; then the sidecar restarts.
     receiver.stop();
     send(&envoy, (0..300).map(|i| format!("down-{i}")));
+    wait_until(
+        "the down third to wait in the spool",
+        Duration::from_secs(10),
+        || sidecar.status()["audit"]["spooled"].as_u64() >= Some(300),
+    );
     sidecar.proc.terminate();
     let restarted = Sidecar::start(
         &repo().join("policies"),
@@ -120,6 +125,9 @@ fn every_decision_arrives_across_an_outage_and_a_restart_and_verifies() {
         .collect();
     assert_eq!(chains.len(), 1, "{chains:?}");
     assert!(restarted.metric("sentinel_audit_shipped_total") > 0.0);
+    wait_until("the spool to empty", Duration::from_secs(10), || {
+        restarted.status()["audit"]["spooled"] == 0
+    });
 
     let export = dir.path().join("export.jsonl");
     std::fs::write(&export, received.ndjson()).expect("write export");
@@ -216,6 +224,7 @@ fn a_refused_batch_is_set_aside_and_every_later_record_arrives() {
         .collect();
     assert_eq!(rejected_ids, vec!["poison"]);
     assert_eq!(sidecar.metric("sentinel_audit_rejected_total"), 1.0);
+    assert_eq!(sidecar.status()["audit"]["rejected"], 1);
     assert!(sidecar.metric("sentinel_audit_ship_failures_total") >= 4.0);
 
     // Nothing lost or duplicated: what arrived plus what was set aside is

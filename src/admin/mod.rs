@@ -113,6 +113,7 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
         })
     });
     let audit = &state.metrics.audit;
+    let pipeline = state.audit.snapshot();
     Json(json!({
         "ready": bundle.is_some(),
         "source": load.source,
@@ -128,12 +129,14 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
         "audit": {
             "queued": audit.queue_depth.get(),
             "unacknowledged": audit.backlog.get(),
+            // The documented name: records waiting on disk (0 without a spool).
+            "spooled": if pipeline.spool_dir.is_some() { audit.backlog.get() } else { 0 },
             "spooledBytes": audit.spool_bytes.get(),
             "shipped": audit.shipped.get(),
             "dropped": audit.dropped.get(),
             "rejected": audit.rejected.get(),
             "shipFailures": audit.ship_failures.get(),
-            "pipeline": state.audit.snapshot(),
+            "pipeline": pipeline,
         },
     }))
 }

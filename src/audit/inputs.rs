@@ -119,6 +119,17 @@ impl<'m> MaskCursor<'m> {
     }
 }
 
+impl MaskCursor<'_> {
+    /// Step into array element `i`: masks may name elements by index
+    /// (`request.body.items.0.card`); an element itself is never removed.
+    pub fn enter_index(self, i: usize) -> Self {
+        if self.live == 0 {
+            return self;
+        }
+        self.enter(&i.to_string()).unwrap_or(self)
+    }
+}
+
 /// A record's input: the canonical JSON text the sidecar wrote (no tree
 /// built), or, when a record is read back (central, `audit verify`), the
 /// parsed value. Both serialise to the same canonical bytes.

@@ -424,7 +424,6 @@ async fn ship_records(
                         let records = batch.lines.len() as u64;
                         shared.counters.rejected.inc_by(records);
                         oldest_waiting = None;
-                        status.update(|s| s.consecutive_failures = retry.attempts());
                         let (first_seq, last_seq) = (batch.first_seq, batch.last_seq);
                         match kept {
                             Rejection::Kept(path) => {

@@ -86,7 +86,7 @@ fn json(out: &mut Vec<u8>, value: &Value, cursor: MaskCursor<'_>, hits: &mut u64
                     out.push(b',');
                 }
                 // Array elements are never removed, only masked inside.
-                let child = cursor.enter(&i.to_string()).unwrap_or(cursor);
+                let child = cursor.enter_index(i);
                 json(out, item, child, hits);
             }
             out.push(b']');

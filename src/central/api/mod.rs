@@ -291,8 +291,9 @@ async fn get_bundle(
             })?;
             let etag = etag_of(&name, current.revision);
             let changed = known.as_deref() != Some(etag.as_str());
-            if changed || Instant::now() >= deadline {
-                // Either way the caller holds this revision after the answer.
+            let now = Instant::now();
+            if changed || now >= deadline {
+                // Either answer leaves the caller holding this revision.
                 state
                     .saw_sidecar(&identity, &node, &name, current.revision)
                     .await;
@@ -312,7 +313,6 @@ async fn get_bundle(
                 )
                     .into_response());
             }
-            let now = Instant::now();
             if now >= deadline {
                 return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
             }
