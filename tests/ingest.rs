@@ -294,13 +294,35 @@ fn decisions_reach_central(db: &str) {
         .iter()
         .filter_map(|r| Some((r["id"].as_str()?, r)))
         .collect();
-    let first = &recent[0];
-    let stored_first = by_id
-        .get(first["auditRef"]["id"].as_str().unwrap_or(""))
-        .expect("a stored record");
-    assert_eq!(first["auditRef"]["node"], stored_first["node"]);
-    assert_eq!(first["auditRef"]["chainId"], stored_first["chainId"]);
-    assert_eq!(first["auditRef"]["seq"], stored_first["seq"]);
+    // Each is a stored denial by this policy, newest first, and its audit
+    // reference is where that record sits in its chain.
+    let mut previous_ts = String::from("9999");
+    for entry in &recent {
+        assert_eq!(
+            (&entry["role"], &entry["decision"]),
+            (&json!("decided"), &json!("deny")),
+            "{entry}"
+        );
+        let ts = entry["ts"].as_str().unwrap_or_default().to_owned();
+        assert!(ts <= previous_ts, "newest first: {ts} after {previous_ts}");
+        previous_ts = ts;
+        let stored = by_id
+            .get(entry["auditRef"]["id"].as_str().unwrap_or(""))
+            .expect("a stored record");
+        assert_eq!(stored["policyId"], "kernel.freeze-deletes");
+        assert_eq!(entry["requestId"], stored["requestId"]);
+        for (field, stored_field) in [("node", "node"), ("chainId", "chainId"), ("seq", "seq")] {
+            assert_eq!(entry["auditRef"][field], stored[stored_field], "{entry}");
+        }
+    }
+    // The newest: no stored denial of this policy is newer.
+    let newest_denial = stored
+        .iter()
+        .filter(|r| r["policyId"] == "kernel.freeze-deletes")
+        .filter_map(|r| r["ts"].as_str())
+        .max()
+        .unwrap_or_default();
+    assert_eq!(recent[0]["ts"], newest_denial);
 
     // A re-posted batch is all duplicates; an edited copy is refused and the
     // stored record stays; a bad line is quarantined, its neighbours stored.

@@ -1,9 +1,9 @@
 //! The fleet: per sidecar (client identity and node name), the bundle
 //! revision it holds and when it was last seen, from its bundle pulls.
 //!
-//! A pull answered 304 says the sidecar holds the revision it named in
-//! `If-None-Match`; one answered 200 hands it the newest. So the view is
-//! as fresh as the long poll (30 s) and costs one upsert per poll.
+//! A pull's `If-None-Match` names the revision the sidecar holds (one that
+//! refused a newer revision keeps naming the old one), recorded when the
+//! pull arrives: one upsert per poll.
 
 use super::registry::{revision_name, Registry};
 use super::store::fleet::{self as sql, FleetRow};

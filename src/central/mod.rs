@@ -58,6 +58,9 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         .map(TrustedKeys::load_dir)
         .transpose()
         .context("--approvers")?;
+    if config.decision_retention.is_zero() {
+        bail!("--decision-retention must be longer than 0 (e.g. 7d)");
+    }
     if config.approvals_required == 0 {
         bail!("--approvals-required must be at least 1");
     }

@@ -2,6 +2,7 @@
 //! quarantine and export (any role), and the fleet.
 
 use super::{counted, ApiError, ApiResult, AppState, ANYONE};
+use crate::central::decisions::parse;
 use crate::central::identity::{Peer, Role};
 use crate::central::store::decisions::DecisionFilter;
 use crate::timestamp::parse_rfc3339;
@@ -51,9 +52,9 @@ async fn ingest(
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let text = super::super::decisions::parse::body_text(&body, gzip)
+        let body = parse::body_bytes(&body, gzip)
             .map_err(|e| bad_request(format!("request body: {e}")))?;
-        let report = state.decisions.ingest(&text, &identity).await?;
+        let report = state.decisions.ingest(body, &identity).await?;
         Ok(Json(report).into_response())
     })
     .await

@@ -257,6 +257,16 @@ fn etag_of(bundle: &str, revision: i64) -> String {
     format!("\"{bundle}-{}\"", revision_name(revision))
 }
 
+/// The revision an `etag_of` names for `bundle`, if it is one.
+fn revision_of(etag: &str, bundle: &str) -> Option<i64> {
+    etag.strip_prefix('"')?
+        .strip_suffix('"')?
+        .strip_prefix(bundle)?
+        .strip_prefix("-r")?
+        .parse()
+        .ok()
+}
+
 async fn get_bundle(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -276,6 +286,11 @@ async fn get_bundle(
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // The fleet: what the sidecar holds is what its If-None-Match names
+        // (a sidecar that refuses a new revision keeps asking with the old).
+        if let Some(held) = known.as_deref().and_then(|e| revision_of(e, &name)) {
+            state.saw_sidecar(&identity, &node, &name, held).await;
+        }
         let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let mut published = state.registry.subscribe();
@@ -290,15 +305,7 @@ async fn get_bundle(
                 )
             })?;
             let etag = etag_of(&name, current.revision);
-            let changed = known.as_deref() != Some(etag.as_str());
-            let now = Instant::now();
-            if changed || now >= deadline {
-                // Either answer leaves the caller holding this revision.
-                state
-                    .saw_sidecar(&identity, &node, &name, current.revision)
-                    .await;
-            }
-            if changed {
+            if known.as_deref() != Some(etag.as_str()) {
                 let archive = state.registry.archive(&name, current.revision).await?;
                 return Ok((
                     [
@@ -313,6 +320,7 @@ async fn get_bundle(
                 )
                     .into_response());
             }
+            let now = Instant::now();
             if now >= deadline {
                 return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
             }

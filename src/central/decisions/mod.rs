@@ -71,11 +71,21 @@ impl Decisions {
     /// Store a batch of NDJSON records posted by `identity`.
     pub(crate) async fn ingest(
         &self,
-        text: &str,
+        body: Vec<u8>,
         identity: &str,
     ) -> Result<IngestReport, StoreError> {
-        let (incoming, mut refused) = parse::parse_batch(text);
-        let (incoming, mut duplicates) = first_of_each_id(incoming, &mut refused);
+        // Parsing and hashing 500 records is CPU work: off the runtime, so
+        // long polls and other requests are not held behind it.
+        let (incoming, mut refused) =
+            tokio::task::spawn_blocking(move || parse::parse_batch(&body))
+                .await
+                // Answered 503: the sidecar keeps the batch and sends it again.
+                .map_err(|e| {
+                    StoreError::Query(sqlx::Error::Protocol(format!(
+                        "parsing the batch failed: {e}"
+                    )))
+                })?;
+        let (incoming, mut duplicates, mut conflicts) = first_of_each_id(incoming, &mut refused);
         let mut tx = self.store.begin().await?;
         let rows: Vec<&DecisionRow> = incoming.iter().map(|i| &i.row).collect();
         let inserted: HashSet<String> = sql::insert_decisions(&mut tx, &rows, identity)
@@ -93,7 +103,6 @@ impl Decisions {
                 .into_iter()
                 .map(|(id, record, input)| (id, (record, input)))
                 .collect();
-        let mut conflicts = 0;
         for r in &resent {
             let same = stored
                 .get(&r.row.id)
@@ -102,7 +111,6 @@ impl Decisions {
                 duplicates += 1;
             } else {
                 conflicts += 1;
-                tracing::warn!(id = %r.row.id, node = %r.row.node, identity, "central: a record id is already stored with different content; the stored record stays");
                 refused.push(conflict(r));
             }
         }
@@ -137,6 +145,9 @@ impl Decisions {
         self.metrics.ingested.inc_by(new.len() as u64);
         self.metrics.duplicates.inc_by(duplicates as u64);
         self.metrics.rejected.inc_by(refused.len() as u64);
+        if conflicts > 0 {
+            tracing::warn!(conflicts, identity, "central: record ids already stored with different content were refused; the stored records stay");
+        }
         self.metrics.conflicts.inc_by(conflicts);
         self.metrics.chain_breaks.inc_by(breaks as u64);
         if !new.is_empty() {
@@ -276,7 +287,8 @@ impl Decisions {
     /// Delete records older than `retention`, a few thousand per statement
     /// so ingest interleaves; how many went.
     pub(crate) async fn prune(&self, retention: Duration) -> Result<u64, StoreError> {
-        let cutoff = unix_micros(SystemTime::now()) - retention.as_micros() as i64;
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = unix_micros(SystemTime::now()).saturating_sub(retention);
         let mut total = 0;
         loop {
             let mut conn = self.store.connection().await?;
@@ -293,11 +305,15 @@ impl Decisions {
 }
 
 /// Keep the first record of each id in a batch; a repeat is a duplicate
-/// when identical and refused when not.
-fn first_of_each_id(incoming: Vec<Incoming>, refused: &mut Vec<Refused>) -> (Vec<Incoming>, usize) {
+/// when identical and a conflict (refused) when not. The records kept, the
+/// duplicates and the conflicts.
+fn first_of_each_id(
+    incoming: Vec<Incoming>,
+    refused: &mut Vec<Refused>,
+) -> (Vec<Incoming>, usize, u64) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut kept: Vec<Incoming> = Vec::with_capacity(incoming.len());
-    let mut duplicates = 0;
+    let (mut duplicates, mut conflicts) = (0, 0);
     for record in incoming {
         match seen.get(&record.row.id) {
             None => {
@@ -309,12 +325,13 @@ fn first_of_each_id(incoming: Vec<Incoming>, refused: &mut Vec<Refused>) -> (Vec
                 if original.record == record.row.record && original.input == record.row.input {
                     duplicates += 1;
                 } else {
+                    conflicts += 1;
                     refused.push(conflict(&record));
                 }
             }
         }
     }
-    (kept, duplicates)
+    (kept, duplicates, conflicts)
 }
 
 fn conflict(record: &Incoming) -> Refused {

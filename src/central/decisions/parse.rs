@@ -9,22 +9,20 @@ use std::io::Read;
 /// Most bytes a gzip body may inflate to (a batch is at most a few MiB).
 pub(crate) const MAX_INFLATED: u64 = 64 << 20;
 
-/// The body as text, inflating gzip.
-pub(crate) fn body_text(body: &[u8], gzip: bool) -> Result<String, String> {
-    let bytes = if gzip {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(body)
-            .take(MAX_INFLATED + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("the body is not valid gzip: {e}"))?;
-        if out.len() as u64 > MAX_INFLATED {
-            return Err(format!("the body inflates past {MAX_INFLATED} bytes"));
-        }
-        out
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|e| format!("the body is not UTF-8: {e}"))
+/// The body's bytes, inflating gzip.
+pub(crate) fn body_bytes(body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
+    if !gzip {
+        return Ok(body.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the body is not valid gzip: {e}"))?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(format!("the body inflates past {MAX_INFLATED} bytes"));
+    }
+    Ok(out)
 }
 
 /// A valid record, ready to store.
@@ -45,12 +43,25 @@ pub(crate) struct Refused {
     pub content: String,
 }
 
-/// Every non-empty line of `text`, as a record or a refusal.
-pub(crate) fn parse_batch(text: &str) -> (Vec<Incoming>, Vec<Refused>) {
+/// Every non-empty line of `body`, as a record or a refusal (a line that
+/// is not UTF-8 is refused on its own; its neighbours still count).
+pub(crate) fn parse_batch(body: &[u8]) -> (Vec<Incoming>, Vec<Refused>) {
     let mut records = Vec::new();
     let mut refused = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = match std::str::from_utf8(raw) {
+            Ok(line) => line,
+            Err(e) => {
+                refused.push(Refused {
+                    line: line_no,
+                    error: format!("not UTF-8: {e}"),
+                    content: String::from_utf8_lossy(raw).into_owned(),
+                });
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -170,7 +181,7 @@ mod tests {
             "{good}\n\nnot json\n{{\"type\": \"other\"}}\n{}\n{edited}\n",
             good.replace("2026-11-22T23:59:59.123456Z", "yesterday")
         );
-        let (records, refused) = parse_batch(&text);
+        let (records, refused) = parse_batch(text.as_bytes());
         assert_eq!(records.len(), 2);
         let first = &records[0];
         assert_eq!((first.line, first.row.seq, first.row.hash_ok), (1, 0, true));
@@ -200,8 +211,16 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"line one\n").unwrap_or_default();
         let packed = gz.finish().unwrap_or_default();
-        assert_eq!(body_text(&packed, true).as_deref(), Ok("line one\n"));
-        assert!(body_text(b"plain", true).is_err());
-        assert!(body_text(&[0xff, 0xfe], false).is_err());
+        assert_eq!(body_bytes(&packed, true), Ok(b"line one\n".to_vec()));
+        assert!(body_bytes(b"plain", true).is_err());
+        // A line that is not UTF-8 is refused alone.
+        let (records, refused) = parse_batch(b"\xff\xfe\n\n");
+        assert!(records.is_empty());
+        assert_eq!((refused.len(), refused[0].line), (1, 1));
+        assert!(
+            refused[0].error.starts_with("not UTF-8"),
+            "{:?}",
+            refused[0]
+        );
     }
 }
