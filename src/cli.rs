@@ -42,6 +42,9 @@ enum Command {
     Eval(EvalArgs),
     /// Run a bundle's tests/*.json.
     Test(TestArgs),
+    /// Impact of a candidate bundle on recorded inputs: matches, changed
+    /// decisions, false positives, and the canary percent to start with.
+    Simulate(SimulateArgs),
     /// Build bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
@@ -215,8 +218,36 @@ struct CentralArgs {
     #[arg(long, env = "SENTINEL_CENTRAL_DECISION_RETENTION", default_value = "7d",
           value_parser = crate::timestamp::parse_duration)]
     decision_retention: std::time::Duration,
+    /// Canary guard: the window a canary's denies and false positives are counted in.
+    #[arg(long, env = "SENTINEL_CENTRAL_CANARY_WINDOW", default_value = "5m",
+          value_parser = crate::timestamp::parse_duration)]
+    canary_window: std::time::Duration,
+    /// Canary guard: a window is bad when false positives / denies is above this (0-1).
+    #[arg(long, env = "SENTINEL_CENTRAL_CANARY_MAX_FP_RATE", default_value_t = 0.05,
+          value_parser = fraction)]
+    canary_max_fp_rate: f64,
+    /// Canary guard: denies a window needs before its rate counts.
+    #[arg(long, env = "SENTINEL_CENTRAL_CANARY_MIN_DENIES", default_value_t = 10)]
+    canary_min_denies: u64,
+    /// Canary guard: bad windows in a row before the canary is paused (percent 0).
+    #[arg(long, env = "SENTINEL_CENTRAL_CANARY_BAD_WINDOWS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    canary_bad_windows: u32,
+    /// LOW/MEDIUM canaries with no bad window for this long become active; 0 turns it off.
+    #[arg(long, env = "SENTINEL_CENTRAL_PROMOTE_AFTER", default_value = "1h",
+          value_parser = duration_or_zero)]
+    promote_after: std::time::Duration,
     #[command(flatten)]
     dev: DevSkipMtls,
+}
+
+/// A duration (`500ms`, `5m`, `1h`), or `0` for "off".
+fn duration_or_zero(value: &str) -> Result<std::time::Duration, String> {
+    if value.trim() == "0" {
+        Ok(std::time::Duration::ZERO)
+    } else {
+        crate::timestamp::parse_duration(value)
+    }
 }
 
 #[derive(Args)]
@@ -288,6 +319,46 @@ struct EvalArgs {
     /// Decision when a policy cannot be evaluated (as the sidecar's --on-error).
     #[arg(long, env = "SENTINEL_ON_ERROR", value_enum, default_value = "deny")]
     on_error: OnError,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The candidate bundle: a directory, a .tar.gz or a registry URL. Its
+    /// draft and simulating policies are enforced as if active.
+    #[arg(long, env = "SENTINEL_BUNDLE")]
+    bundle: String,
+    /// Samples, one per line (`-` for stdin): decision records carrying
+    /// `input` (as central exports them) or {"input": …, "label"?: "allow"|"deny"}.
+    #[arg(long, env = "SENTINEL_SIMULATE_SAMPLES")]
+    samples: PathBuf,
+    /// Compare with this bundle's decisions instead of the recorded ones.
+    #[arg(long, env = "SENTINEL_SIMULATE_BASELINE")]
+    baseline: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// No canary is recommended above this false-positive rate (0-1).
+    #[arg(long, env = "SENTINEL_SIMULATE_MAX_FP_RATE",
+          default_value_t = crate::simulate::report::DEFAULT_MAX_FP_RATE, value_parser = fraction)]
+    max_fp_rate: f64,
+    /// table (for people; the default on a terminal) or json.
+    #[arg(long, env = "SENTINEL_SIMULATE_FORMAT", value_enum)]
+    format: Option<Format>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+/// A rate between 0 and 1.
+fn fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{value:?} is not a rate between 0 and 1 (e.g. 0.05)"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -399,6 +470,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Central(args) => run_central(*args),
         Command::Eval(args) => run_eval(args),
         Command::Test(args) => run_test(args),
+        Command::Simulate(args) => run_simulate(args),
         Command::Bundle(BundleCommand::Build {
             dir,
             output,
@@ -526,6 +598,13 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
         approvers: args.approvers,
         approvals_required: args.approvals_required,
         decision_retention: args.decision_retention,
+        guard: crate::central::rollout::windows::GuardSettings {
+            window: args.canary_window,
+            max_fp_rate: args.canary_max_fp_rate,
+            min_denies: args.canary_min_denies,
+            bad_windows: args.canary_bad_windows,
+            promote_after: (!args.promote_after.is_zero()).then_some(args.promote_after),
+        },
     })
     .map_err(Failure::from)
 }
@@ -607,6 +686,78 @@ fn explain(bundle: &Bundle, outcome: &crate::policy::Outcome) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+fn run_simulate(args: SimulateArgs) -> Result<(), Failure> {
+    use crate::simulate::{self, report::Baseline, Simulation};
+    use std::io::{BufRead, BufReader, IsTerminal, Read};
+    let candidate = load(&args.bundle, &args.remote)?;
+    let documents = candidate
+        .policies
+        .policies()
+        .iter()
+        .map(|p| p.document.clone());
+    let candidate_set = simulate::candidate_set(documents, candidate.policies.default_decision())
+        .map_err(|e| Failure::Usage(format!("{}: {e}", args.bundle)))?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|src| load(src, &args.remote))
+        .transpose()?;
+    let baseline = match &baseline {
+        Some(b) => Baseline::Bundle(&b.policies, format!("{}@{}", b.name, b.revision)),
+        None => Baseline::Recorded,
+    };
+    let display = args.samples.display().to_string();
+    let (reader, size): (Box<dyn Read>, u64) = if display == "-" {
+        (Box::new(std::io::stdin().lock()), 0)
+    } else {
+        let file = std::fs::File::open(&args.samples)
+            .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(file), size)
+    };
+    // A progress bar for long files, on a terminal only (indicatif draws
+    // nothing when stderr is not one).
+    let progress = if size >= 8 << 20 && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} simulating {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let reader: Box<dyn BufRead> = Box::new(BufReader::with_capacity(
+        1 << 16,
+        progress.wrap_read(reader),
+    ));
+    let mut simulation = Simulation::new(
+        candidate.name.as_ref(),
+        &candidate_set,
+        baseline,
+        args.max_fp_rate,
+    );
+    simulate::feed(&mut simulation, reader)
+        .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+    progress.finish_and_clear();
+    let report = simulation.report();
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Table => print!("{}", report.table()),
+    }
+    Ok(())
 }
 
 fn run_test(args: TestArgs) -> Result<(), Failure> {

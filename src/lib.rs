@@ -11,7 +11,7 @@
 //!
 //! Layers, lowest first; a module only uses those before it:
 //! helpers (`ids`, `timestamp`, `retry`, [`tls`], `shutdown`) → [`policy`]
-//! → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
+//! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
 //! [`admin`] → `serve` / `central` → [`cli`].
 
 mod admin;
@@ -27,6 +27,7 @@ pub mod policy;
 mod retry;
 mod serve;
 mod shutdown;
+pub mod simulate;
 mod timestamp;
 pub mod tls;
 

@@ -17,6 +17,7 @@ pub(crate) mod fleet;
 pub(crate) mod identity;
 pub(crate) mod lifecycle;
 pub(crate) mod registry;
+pub(crate) mod rollout;
 pub(crate) mod store;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
@@ -46,6 +47,8 @@ pub(crate) struct CentralConfig {
     pub approvals_required: usize,
     /// Stored decision records older than this are pruned.
     pub decision_retention: Duration,
+    /// The canary guard and auto-promotion.
+    pub guard: rollout::windows::GuardSettings,
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
@@ -60,6 +63,9 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         .context("--approvers")?;
     if config.decision_retention.is_zero() {
         bail!("--decision-retention must be longer than 0 (e.g. 7d)");
+    }
+    if config.guard.window.is_zero() {
+        bail!("--canary-window must be longer than 0 (e.g. 5m)");
     }
     if config.approvals_required == 0 {
         bail!("--approvals-required must be at least 1");
@@ -117,12 +123,20 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
             metrics.fleet_sidecars.clone(),
         ));
         let registry = Arc::new(registry::Registry::new(
-            store,
+            store.clone(),
             Arc::new(signer),
             approvers,
             config.approvals_required,
         ));
+        let rollout = Arc::new(rollout::Rollout::new(
+            store,
+            registry.clone(),
+            config.guard.clone(),
+            metrics.rollout.clone(),
+        ));
+        tokio::spawn(rollout.clone().run());
         let state = api::AppState {
+            rollout,
             registry: registry.clone(),
             decisions: decisions.clone(),
             fleet: fleet.clone(),

@@ -33,6 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/audit/export", get(export))
         .route("/v1/decisions", get(list))
         .route("/v1/decisions/{id}", get(one))
+        .route("/v1/decisions/{id}/feedback", post(feedback))
         .route("/v1/fleet", get(fleet))
 }
 
@@ -103,6 +104,7 @@ impl FilterQuery {
             since_us: time("since", &self.since)?,
             until_us: time("until", &self.until)?,
             id: None,
+            with_input_only: false,
         })
     }
 
@@ -174,6 +176,54 @@ async fn one(
         state.authorize(&peer, route, ANYONE)?;
         match state.decisions.get(&id).await? {
             Some(record) => Ok(Json(record).into_response()),
+            None => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no stored decision {id}"),
+            )),
+        }
+    })
+    .await
+}
+
+/// `POST /v1/decisions/{id}/feedback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feedback {
+    label: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// The labels a decision may be given: they judge its recorded decision.
+const LABELS: [&str; 2] = ["false_positive", "true_positive"];
+
+async fn feedback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/decisions/{id}/feedback";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, &[Role::Publisher, Role::Approver])?;
+        let feedback: Feedback = crate::bundle::parse_json("request body", &body)
+            .map(|(typed, _)| typed)
+            .map_err(|e| bad_request(e.to_string()))?;
+        if !LABELS.contains(&feedback.label.as_str()) {
+            return Err(bad_request(format!(
+                "request body: at /label: \"{}\" is not a label (false_positive or true_positive)",
+                feedback.label
+            )));
+        }
+        match state
+            .decisions
+            .label(&id, &feedback.label, feedback.note.trim(), &by)
+            .await?
+        {
+            Some(record) => {
+                tracing::info!(decision = %id, label = %feedback.label, by, "central: decision labelled");
+                Ok(Json(record).into_response())
+            }
             None => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("no stored decision {id}"),

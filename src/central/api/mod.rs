@@ -7,6 +7,7 @@ use super::decisions::{DecisionMetrics, Decisions};
 use super::fleet::Fleet;
 use super::identity::{Peer, Rbac, Refusal, Role};
 use super::registry::{revision_name, Registry, RegistryError};
+use super::rollout::{Rollout, RolloutMetrics};
 use super::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -33,6 +34,7 @@ pub(crate) struct CentralMetrics {
     pub requests: IntCounterVec,
     pub decisions: DecisionMetrics,
     pub fleet_sidecars: IntGaugeVec,
+    pub rollout: RolloutMetrics,
 }
 
 impl CentralMetrics {
@@ -99,7 +101,24 @@ impl CentralMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(fleet_sidecars.clone()));
+        let per_policy = |name: &str, help: &str| {
+            let c = IntCounterVec::new(prometheus::Opts::new(name, help), &["policy"])
+                .expect("valid metric");
+            let _ = registry.register(Box::new(c.clone()));
+            c
+        };
+        let rollout = RolloutMetrics {
+            trips: per_policy(
+                "sentinel_central_canary_guard_trips_total",
+                "Canaries the guard paused (percent set to 0) after consecutive bad windows",
+            ),
+            promotions: per_policy(
+                "sentinel_central_promotions_total",
+                "LOW/MEDIUM canaries promoted to active after --promote-after without a bad window",
+            ),
+        };
         CentralMetrics {
+            rollout,
             registry,
             refusals,
             requests,
@@ -118,6 +137,7 @@ impl Default for CentralMetrics {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub registry: Arc<Registry>,
+    pub rollout: Arc<Rollout>,
     pub decisions: Arc<Decisions>,
     pub fleet: Arc<Fleet>,
     pub rbac: Arc<Rbac>,
@@ -238,6 +258,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/bundles/{name}/policies/{id}/manifest", get(manifest))
         .route("/v1/bundles/{name}/policies/{id}/approvals", post(approve))
         .route("/sentinelnet/policy/{id}/explain", get(explain))
+        .route("/v1/simulate", post(simulate))
         .merge(decisions::routes())
         .with_state(state)
 }
@@ -462,10 +483,27 @@ async fn explain(
         state.authorize(&peer, route, ANYONE)?;
         let mut explained = state.registry.explain(&id).await?;
         let recent = state.decisions.recent_for_policy(&id, 100).await?;
+        let canary = state.rollout.explain(&id).await?;
         if let Some(map) = explained.as_object_mut() {
             map.insert("recentDecisions".into(), serde_json::Value::Array(recent));
+            map.insert("canary".into(), canary);
         }
         Ok(Json(explained).into_response())
+    })
+    .await
+}
+
+async fn simulate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/simulate";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, PUBLISHERS)?;
+        let report =
+            super::rollout::simulate::simulate(&state.registry, &state.decisions, &body).await?;
+        Ok(Json(report).into_response())
     })
     .await
 }

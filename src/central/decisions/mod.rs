@@ -16,6 +16,7 @@ pub(crate) mod parse;
 use super::store::decisions::{
     self as sql, ChainRow, DecisionFilter, DecisionRow, QuarantineRow, StoredRecord,
 };
+use super::store::rollout::{self as rollout_sql, LabelRow};
 use super::store::{Store, StoreError};
 use crate::timestamp::{format_timestamp, unix_micros};
 use chains::{Break, ChainState};
@@ -190,13 +191,45 @@ impl Decisions {
         Ok(rows.iter().map(record_json).collect())
     }
 
-    /// One record with its input and label.
+    /// One record with its input, its label and every label it was given.
     pub(crate) async fn get(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let filter = DecisionFilter {
             id: Some(id.to_owned()),
             ..DecisionFilter::default()
         };
-        Ok(self.list(&filter, true, 1).await?.into_iter().next())
+        let Some(mut record) = self.list(&filter, true, 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut conn = self.store.connection().await?;
+        let labels = rollout_sql::labels(&mut conn, id).await?;
+        if let Value::Object(map) = &mut record {
+            map.insert("labels".into(), json!(labels));
+        }
+        Ok(Some(record))
+    }
+
+    /// Label stored decision `id` (feedback): the last label counts, every
+    /// one is kept with who and when. The record with its label history, or
+    /// `None` when no such decision is stored.
+    pub(crate) async fn label(
+        &self,
+        id: &str,
+        label: &str,
+        note: &str,
+        by: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let row = LabelRow {
+            label: label.to_owned(),
+            note: note.to_owned(),
+            labelled_by: by.to_owned(),
+            at: format_timestamp(SystemTime::now()),
+        };
+        let mut tx = self.store.begin().await?;
+        if !rollout_sql::insert_label(&mut tx, id, &row).await? {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        self.get(id).await
     }
 
     /// The next page of an export, oldest first, one NDJSON line per

@@ -4,20 +4,49 @@
 use super::store::{self, RevisionMeta, VersionRow};
 use super::{now, revision_name, state_of, stored_document, Registry, RegistryError, Result, B64};
 use crate::bundle::{self, Bundle, BundleFiles};
+use crate::policy::{PolicyDocument, Verdict};
 use base64::Engine;
 use serde_json::json;
 
-/// The document sidecars receive for a live version: its state and canary share.
-fn enforced_document(row: &VersionRow) -> Result<Vec<u8>> {
+/// A live version as sidecars evaluate it: with its state and canary share.
+fn live_document(row: &VersionRow) -> Result<PolicyDocument> {
     let mut document = stored_document(row)?;
     document.version = row.version as u64;
     document.state = state_of(row);
     document.canary_percent = row.canary_percent;
-    serde_json::to_vec_pretty(&document)
+    Ok(document)
+}
+
+/// The file sidecars receive for a live version.
+fn enforced_document(row: &VersionRow) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(&live_document(row)?)
         .map_err(|e| RegistryError::Invalid(format!("policy {}: {e}", row.policy_id)))
 }
 
 impl Registry {
+    /// What sidecars of `bundle` evaluate (each live version with its state
+    /// and canary share) and its default decision: the base a simulation
+    /// adds candidate policies to.
+    pub(crate) async fn live_documents(
+        &self,
+        bundle_name: &str,
+    ) -> Result<(Vec<PolicyDocument>, Verdict)> {
+        let mut conn = self.store.connection().await?;
+        let bundle_row = store::bundle(&mut conn, bundle_name)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no bundle {bundle_name}")))?;
+        let default = match bundle_row.default_decision.as_str() {
+            "allow" => Verdict::Allow,
+            _ => Verdict::Deny,
+        };
+        let documents = store::live_versions(&mut conn, bundle_name)
+            .await?
+            .iter()
+            .map(live_document)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((documents, default))
+    }
+
     /// The newest revision of a bundle.
     pub(crate) async fn current(&self, bundle: &str) -> Result<Option<RevisionMeta>> {
         let mut conn = self.store.connection().await?;

@@ -138,11 +138,56 @@ impl Registry {
         by: &str,
     ) -> Result<PolicyStatus> {
         let requested = parse(body)?;
+        let applied = self.apply(bundle_name, id, &requested, by, None).await?;
+        // Without a precondition a transition is either applied or refused.
+        applied.ok_or_else(|| RegistryError::Conflict(format!("policy \"{id}\" changed meanwhile")))
+    }
+
+    /// A transition central makes by itself (the canary guard pausing a
+    /// canary, auto-promotion), recorded as `by` (`central:…`). Applied only
+    /// if the policy's newest version is still `version` and a canary with a
+    /// share above 0, so an operator's change made meanwhile wins; `None`
+    /// when it no longer applies.
+    pub(crate) async fn automatic_transition(
+        &self,
+        bundle_name: &str,
+        id: &str,
+        version: i64,
+        to: State,
+        canary_percent: f64,
+        reason: String,
+        by: &str,
+    ) -> Result<Option<PolicyStatus>> {
+        let requested = Requested {
+            to,
+            canary_percent,
+            reason,
+        };
+        self.apply(bundle_name, id, &requested, by, Some(version))
+            .await
+    }
+
+    async fn apply(
+        &self,
+        bundle_name: &str,
+        id: &str,
+        requested: &Requested,
+        by: &str,
+        only_running_canary: Option<i64>,
+    ) -> Result<Option<PolicyStatus>> {
         let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let policy = self.policy_in(&mut tx, bundle_name, id).await?;
         let latest = self.latest(&mut tx, &policy).await?;
+        if let Some(version) = only_running_canary {
+            let running = latest.version == version
+                && state_of(&latest) == State::Canary
+                && latest.canary_percent > 0.0;
+            if !running {
+                return Ok(None);
+            }
+        }
         let versions = store::versions(&mut tx, id).await?;
-        let changes = plan(id, &requested, &latest, &versions)?;
+        let changes = plan(id, requested, &latest, &versions)?;
         let document = stored_document(&latest)?;
         if requested.to == State::Active && needs_approvals(document.severity) {
             self.check_approvals(&mut tx, id, &latest, document.severity)
@@ -185,7 +230,7 @@ impl Registry {
         tx.commit().await.map_err(StoreError::from)?;
         self.announce(published);
         tracing::info!(policy = id, version = latest.version, from = from.as_str(), to = to.as_str(), by, revision = ?published, "central: transition");
-        Ok(PolicyStatus {
+        Ok(Some(PolicyStatus {
             id: id.to_owned(),
             bundle: bundle_name.to_owned(),
             version: latest.version,
@@ -193,6 +238,6 @@ impl Registry {
             canary_percent: requested.canary_percent,
             severity: document.severity,
             published_revision: published.map(revision_name),
-        })
+        }))
     }
 }

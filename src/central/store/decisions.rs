@@ -307,6 +307,8 @@ pub(crate) struct DecisionFilter {
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
     pub id: Option<String>,
+    /// Only records that carry their input (what simulations run on).
+    pub with_input_only: bool,
 }
 
 /// A stored record's JSON parts.
@@ -371,6 +373,9 @@ impl Conditions {
         }
         if let Some(id) = &filter.id {
             c.add("d.id = ?", vec![Param::Text(id.clone())]);
+        }
+        if filter.with_input_only {
+            c.add("d.input IS NOT NULL", vec![]);
         }
         c
     }

@@ -7,6 +7,7 @@
 
 pub(crate) mod decisions;
 pub(crate) mod fleet;
+pub(crate) mod rollout;
 
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
