@@ -9,41 +9,11 @@
 mod support;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 use support::central::*;
 use support::*;
-
-/// Seal a hand-made record: its `hash` over its canonical JSON (sorted
-/// keys, compact; what serde_json writes for a `Value`).
-fn seal(mut record: Value) -> Value {
-    if let Some(map) = record.as_object_mut() {
-        map.remove("hash");
-    }
-    let hash = hex::encode(Sha256::digest(record.to_string().as_bytes()));
-    record["hash"] = json!(hash);
-    record
-}
-
-/// A minimal valid record of `node`'s chain `chain` at `seq`.
-fn record(node: &str, chain: &str, seq: u64, prev_hash: &str, ts: &str) -> Value {
-    seal(json!({
-        "type": "policy.decision", "id": format!("{node}-{chain}-{seq}"), "ts": ts,
-        "node": node, "chainId": chain, "requestId": format!("req-{seq}"),
-        "decision": "allow", "status": 200, "reason": "default",
-        "policyId": null, "policyVersion": null, "bundle": "kernel", "bundleRevision": "r1",
-        "rationale": "no enforced policy matched", "evidenceRefs": [], "evidence": {},
-        "shadow": [], "latencyUs": 1, "seq": seq, "prevHash": prev_hash
-    }))
-}
-
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-fn ndjson(records: &[Value]) -> String {
-    records.iter().map(|r| format!("{r}\n")).collect()
-}
 
 /// Every stored record, through the export.
 fn export(client: &reqwest::blocking::Client, central: &Central, query: &str) -> Vec<Value> {

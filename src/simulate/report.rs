@@ -392,3 +392,22 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recommended_percent_follows_the_new_denies_and_the_false_positive_limit() {
+        let pick = |newly, fp| recommend(10_000, newly, fp, 0.05).0;
+        assert_eq!(pick(10, None), 10); // 0.1%
+        assert_eq!(pick(11, Some(0.0)), 5);
+        assert_eq!(pick(100, Some(0.05)), 5); // at the limit is not above it
+        assert_eq!(pick(101, None), 2);
+        assert_eq!(pick(500, None), 2);
+        assert_eq!(pick(501, None), 1);
+        assert_eq!(pick(1, Some(0.0501)), 0);
+        let (_, why) = recommend(10_000, 1, Some(0.2), 0.05);
+        assert!(why.contains("20.00%") && why.contains("5.00%"), "{why}");
+    }
+}

@@ -4,6 +4,7 @@
 use super::pki::{Leaf, Pki};
 use super::*;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -252,4 +253,33 @@ impl Drop for PgDatabase {
             self.name
         ));
     }
+}
+
+/// Seal a hand-made record: its `hash` over its canonical JSON (sorted
+/// keys, compact; what serde_json writes for a `Value`).
+pub(crate) fn seal(mut record: Value) -> Value {
+    if let Some(map) = record.as_object_mut() {
+        map.remove("hash");
+    }
+    let hash = hex::encode(Sha256::digest(record.to_string().as_bytes()));
+    record["hash"] = json!(hash);
+    record
+}
+
+/// A minimal valid record of `node`'s chain `chain` at `seq`.
+pub(crate) fn record(node: &str, chain: &str, seq: u64, prev_hash: &str, ts: &str) -> Value {
+    seal(json!({
+        "type": "policy.decision", "id": format!("{node}-{chain}-{seq}"), "ts": ts,
+        "node": node, "chainId": chain, "requestId": format!("req-{seq}"),
+        "decision": "allow", "status": 200, "reason": "default",
+        "policyId": null, "policyVersion": null, "bundle": "kernel", "bundleRevision": "r1",
+        "rationale": "no enforced policy matched", "evidenceRefs": [], "evidence": {},
+        "shadow": [], "latencyUs": 1, "seq": seq, "prevHash": prev_hash
+    }))
+}
+
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub(crate) fn ndjson(records: &[Value]) -> String {
+    records.iter().map(|r| format!("{r}\n")).collect()
 }

@@ -197,12 +197,11 @@ impl Rollout {
         &self,
         row: &CanaryRow,
     ) -> Result<Option<(Canary, Vec<Window>)>, RegistryError> {
-        let mut conn = self.store.connection().await?;
-        let Some((since, _, _)) = sql::canary_since(&mut conn, &row.policy_id, row.version).await?
-        else {
-            return Ok(None);
+        let starts = {
+            let mut conn = self.store.connection().await?;
+            sql::canary_starts(&mut conn, &row.policy_id, row.version, 1).await?
         };
-        let Some(start_us) = parse_rfc3339(&since) else {
+        let Some(start_us) = starts.first().and_then(|s| parse_rfc3339(&s.at)) else {
             return Ok(None);
         };
         let document: PolicyDocument = serde_json::from_str(&row.document).map_err(|e| {
@@ -211,57 +210,60 @@ impl Rollout {
                 row.policy_id, row.version
             ))
         })?;
-        let window_us = windows::window_us(&self.settings);
-        let counts = sql::deny_windows(&mut conn, &row.policy_id, start_us, window_us).await?;
         let canary = Canary {
             severity: document.severity,
             percent: row.canary_percent,
             start_us,
         };
-        Ok(Some((
-            canary,
-            windows::windows(&counts, start_us, window_us, now_us()),
-        )))
+        let windows = self.count(&row.policy_id, start_us, now_us()).await?;
+        Ok(Some((canary, windows)))
+    }
+
+    /// The windows of a canary that started at `start_us`, as of `until_us`.
+    async fn count(
+        &self,
+        policy: &str,
+        start_us: i64,
+        until_us: i64,
+    ) -> Result<Vec<Window>, StoreError> {
+        let window_us = windows::window_us(&self.settings);
+        let mut conn = self.store.connection().await?;
+        let counts = sql::deny_windows(&mut conn, policy, start_us, window_us).await?;
+        Ok(windows::windows(&counts, start_us, window_us, until_us))
     }
 
     /// Explain's `canary` section for `policy`: its share, the recent
     /// windows, and whether the guard paused it; `null` unless its newest
-    /// version is a canary.
+    /// version is a canary. A paused canary shows the windows that paused
+    /// it (the run before the pause).
     pub(crate) async fn explain(&self, policy: &str) -> Result<Value, StoreError> {
-        let row = {
-            let mut conn = self.store.connection().await?;
-            sql::canaries(&mut conn)
-                .await?
-                .into_iter()
-                .find(|c| c.policy_id == policy)
-        };
-        let Some(row) = row else {
+        let mut conn = self.store.connection().await?;
+        let Some(row) = sql::canaries(&mut conn)
+            .await?
+            .into_iter()
+            .find(|c| c.policy_id == policy)
+        else {
             return Ok(Value::Null);
         };
-        let mut conn = self.store.connection().await?;
-        let since = sql::canary_since(&mut conn, &row.policy_id, row.version).await?;
+        let starts = sql::canary_starts(&mut conn, &row.policy_id, row.version, 2).await?;
         drop(conn);
-        let start_us = since.as_ref().and_then(|(at, _, _)| parse_rfc3339(at));
-        let paused_by_guard = since
-            .as_ref()
-            .filter(|(_, by, _)| by == GUARD && row.canary_percent <= 0.0);
-        let windows = match self.windows_of(&row).await {
-            Ok(Some((_, sparse))) => {
+        let latest = starts.first();
+        let pause = latest.filter(|s| s.edited_by == GUARD && row.canary_percent <= 0.0);
+        // Which run of windows to show: the one the guard paused, or the
+        // running one.
+        let (start, until_us) = match (pause, starts.get(1)) {
+            (Some(pause), Some(before)) => (Some(before), parse_rfc3339(&pause.at)),
+            _ => (latest, None),
+        };
+        let start_us = start.and_then(|s| parse_rfc3339(&s.at));
+        let until_us = until_us.unwrap_or_else(now_us);
+        let windows = match start_us {
+            Some(start_us) => {
+                let sparse = self.count(&row.policy_id, start_us, until_us).await?;
                 let window_us = windows::window_us(&self.settings);
-                windows::recent(
-                    &sparse,
-                    start_us.unwrap_or(0),
-                    window_us,
-                    now_us(),
-                    RECENT_WINDOWS,
-                )
+                windows::recent(&sparse, start_us, window_us, until_us, RECENT_WINDOWS)
             }
-            Ok(None) => Vec::new(),
-            Err(RegistryError::Store(e)) => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, policy, "central: cannot count canary windows");
-                Vec::new()
-            }
+            None => Vec::new(),
         };
         let windows: Vec<Value> = windows
             .iter()
@@ -280,12 +282,12 @@ impl Rollout {
         Ok(json!({
             "percent": row.canary_percent,
             "version": row.version,
-            "since": since.as_ref().map(|(at, _, _)| at),
+            "since": latest.map(|s| &s.at),
             "windowSeconds": self.settings.window.as_secs_f64(),
             "windows": windows,
-            "paused": paused_by_guard.is_some(),
-            "pausedAt": paused_by_guard.map(|(at, _, _)| at),
-            "pausedReason": paused_by_guard.map(|(_, _, reason)| reason),
+            "paused": pause.is_some(),
+            "pausedAt": pause.map(|s| &s.at),
+            "pausedReason": pause.map(|s| &s.reason),
         }))
     }
 }

@@ -77,20 +77,30 @@ pub(crate) async fn canaries(conn: &mut AnyConnection) -> Result<Vec<CanaryRow>,
     .await?)
 }
 
-/// When `version` of `policy` last entered canary or changed its percent,
-/// and who did it and why: its newest transition to `canary`.
-pub(crate) async fn canary_since(
+/// A transition of a policy to `canary` (entering it, or a new percent).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct CanaryStart {
+    pub at: String,
+    pub edited_by: String,
+    pub reason: String,
+}
+
+/// The newest `count` transitions of `version` of `policy` to `canary`,
+/// newest first: the first is when the running canary started.
+pub(crate) async fn canary_starts(
     conn: &mut AnyConnection,
     policy: &str,
     version: i64,
-) -> Result<Option<(String, String, String)>, StoreError> {
+    count: i64,
+) -> Result<Vec<CanaryStart>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT at, edited_by, reason FROM transitions \
-         WHERE policy_id = $1 AND version = $2 AND to_state = 'canary' ORDER BY seq DESC LIMIT 1",
+         WHERE policy_id = $1 AND version = $2 AND to_state = 'canary' ORDER BY seq DESC LIMIT $3",
     )
     .bind(policy)
     .bind(version)
-    .fetch_optional(conn)
+    .bind(count)
+    .fetch_all(conn)
     .await?)
 }
 
