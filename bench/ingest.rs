@@ -10,8 +10,11 @@
 //! Environment: BATCHES (per sidecar, default 12), SENTINEL_BENCH_POSTGRES
 //! (default postgres://postgres@127.0.0.1:5432).
 
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+#[path = "records.rs"]
+mod records;
+
+use records::{record, GENESIS};
+use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,47 +22,9 @@ use std::time::{Duration, Instant};
 
 const SIDECARS: usize = 8;
 const BATCH: usize = 500;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A record as a sidecar writes it: realistic fields and input (~1 KB).
-fn record(node: &str, chain: &str, seq: u64, prev: &str) -> Value {
-    let mut record = json!({
-        "type": "policy.decision", "id": format!("{chain}-{seq:08}"),
-        "ts": format!("2026-11-24T01:{:02}:{:02}.{:06}Z", (seq / 60) % 60, seq % 60, seq % 1_000_000),
-        "node": node, "chainId": chain, "requestId": format!("{node}-req-{seq}"),
-        "decision": if seq % 5 == 0 { "deny" } else { "allow" },
-        "status": if seq % 5 == 0 { 403 } else { 200 },
-        "reason": "policy",
-        "policyId": if seq % 5 == 0 { "kernel.delete-needs-admin" } else { "kernel.read-allowed" },
-        "policyVersion": 3, "bundle": "kernel", "bundleRevision": "r42",
-        "rationale": "kernel.read-allowed matched: readers may list and get Kernel objects",
-        "evidenceRefs": [format!("decision:{chain}-{seq:08}"), "bundle:kernel@r42", "policy:kernel.read-allowed@3"],
-        "evidence": {"request.method": "GET", "principal.id": "spiffe://cluster/ns/app/sa/reader"},
-        "shadow": [{"policyId": "kernel.suspicious-agent-simulation", "policyVersion": 1, "mode": "simulating", "wouldDecide": "deny"}],
-        "latencyUs": 7, "seq": seq, "prevHash": prev,
-        "masked": ["request.headers.authorization"],
-        "input": {
-            "request": {"id": format!("{node}-req-{seq}"), "method": "GET", "path": "/v1/kernels/k-1234",
-                "host": "kernel.svc:10000", "scheme": "http", "protocol": "HTTP/1.1",
-                "segments": ["v1", "kernels", "k-1234"], "query": {"limit": "10"}, "size": 0,
-                "headers": {":authority": "kernel.svc:10000", ":method": "GET", ":path": "/v1/kernels/k-1234?limit=10",
-                    "user-agent": "kernel-client/2.3", "x-request-id": format!("{node}-req-{seq}"),
-                    "x-user": "spiffe://cluster/ns/app/sa/reader", "x-roles": "reader"}},
-            "source": {"address": "10.1.2.3", "port": 43512, "principal": "spiffe://cluster/ns/app/sa/reader"},
-            "destination": {"address": "10.1.9.9", "port": 10000},
-            "principal": {"id": "spiffe://cluster/ns/app/sa/reader", "roles": ["reader"]},
-            "time": {"unix": 1_795_000_000u64 + seq}
-        }
-    });
-    // The hash covers the canonical JSON (sorted keys, compact): what
-    // serde_json writes for a `Value`.
-    let hash = hex::encode(Sha256::digest(record.to_string().as_bytes()));
-    record["hash"] = json!(hash);
-    record
 }
 
 /// Per sidecar, its batches as NDJSON, chained.

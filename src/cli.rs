@@ -811,9 +811,11 @@ fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<PathBuf>) -> Result
 
 fn run_verify(file: PathBuf) -> Result<(), Failure> {
     let display = file.display().to_string();
-    let text = std::fs::read_to_string(&file)
+    let reader = std::fs::File::open(&file)
+        .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
         .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
-    let report = verify::verify(&text);
+    let report = verify::verify_reader(reader)
+        .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
     for chain in &report.chains {
         println!(
             "node {} chain {}: seq {}..{} ({} records)",

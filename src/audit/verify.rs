@@ -4,10 +4,11 @@
 //! least once and unordered, so exact duplicates are ignored and records
 //! are put in `seq` order before checking. Then every record must hash to
 //! its `hash`, link to its predecessor's hash, and no `seq` may be missing
-//! or claimed twice.
+//! or claimed twice. Lines are read one at a time and only each record's
+//! place, id and hashes are kept, so a large export verifies in little memory.
 
 use super::record::{DecisionRecord, GENESIS_HASH};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Something wrong with the records; each names the record(s) concerned.
@@ -100,18 +101,35 @@ pub(crate) struct Report {
     pub problems: Vec<Problem>,
 }
 
-/// Verify NDJSON text.
-pub(crate) fn verify(text: &str) -> Report {
-    let mut report = Report::default();
-    let mut by_id: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    // (node, chain) -> seq -> (line, record)
-    let mut chains: BTreeMap<(String, String), BTreeMap<u64, (usize, DecisionRecord)>> =
-        BTreeMap::new();
-    let mut last_seq_seen: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
+/// What verification keeps of a record once it is checked: its place,
+/// its links and its id, not its content (so memory grows by ~150 bytes a
+/// record, not by the record with its input).
+struct Seen {
+    line: usize,
+    id: Box<str>,
+    hash: Box<str>,
+    prev_hash: Box<str>,
+}
+
+/// Records of one chain by seq.
+type ChainRecords = BTreeMap<u64, Seen>;
+
+/// Verification in progress: feed lines in file order, then [`finish`](Verifier::finish).
+#[derive(Default)]
+pub(crate) struct Verifier {
+    report: Report,
+    /// Record id → its hash (to tell a duplicate from a conflicting copy).
+    by_id: HashMap<Box<str>, Box<str>>,
+    chains: BTreeMap<(String, String), ChainRecords>,
+    last_seq_seen: HashMap<(String, String), u64>,
+}
+
+impl Verifier {
+    /// Check line number `line` (1-based).
+    pub(crate) fn add_line(&mut self, line: usize, raw: &str) {
+        let report = &mut self.report;
         if raw.trim().is_empty() {
-            continue;
+            return;
         }
         let record: DecisionRecord = match serde_json::from_str(raw) {
             Ok(r) => r,
@@ -120,25 +138,26 @@ pub(crate) fn verify(text: &str) -> Report {
                     line,
                     reason: e.to_string(),
                 });
-                continue;
+                return;
             }
         };
-        if let Some((first_line, first_hash)) = by_id.get(&record.id) {
-            if *first_hash == record.hash && record.compute_hash() == record.hash {
+        let content_matches = record.compute_hash() == record.hash;
+        if let Some(first_hash) = self.by_id.get(record.id.as_str()) {
+            if **first_hash == *record.hash && content_matches {
                 report.duplicates += 1;
             } else {
-                let _ = first_line;
                 report.problems.push(Problem::ConflictingDuplicate {
                     line,
                     id: record.id.clone(),
                 });
             }
-            continue;
+            return;
         }
-        by_id.insert(record.id.clone(), (line, record.hash.clone()));
+        self.by_id
+            .insert(record.id.as_str().into(), record.hash.as_str().into());
         report.records += 1;
         let key = (record.node.clone(), record.chain_id.clone());
-        if record.compute_hash() != record.hash {
+        if !content_matches {
             report.problems.push(Problem::Edited {
                 line,
                 node: key.0.clone(),
@@ -147,75 +166,116 @@ pub(crate) fn verify(text: &str) -> Report {
                 id: record.id.clone(),
             });
         }
-        if last_seq_seen
+        if self
+            .last_seq_seen
             .get(&key)
             .is_some_and(|&last| record.seq < last)
         {
             report.out_of_order += 1;
         }
-        last_seq_seen.insert(key.clone(), record.seq);
-        let chain = chains.entry(key.clone()).or_default();
-        if let Some((_, other)) = chain.get(&record.seq) {
+        self.last_seq_seen.insert(key.clone(), record.seq);
+        let chain = self.chains.entry(key).or_default();
+        if let Some(other) = chain.get(&record.seq) {
             report.problems.push(Problem::Fork {
-                node: key.0.clone(),
-                chain: key.1.clone(),
+                node: record.node.clone(),
+                chain: record.chain_id.clone(),
                 seq: record.seq,
-                ids: (other.id.clone(), record.id.clone()),
+                ids: (other.id.to_string(), record.id.clone()),
             });
-            continue;
+            return;
         }
-        chain.insert(record.seq, (line, record));
+        chain.insert(
+            record.seq,
+            Seen {
+                line,
+                id: record.id.into(),
+                hash: record.hash.into(),
+                prev_hash: record.prev_hash.into(),
+            },
+        );
     }
-    for ((node, chain_id), records) in chains {
-        let mut previous: Option<&DecisionRecord> = None;
-        for (seq, (line, record)) in &records {
-            match previous {
-                None if *seq > 0 => report.problems.push(Problem::Gap {
-                    node: node.clone(),
-                    chain: chain_id.clone(),
-                    from: 0,
-                    to: seq - 1,
-                }),
-                None => {
-                    if record.prev_hash != GENESIS_HASH {
-                        report.problems.push(Problem::BrokenLink {
-                            line: *line,
+
+    /// Walk every chain in seq order: gaps and links.
+    pub(crate) fn finish(self) -> Report {
+        let mut report = self.report;
+        for ((node, chain_id), records) in self.chains {
+            let mut previous: Option<(u64, &Seen)> = None;
+            for (&seq, record) in &records {
+                match previous {
+                    None if seq > 0 => report.problems.push(Problem::Gap {
+                        node: node.clone(),
+                        chain: chain_id.clone(),
+                        from: 0,
+                        to: seq - 1,
+                    }),
+                    None => {
+                        if *record.prev_hash != *GENESIS_HASH {
+                            report.problems.push(Problem::BrokenLink {
+                                line: record.line,
+                                node: node.clone(),
+                                chain: chain_id.clone(),
+                                seq,
+                            });
+                        }
+                    }
+                    Some((prev_seq, _)) if prev_seq + 1 < seq => {
+                        report.problems.push(Problem::Gap {
                             node: node.clone(),
                             chain: chain_id.clone(),
-                            seq: *seq,
-                        });
+                            from: prev_seq + 1,
+                            to: seq - 1,
+                        })
+                    }
+                    Some((_, prev)) => {
+                        if record.prev_hash != prev.hash {
+                            report.problems.push(Problem::BrokenLink {
+                                line: record.line,
+                                node: node.clone(),
+                                chain: chain_id.clone(),
+                                seq,
+                            });
+                        }
                     }
                 }
-                Some(prev) if prev.seq + 1 < *seq => report.problems.push(Problem::Gap {
-                    node: node.clone(),
-                    chain: chain_id.clone(),
-                    from: prev.seq + 1,
-                    to: seq - 1,
-                }),
-                Some(prev) => {
-                    if record.prev_hash != prev.hash {
-                        report.problems.push(Problem::BrokenLink {
-                            line: *line,
-                            node: node.clone(),
-                            chain: chain_id.clone(),
-                            seq: *seq,
-                        });
-                    }
-                }
+                previous = Some((seq, record));
             }
-            previous = Some(record);
+            if let (Some(first), Some(last)) = (records.keys().next(), records.keys().last()) {
+                report.chains.push(ChainSummary {
+                    node: node.clone(),
+                    chain: chain_id.clone(),
+                    first_seq: *first,
+                    last_seq: *last,
+                    records: records.len(),
+                });
+            }
         }
-        if let (Some(first), Some(last)) = (records.keys().next(), records.keys().last()) {
-            report.chains.push(ChainSummary {
-                node: node.clone(),
-                chain: chain_id.clone(),
-                first_seq: *first,
-                last_seq: *last,
-                records: records.len(),
-            });
-        }
+        report
     }
-    report
+}
+
+/// Verify NDJSON read from `reader`, one line in memory at a time.
+pub(crate) fn verify_reader<R: std::io::BufRead>(mut reader: R) -> std::io::Result<Report> {
+    let mut verifier = Verifier::default();
+    let mut buffer = String::new();
+    let mut line = 0;
+    loop {
+        buffer.clear();
+        if reader.read_line(&mut buffer)? == 0 {
+            return Ok(verifier.finish());
+        }
+        line += 1;
+        verifier.add_line(line, buffer.trim_end_matches(['\n', '\r']));
+    }
+}
+
+/// Verify NDJSON text.
+#[cfg(test)]
+pub(crate) fn verify(text: &str) -> Report {
+    let mut verifier = Verifier::default();
+    for (index, raw) in text.lines().enumerate() {
+        verifier.add_line(index + 1, raw);
+    }
+    verifier.finish()
 }
 
 #[cfg(test)]

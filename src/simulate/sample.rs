@@ -60,7 +60,10 @@ fn opposite(verdict: Verdict) -> Verdict {
 
 /// Read one line; the error says why it is not a sample.
 pub fn parse(line: &[u8]) -> Result<Sample, String> {
-    let parsed: Line<'_> = serde_json::from_slice(line).map_err(|e| {
+    // One UTF-8 check of the whole line (word at a time) instead of one per
+    // string inside it.
+    let line = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let parsed: Line<'_> = serde_json::from_str(line).map_err(|e| {
         if e.is_data() {
             format!("not a sample: {e}")
         } else {
