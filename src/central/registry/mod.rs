@@ -17,6 +17,8 @@ mod publishing;
 mod tests;
 mod transitions;
 
+pub(crate) use transitions::CanaryAction;
+
 use super::lifecycle;
 use super::store::{self, Store, StoreError, VersionRow};
 use crate::bundle::{self, signing, BundleError, BundleFiles};

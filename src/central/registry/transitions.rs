@@ -129,6 +129,17 @@ pub(super) fn plan(
     Ok(changes)
 }
 
+/// What central itself does to a running canary: pause it or promote it.
+pub(crate) struct CanaryAction<'a> {
+    pub bundle: &'a str,
+    pub policy: &'a str,
+    /// The canary version the decision was made about.
+    pub version: i64,
+    pub to: State,
+    pub canary_percent: f64,
+    pub reason: String,
+}
+
 impl Registry {
     pub(crate) async fn transition(
         &self,
@@ -145,26 +156,27 @@ impl Registry {
 
     /// A transition central makes by itself (the canary guard pausing a
     /// canary, auto-promotion), recorded as `by` (`central:…`). Applied only
-    /// if the policy's newest version is still `version` and a canary with a
-    /// share above 0, so an operator's change made meanwhile wins; `None`
-    /// when it no longer applies.
+    /// if the policy's newest version is still `action.version` and a canary
+    /// with a share above 0, so an operator's change made meanwhile wins;
+    /// `None` when it no longer applies.
     pub(crate) async fn automatic_transition(
         &self,
-        bundle_name: &str,
-        id: &str,
-        version: i64,
-        to: State,
-        canary_percent: f64,
-        reason: String,
+        action: CanaryAction<'_>,
         by: &str,
     ) -> Result<Option<PolicyStatus>> {
         let requested = Requested {
-            to,
-            canary_percent,
-            reason,
+            to: action.to,
+            canary_percent: action.canary_percent,
+            reason: action.reason,
         };
-        self.apply(bundle_name, id, &requested, by, Some(version))
-            .await
+        self.apply(
+            action.bundle,
+            action.policy,
+            &requested,
+            by,
+            Some(action.version),
+        )
+        .await
     }
 
     async fn apply(

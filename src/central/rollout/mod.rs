@@ -20,7 +20,7 @@
 pub(crate) mod simulate;
 pub(crate) mod windows;
 
-use super::registry::{Registry, RegistryError};
+use super::registry::{CanaryAction, Registry, RegistryError};
 use super::store::rollout::{self as sql, CanaryRow};
 use super::store::{Store, StoreError};
 use crate::policy::{PolicyDocument, State};
@@ -169,12 +169,14 @@ impl Rollout {
         let applied = self
             .registry
             .automatic_transition(
-                &row.bundle,
-                &row.policy_id,
-                row.version,
-                to,
-                0.0,
-                reason.clone(),
+                CanaryAction {
+                    bundle: &row.bundle,
+                    policy: &row.policy_id,
+                    version: row.version,
+                    to,
+                    canary_percent: 0.0,
+                    reason: reason.clone(),
+                },
                 by,
             )
             .await?;
