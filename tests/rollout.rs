@@ -533,3 +533,93 @@ fn quiet_low_canaries_are_promoted_and_high_ones_never() {
         0.0
     );
 }
+
+/// Two centrals on one PostgreSQL: the guard (under an advisory lock)
+/// pauses a noisy canary once, not once per replica.
+#[test]
+fn two_centrals_on_postgres_pause_a_canary_once() {
+    let world = World::new();
+    let db = PgDatabase::create();
+    let guard = [
+        "--canary-window",
+        "1s",
+        "--canary-min-denies",
+        "3",
+        "--canary-bad-windows",
+        "2",
+        "--promote-after",
+        "0",
+    ];
+    let first = Central::start(world.path(), free_port(), &db.url(), &world.pki, &guard);
+    let second = Central::start(world.path(), free_port(), &db.url(), &world.pki, &guard);
+    let publisher = world.as_publisher();
+    let as_sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
+    publish(
+        &publisher,
+        &first,
+        freeze_deletes("HIGH"),
+        json!({"to": "canary", "canaryPercent": 50, "reason": "half"}),
+    );
+    // Denies recorded now, every 250 ms, each labelled a false positive
+    // (through either central), until one of them pauses the canary.
+    let started = Instant::now();
+    let mut prev = GENESIS.to_owned();
+    let mut seq = 0u64;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never paused:\n{}\n{}",
+            first.log_text(),
+            second.log_text()
+        );
+        let mut r = record("n1", "c1", seq, &prev, &rfc3339_now());
+        r["decision"] = json!("deny");
+        r["status"] = json!(403);
+        r["reason"] = json!("policy");
+        r["policyId"] = json!("kernel.freeze-deletes");
+        r["policyVersion"] = json!(1);
+        let r = seal(r);
+        prev = r["hash"].as_str().expect("hash").to_owned();
+        let central = if seq % 2 == 0 { &first } else { &second };
+        let (status, body) = call(
+            as_sidecar
+                .post(central.url("/v1/audit/decisions"))
+                .body(ndjson(std::slice::from_ref(&r))),
+        );
+        assert_eq!(status, 200, "{body}");
+        let id = r["id"].as_str().expect("id");
+        let (status, body) = call(
+            publisher
+                .post(central.url(&format!("/v1/decisions/{id}/feedback")))
+                .json(&json!({"label": "false_positive"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        seq += 1;
+        if explain(&publisher, &second, "kernel.freeze-deletes")["canary"]["paused"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Give the other replica time to (not) act as well.
+    std::thread::sleep(Duration::from_secs(2));
+    let explained = explain(&publisher, &first, "kernel.freeze-deletes");
+    let by_guard = explained["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .filter(|t| t["editedBy"] == "central:canary-guard")
+        .count();
+    assert_eq!(by_guard, 1, "{}", explained["transitions"]);
+    let trips: f64 = [&first, &second]
+        .iter()
+        .map(|c| {
+            central_metric(
+                &publisher,
+                c,
+                "sentinel_central_canary_guard_trips_total{policy=\"kernel.freeze-deletes\"}",
+            )
+        })
+        .sum();
+    assert_eq!(trips, 1.0);
+    assert_eq!(explained["canaryPercent"], 0.0);
+}
