@@ -24,13 +24,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Write `count` chained records (reused when the file already holds them).
-fn samples(path: &Path, count: usize) -> u64 {
+/// Write `count` chained records to `path`, and the same samples in the
+/// plain-input form (`{"input", "requestId", "label"}`, ~0.7 KB) to
+/// `inputs` (both reused when they already hold `count`).
+fn samples(path: &Path, inputs: &Path, count: usize) -> u64 {
     let marker = path.with_extension("count");
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(&count.to_string()) {
         return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     }
     let mut out = BufWriter::new(std::fs::File::create(path).expect("samples file"));
+    let mut plain = BufWriter::new(std::fs::File::create(inputs).expect("inputs file"));
     let mut prev = GENESIS.to_owned();
     for seq in 0..count as u64 {
         let mut r: Value = record(
@@ -50,8 +53,23 @@ fn samples(path: &Path, count: usize) -> u64 {
         }
         serde_json::to_writer(&mut out, &r).expect("write");
         out.write_all(b"\n").expect("write");
+        // The plain form's label is the right decision.
+        let recorded = r["decision"].as_str().unwrap_or("allow");
+        let right = match (r["label"].as_str(), recorded) {
+            (Some("false_positive"), "deny") => Some("allow"),
+            (Some("false_positive"), _) => Some("deny"),
+            (Some(_), decision) => Some(decision),
+            (None, _) => None,
+        };
+        let mut line = json!({"input": r["input"], "requestId": r["requestId"]});
+        if let Some(right) = right {
+            line["label"] = json!(right);
+        }
+        serde_json::to_writer(&mut plain, &line).expect("write");
+        plain.write_all(b"\n").expect("write");
     }
     out.flush().expect("flush");
+    plain.flush().expect("flush");
     std::fs::write(&marker, count.to_string()).expect("marker");
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -79,6 +97,21 @@ fn timed(args: &[&str]) -> (Duration, i64, String) {
     (started.elapsed(), usage.ru_maxrss, text)
 }
 
+/// Floor: parse every line of `path` into a JSON value, one thread.
+fn parse_floor(path: &Path, count: usize) -> Duration {
+    let started = Instant::now();
+    let reader = BufReader::with_capacity(1 << 16, std::fs::File::open(path).expect("open"));
+    let mut parsed = 0usize;
+    for line in reader.split(b'\n') {
+        let line = line.expect("line");
+        if serde_json::from_slice::<Value>(&line).is_ok() {
+            parsed += 1;
+        }
+    }
+    assert_eq!(parsed, count);
+    started.elapsed()
+}
+
 fn main() {
     let count: usize = std::env::var("SAMPLES")
         .ok()
@@ -87,8 +120,10 @@ fn main() {
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let file = dir.join("simulate-samples.jsonl");
+    let inputs = dir.join("simulate-inputs.jsonl");
     let started = Instant::now();
-    let bytes = samples(&file, count);
+    let bytes = samples(&file, &inputs, count);
+    let input_bytes = std::fs::metadata(&inputs).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "samples: {count} records, {:.0} MB ({:.0} bytes each), ready in {:.1?}",
         bytes as f64 / 1e6,
@@ -104,18 +139,7 @@ fn main() {
         }
     }
 
-    // Floor 1: parse every line into a JSON value, one thread.
-    let started = Instant::now();
-    let reader = BufReader::with_capacity(1 << 16, std::fs::File::open(&file).expect("open"));
-    let mut parsed = 0usize;
-    for line in reader.split(b'\n') {
-        let line = line.expect("line");
-        if serde_json::from_slice::<Value>(&line).is_ok() {
-            parsed += 1;
-        }
-    }
-    let parse = started.elapsed();
-    assert_eq!(parsed, count);
+    let parse = parse_floor(&file, count);
 
     let bundle = root().join("bench/bundles/kernel-20");
     let bundle = bundle.to_str().expect("utf8");
@@ -141,29 +165,55 @@ fn main() {
     assert_eq!(report["evaluated"], count, "{report}");
     let args = simulate_args(tenth.to_str().expect("utf8"));
     let (_, tenth_rss, _) = timed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let input_parse = parse_floor(&inputs, count);
+    let args = simulate_args(inputs.to_str().expect("utf8"));
+    let (input_simulate, input_rss, input_report) =
+        timed(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let input_report: Value = serde_json::from_str(&input_report).expect("a report");
+    assert_eq!(input_report["evaluated"], count, "{input_report}");
 
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
-    println!("| run | time | samples/s | peak RSS | vs plain parse |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    let each = |b: u64| b as f64 / count as f64;
+    println!("| samples | run | time | samples/s | peak RSS | vs plain parse |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    let records = format!("records, {:.0} B each", each(bytes));
     println!(
-        "| plain JSON parse of every line (floor) | {:.2?} | {:.0} | – | 1.00× |",
-        parse,
+        "| {records} | plain JSON parse of every line (floor) | {parse:.2?} | {:.0} | – | 1.00× |",
         rate(parse)
     );
     println!(
-        "| `sentinelnet audit verify` (floor) | {:.2?} | {:.0} | {} MiB | {:.2}× |",
-        verify,
+        "| {records} | `sentinelnet audit verify` (floor) | {verify:.2?} | {:.0} | {} MiB | {:.2}× |",
         rate(verify),
         verify_rss / 1024,
         parse.as_secs_f64() / verify.as_secs_f64()
     );
     println!(
-        "| `sentinelnet simulate`, 20 policies | {:.2?} | {:.0} | {} MiB ({} MiB on a tenth of the file) | {:.2}× |",
-        simulate, rate(simulate), rss / 1024, tenth_rss / 1024, parse.as_secs_f64() / simulate.as_secs_f64()
+        "| {records} | `sentinelnet simulate`, 20 policies | {simulate:.2?} | {:.0} | {} MiB ({} MiB on a tenth of the file) | {:.2}× |",
+        rate(simulate),
+        rss / 1024,
+        tenth_rss / 1024,
+        parse.as_secs_f64() / simulate.as_secs_f64()
+    );
+    let plain = format!("inputs, {:.0} B each", each(input_bytes));
+    println!(
+        "| {plain} | plain JSON parse of every line (floor) | {input_parse:.2?} | {:.0} | – | 1.00× |",
+        rate(input_parse)
     );
     println!(
-        "\nreport: evaluated {}, allow→deny {}, deny→allow {}, labelled {}, false positives {}, recommended {}%",
-        report["evaluated"], report["changes"]["allowToDeny"]["count"], report["changes"]["denyToAllow"]["count"],
-        report["labelled"], report["falsePositives"], report["recommendedCanaryPercent"]
+        "| {plain} | `sentinelnet simulate`, 20 policies | {input_simulate:.2?} | {:.0} | {} MiB | {:.2}× |",
+        rate(input_simulate),
+        input_rss / 1024,
+        input_parse.as_secs_f64() / input_simulate.as_secs_f64()
     );
+    for (form, report) in [("records", &report), ("inputs", &input_report)] {
+        println!(
+            "\n{form}: evaluated {}, allow→deny {}, deny→allow {}, labelled {}, false positives {}, recommended {}%",
+            report["evaluated"],
+            report["changes"]["allowToDeny"]["count"],
+            report["changes"]["denyToAllow"]["count"],
+            report["labelled"],
+            report["falsePositives"],
+            report["recommendedCanaryPercent"]
+        );
+    }
 }
