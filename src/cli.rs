@@ -51,6 +51,9 @@ enum Command {
     /// Work with exported decision records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Central's registry from the command line: push, transition, approve,
+    /// explain, decisions, label, simulate, export, fleet, chains.
+    Ctl(Box<CtlArgs>),
     /// Write an Ed25519 key pair NAME.key (0600) and NAME.pub.
     Keygen {
         /// Directory to write the keys into.
@@ -75,6 +78,120 @@ enum Command {
         /// The file to sign.
         file: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// Central's URL (https://HOST:PORT).
+    #[arg(long, env = "SENTINEL_CENTRAL_URL", global = true, default_value = "")]
+    central: String,
+    /// Client certificate (PEM); else KERNEL_MTLS_CERT_PATH.
+    #[arg(long, env = "SENTINEL_CTL_CERT", global = true, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM); else KERNEL_MTLS_KEY_PATH.
+    #[arg(long, env = "SENTINEL_CTL_KEY", global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// CA that issued central's certificate (PEM); else KERNEL_MTLS_CA_PATH.
+    #[arg(long, env = "SENTINEL_CTL_CA", global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// table (for people) or json (central's answer, for scripts).
+    #[arg(long, env = "SENTINEL_CTL_FORMAT", global = true, value_enum, default_value = "table")]
+    format: Format,
+    #[command(flatten)]
+    dev: DevSkipMtls,
+    #[command(subcommand)]
+    command: CtlSubcommand,
+}
+
+#[derive(Subcommand)]
+enum CtlSubcommand {
+    /// Create or update a bundle's settings and policies from a bundle
+    /// directory: new policies created, changed ones versioned, each moved
+    /// toward the state its file declares; at most one new revision.
+    Push {
+        /// The bundle directory (bundle.json, policies/*.json).
+        dir: PathBuf,
+        /// The bundle's name at central.
+        #[arg(long)]
+        bundle: String,
+        /// Why (recorded with every version and transition).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Policies: id, version, state, canary percent, severity.
+    Policies {
+        #[arg(long)]
+        bundle: Option<String>,
+    },
+    /// Move a policy along its lifecycle.
+    Transition {
+        id: String,
+        /// draft, simulating, canary, active or deprecated.
+        #[arg(long)]
+        to: String,
+        /// Canary percent (0-100), with --to canary.
+        #[arg(long)]
+        percent: Option<f64>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sign a policy's activation manifest and submit the approval; the
+    /// key file's name is the approver's name.
+    Approve {
+        id: String,
+        /// The approver's private key (from keygen).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Rule, history, approvals, canary windows, recent decisions.
+    Explain { id: String },
+    /// Stored decision records, newest first.
+    Decisions {
+        #[arg(long)]
+        policy: Option<String>,
+        /// allow or deny.
+        #[arg(long)]
+        decision: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many (central caps it at 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Feedback on a stored decision.
+    Label {
+        decision_id: String,
+        #[arg(value_parser = ["false_positive", "true_positive"])]
+        label: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Simulate candidate policies against the live bundle on stored records.
+    Simulate {
+        #[arg(long)]
+        bundle: String,
+        /// Policy documents (JSON files).
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Stored records with inputs and labels, as NDJSON.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Which sidecars hold which revision.
+    Fleet,
+    /// Every decision chain's verification state.
+    Chains,
 }
 
 #[derive(Subcommand)]
@@ -402,6 +519,8 @@ pub enum Failure {
     Usage(String),
     /// The command ran and found problems, e.g. failing tests (exit 1).
     Failed,
+    /// A server refused the request (exit 1, with its one-line reason).
+    Refused(String),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -451,6 +570,10 @@ pub fn main() -> i32 {
             2
         }
         Err(Failure::Failed) => 1,
+        Err(Failure::Refused(message)) => {
+            eprintln!("sentinelnet: {message}");
+            1
+        }
     }
 }
 
@@ -505,6 +628,7 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { file }) => run_verify(file),
+        Command::Ctl(args) => run_ctl(*args),
     }
 }
 
@@ -686,6 +810,92 @@ fn explain(bundle: &Bundle, outcome: &crate::policy::Outcome) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+fn run_ctl(args: CtlArgs) -> Result<(), Failure> {
+    use crate::ctl::{CtlCommand, CtlConfig, CtlError};
+    // SENTINEL_CTL_* first, then the sidecar's KERNEL_MTLS_* (one
+    // identity file set for every client of central on a machine).
+    let fallback = |given: Option<PathBuf>, env: &str| {
+        given.or_else(|| {
+            std::env::var_os(env)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    };
+    let config = CtlConfig {
+        central: args.central,
+        identity: ClientIdentity {
+            cert: fallback(args.cert, "KERNEL_MTLS_CERT_PATH"),
+            key: fallback(args.key, "KERNEL_MTLS_KEY_PATH"),
+            ca: fallback(args.ca, "KERNEL_MTLS_CA_PATH"),
+            allow_plain_http: args.dev.dev_skip_mtls,
+        },
+        json: args.format == Format::Json,
+    };
+    let command = match args.command {
+        CtlSubcommand::Push {
+            dir,
+            bundle,
+            reason,
+        } => CtlCommand::Push {
+            dir,
+            bundle,
+            reason,
+        },
+        CtlSubcommand::Policies { bundle } => CtlCommand::Policies { bundle },
+        CtlSubcommand::Transition {
+            id,
+            to,
+            percent,
+            reason,
+        } => CtlCommand::Transition {
+            id,
+            to,
+            percent,
+            reason,
+        },
+        CtlSubcommand::Approve { id, key } => CtlCommand::Approve { id, key },
+        CtlSubcommand::Explain { id } => CtlCommand::Explain { id },
+        CtlSubcommand::Decisions {
+            policy,
+            decision,
+            since,
+            until,
+            limit,
+        } => CtlCommand::Decisions {
+            policy,
+            decision,
+            since,
+            until,
+            limit,
+        },
+        CtlSubcommand::Label {
+            decision_id,
+            label,
+            note,
+        } => CtlCommand::Label {
+            id: decision_id,
+            label,
+            note,
+        },
+        CtlSubcommand::Simulate { bundle, policies } => CtlCommand::Simulate { bundle, policies },
+        CtlSubcommand::Export {
+            since,
+            until,
+            output,
+        } => CtlCommand::Export {
+            since,
+            until,
+            output,
+        },
+        CtlSubcommand::Fleet => CtlCommand::Fleet,
+        CtlSubcommand::Chains => CtlCommand::Chains,
+    };
+    crate::ctl::run(config, command).map_err(|e| match e {
+        CtlError::Refused { .. } => Failure::Refused(e.to_string()),
+        CtlError::Usage(message) => Failure::Usage(message),
+    })
 }
 
 fn run_simulate(args: SimulateArgs) -> Result<(), Failure> {

@@ -12,7 +12,7 @@
 //! Layers, lowest first; a module only uses those before it:
 //! helpers (`ids`, `timestamp`, `retry`, [`tls`], `shutdown`) → [`policy`]
 //! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
-//! [`admin`] → `serve` / `central` → [`cli`].
+//! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`].
 
 mod admin;
 pub mod audit;
@@ -20,6 +20,7 @@ pub mod authz;
 pub mod bundle;
 mod central;
 pub mod cli;
+pub mod ctl;
 pub mod decision;
 mod ids;
 pub mod metrics;

@@ -3,7 +3,7 @@
 
 use super::sample::{self, Sample};
 use crate::policy::{Mode, PolicySet, Verdict};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Examples kept per kind (skipped lines, allow→deny, deny→allow).
 pub const MAX_EXAMPLES: usize = 10;
@@ -11,7 +11,7 @@ pub const MAX_EXAMPLES: usize = 10;
 /// The false-positive rate above which no canary is recommended, unless told.
 pub const DEFAULT_MAX_FP_RATE: f64 = 0.05;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub bundle: String,
@@ -30,19 +30,19 @@ pub struct Report {
     pub recommendation: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Skipped {
     pub count: u64,
     pub examples: Vec<SkippedLine>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SkippedLine {
     pub line: u64,
     pub error: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyImpact {
     pub policy_id: String,
@@ -55,20 +55,20 @@ pub struct PolicyImpact {
     pub would_deny: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
     pub allow_to_deny: Change,
     pub deny_to_allow: Change,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Change {
     pub count: u64,
     pub examples: Vec<ChangeExample>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeExample {
     pub line: u64,

@@ -242,7 +242,9 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/v1/bundles", get(list_bundles))
         .route("/v1/bundles/{name}", get(get_bundle).put(put_bundle))
+        .route("/v1/bundles/{name}/push", post(push))
         .route(
             "/v1/bundles/{name}/policies",
             get(list_policies).post(create_policy),
@@ -363,6 +365,33 @@ async fn put_bundle(
         let by = state.authorize(&peer, route, PUBLISHERS)?;
         let result = state.registry.put_bundle(&name, &body, &by).await?;
         Ok(Json(result).into_response())
+    })
+    .await
+}
+
+async fn list_bundles(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Response {
+    let route = "GET /v1/bundles";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, ANYONE)?;
+        Ok(Json(state.registry.bundles().await?).into_response())
+    })
+    .await
+}
+
+async fn push(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let route = "POST /v1/bundles/{name}/push";
+    counted(&state.clone(), route, async move {
+        let by = state.authorize(&peer, route, PUBLISHERS)?;
+        let report = state.registry.push(&name, &body, &by).await?;
+        Ok(Json(report).into_response())
     })
     .await
 }

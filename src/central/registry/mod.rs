@@ -13,6 +13,7 @@
 mod approvals;
 mod policies;
 mod publishing;
+mod push;
 #[cfg(test)]
 mod tests;
 mod transitions;

@@ -18,36 +18,48 @@ pub(super) struct BundleSettings {
     pub reason: Option<String>,
 }
 
+/// Create `name` or set its default decision; whether it was created.
+pub(super) async fn upsert_bundle(
+    tx: &mut store::Tx,
+    name: &str,
+    default_decision: Verdict,
+    by: &str,
+) -> Result<bool> {
+    let at = now();
+    let default_decision = default_decision.as_str();
+    if store::bundle(tx, name).await?.is_some() {
+        store::update_bundle(tx, name, default_decision, by, &at).await?;
+        return Ok(false);
+    }
+    store::insert_bundle(
+        tx,
+        &store::BundleRow {
+            name: name.to_owned(),
+            default_decision: default_decision.to_owned(),
+            created_by: by.to_owned(),
+            created_at: at.clone(),
+            updated_by: by.to_owned(),
+            updated_at: at,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
 impl Registry {
     pub(crate) async fn put_bundle(&self, name: &str, body: &[u8], by: &str) -> Result<Value> {
         check_name("bundle", name)?;
         let settings: BundleSettings = parse_body(body)?;
         let default_decision = settings.default_decision.as_str();
         let (_write, mut tx) = self.begin_write(name).await?;
-        let at = now();
-        let reason = match store::bundle(&mut tx, name).await? {
-            Some(_) => {
-                store::update_bundle(&mut tx, name, default_decision, by, &at).await?;
-                settings
-                    .reason
-                    .unwrap_or_else(|| format!("default decision {default_decision}"))
+        let created = upsert_bundle(&mut tx, name, settings.default_decision, by).await?;
+        let reason = settings.reason.unwrap_or_else(|| {
+            if created {
+                "bundle created".into()
+            } else {
+                format!("default decision {default_decision}")
             }
-            None => {
-                store::insert_bundle(
-                    &mut tx,
-                    &store::BundleRow {
-                        name: name.to_owned(),
-                        default_decision: default_decision.to_owned(),
-                        created_by: by.to_owned(),
-                        created_at: at.clone(),
-                        updated_by: by.to_owned(),
-                        updated_at: at,
-                    },
-                )
-                .await?;
-                settings.reason.unwrap_or_else(|| "bundle created".into())
-            }
-        };
+        });
         let published = self.publish_if_changed(&mut tx, name, by, &reason).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.announce(published);
@@ -125,7 +137,7 @@ impl Registry {
         })
     }
 
-    async fn insert_draft(
+    pub(super) async fn insert_draft(
         &self,
         tx: &mut store::Tx,
         document: &PolicyDocument,
@@ -225,6 +237,23 @@ impl Registry {
             severity: document.severity,
             published_revision: None,
         })
+    }
+
+    /// Every bundle with its default decision and newest revision.
+    pub(crate) async fn bundles(&self) -> Result<Value> {
+        let mut conn = self.store.connection().await?;
+        let mut out = Vec::new();
+        for row in store::bundles(&mut conn).await? {
+            let revision = store::latest_revision(&mut conn, &row.name).await?;
+            out.push(json!({
+                "name": row.name,
+                "defaultDecision": row.default_decision,
+                "revision": revision.map(|r| revision_name(r.revision)),
+                "updatedBy": row.updated_by,
+                "updatedAt": row.updated_at,
+            }));
+        }
+        Ok(json!({ "bundles": out }))
     }
 
     pub(crate) async fn list(&self, bundle_name: &str) -> Result<Value> {

@@ -140,6 +140,35 @@ pub(crate) struct CanaryAction<'a> {
     pub reason: String,
 }
 
+/// Write planned changes: each version's new state and its transition.
+pub(super) async fn record_changes(
+    tx: &mut store::Tx,
+    id: &str,
+    changes: &[Change],
+    by: &str,
+    at: &str,
+) -> Result<()> {
+    for c in changes {
+        store::set_version_state(tx, id, c.version, c.to.as_str(), c.canary_percent).await?;
+        store::insert_transition(
+            tx,
+            &TransitionRow {
+                policy_id: id.to_owned(),
+                seq: 0,
+                version: c.version,
+                from_state: c.from.clone(),
+                to_state: c.to.as_str().to_owned(),
+                canary_percent: c.canary_percent,
+                reason: c.reason.clone(),
+                edited_by: by.to_owned(),
+                at: at.to_owned(),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 impl Registry {
     pub(crate) async fn transition(
         &self,
@@ -207,26 +236,7 @@ impl Registry {
         }
 
         // Step 3: apply and publish, in the same transaction.
-        let at = now();
-        for c in &changes {
-            store::set_version_state(&mut tx, id, c.version, c.to.as_str(), c.canary_percent)
-                .await?;
-            store::insert_transition(
-                &mut tx,
-                &TransitionRow {
-                    policy_id: id.to_owned(),
-                    seq: 0,
-                    version: c.version,
-                    from_state: c.from.clone(),
-                    to_state: c.to.as_str().to_owned(),
-                    canary_percent: c.canary_percent,
-                    reason: c.reason.clone(),
-                    edited_by: by.to_owned(),
-                    at: at.clone(),
-                },
-            )
-            .await?;
-        }
+        record_changes(&mut tx, id, &changes, by, &now()).await?;
         let from = state_of(&latest);
         let to = requested.to;
         let why = format!(

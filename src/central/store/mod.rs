@@ -366,6 +366,15 @@ pub(crate) async fn set_version_state(
     Ok(())
 }
 
+/// Every bundle, by name.
+pub(crate) async fn bundles(conn: &mut AnyConnection) -> Result<Vec<BundleRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT name, default_decision, created_by, created_at, updated_by, updated_at FROM bundles ORDER BY name",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The latest version of every policy in `bundle`, in id order.
 pub(crate) async fn latest_versions(
     conn: &mut AnyConnection,

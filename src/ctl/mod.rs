@@ -1,0 +1,552 @@
+//! `sentinelnet ctl`: central's registry from the command line
+//! (docs/ctl.md). One function per command: build the request, send it
+//! over mTLS, print a table for people ([`render`]) or central's JSON.
+//!
+//! Errors are one line: central's refusal (exit 1) as its status and
+//! message; bad input or an unreachable central (exit 2) as what and where.
+
+mod render;
+
+use crate::bundle::{signing, Bundle, Source};
+use crate::simulate::Report;
+use crate::tls::ClientIdentity;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where central is and who we are.
+#[derive(Debug, Clone)]
+pub struct CtlConfig {
+    pub central: String,
+    pub identity: ClientIdentity,
+    /// `--format json`: central's JSON instead of tables.
+    pub json: bool,
+}
+
+/// One `ctl` command (docs/ctl.md).
+#[derive(Debug, Clone)]
+pub enum CtlCommand {
+    Push {
+        dir: PathBuf,
+        bundle: String,
+        reason: Option<String>,
+    },
+    Policies {
+        bundle: Option<String>,
+    },
+    Transition {
+        id: String,
+        to: String,
+        percent: Option<f64>,
+        reason: String,
+    },
+    Approve {
+        id: String,
+        key: PathBuf,
+    },
+    Explain {
+        id: String,
+    },
+    Decisions {
+        policy: Option<String>,
+        decision: Option<String>,
+        since: Option<String>,
+        until: Option<String>,
+        limit: Option<u32>,
+    },
+    Label {
+        id: String,
+        label: String,
+        note: Option<String>,
+    },
+    Simulate {
+        bundle: String,
+        policies: Vec<PathBuf>,
+    },
+    Export {
+        since: Option<String>,
+        until: Option<String>,
+        output: Option<PathBuf>,
+    },
+    Fleet,
+    Chains,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Central answered with an error status (exit 1).
+    #[error("central refused: {status} {message}")]
+    Refused { status: u16, message: String },
+    /// Bad input, or central could not be reached (exit 2).
+    #[error("{0}")]
+    Usage(String),
+}
+
+type Result<T> = std::result::Result<T, CtlError>;
+
+/// Run one command to completion.
+pub fn run(config: CtlConfig, command: CtlCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let central = Central::new(&config)?;
+        central.run(command).await
+    })
+}
+
+struct Central {
+    base: String,
+    http: reqwest::Client,
+    json: bool,
+}
+
+/// Percent-encode a path segment or query value.
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn read_json_file(path: &PathBuf) -> Result<Value> {
+    let text = std::fs::read(path)
+        .map_err(|e| CtlError::Usage(format!("{}: cannot read: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| CtlError::Usage(format!("{}: invalid JSON: {e}", path.display())))
+}
+
+impl Central {
+    fn new(config: &CtlConfig) -> Result<Central> {
+        let base = config.central.trim_end_matches('/').to_owned();
+        if base.is_empty() {
+            return Err(CtlError::Usage(
+                "no central: give --central https://HOST:PORT or set SENTINEL_CENTRAL_URL".into(),
+            ));
+        }
+        let http = config
+            .identity
+            .client_for(&base, Duration::from_secs(60))
+            .map_err(CtlError::Usage)?;
+        Ok(Central {
+            base,
+            http,
+            json: config.json,
+        })
+    }
+
+    /// Send and read the whole answer; an error status is a refusal with
+    /// central's `error` message.
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e))))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CtlError::Usage(format!("{url}: the answer broke off: {e}")))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+        Err(CtlError::Refused {
+            status: status.as_u16(),
+            message: format!("{}: {message}", status.canonical_reason().unwrap_or("")),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.decode(self.send(Method::GET, path, None).await?)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.decode(self.send(Method::POST, path, Some(body)).await?)
+    }
+
+    fn decode(&self, bytes: Vec<u8>) -> Result<Value> {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CtlError::Usage(format!("central's answer is not JSON: {e}")))
+    }
+
+    /// `--format json`: central's answer; otherwise the table.
+    fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            print!("{}", table(value));
+        }
+    }
+
+    /// The bundle a policy id belongs to (ids are unique across a central).
+    async fn bundle_of(&self, id: &str) -> Result<String> {
+        let explained = self
+            .get(&format!("/sentinelnet/policy/{}/explain", encode(id)))
+            .await?;
+        explained["bundle"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| CtlError::Usage(format!("central's explain of {id} names no bundle")))
+    }
+
+    async fn run(&self, command: CtlCommand) -> Result<()> {
+        match command {
+            CtlCommand::Push {
+                dir,
+                bundle,
+                reason,
+            } => self.push(dir, &bundle, reason).await,
+            CtlCommand::Policies { bundle } => self.policies(bundle).await,
+            CtlCommand::Transition {
+                id,
+                to,
+                percent,
+                reason,
+            } => {
+                let bundle = self.bundle_of(&id).await?;
+                let mut body = json!({"to": to, "reason": reason});
+                if let Some(percent) = percent {
+                    body["canaryPercent"] = json!(percent);
+                }
+                let path = format!(
+                    "/v1/bundles/{}/policies/{}/transition",
+                    encode(&bundle),
+                    encode(&id)
+                );
+                let status = self.post(&path, &body).await?;
+                self.print(&status, |s| {
+                    format!(
+                        "{} v{}: {} (canary {}%){}\n",
+                        render::cell(&s["id"]),
+                        render::cell(&s["version"]),
+                        render::cell(&s["state"]),
+                        render::cell(&s["canaryPercent"]),
+                        published(&s["publishedRevision"])
+                    )
+                });
+                Ok(())
+            }
+            CtlCommand::Approve { id, key } => self.approve(&id, key).await,
+            CtlCommand::Explain { id } => {
+                let explained = self
+                    .get(&format!("/sentinelnet/policy/{}/explain", encode(&id)))
+                    .await?;
+                self.print(&explained, render::explain);
+                Ok(())
+            }
+            CtlCommand::Decisions {
+                policy,
+                decision,
+                since,
+                until,
+                limit,
+            } => {
+                let path = format!(
+                    "/v1/decisions{}",
+                    query(&[
+                        ("policy", policy),
+                        ("decision", decision),
+                        ("since", since),
+                        ("until", until),
+                        ("limit", limit.map(|l| l.to_string())),
+                    ])
+                );
+                let answer = self.get(&path).await?;
+                self.print(&answer, |a| {
+                    render::table(
+                        &["TIME", "DECISION", "STATUS", "POLICY", "NODE", "REQUEST", "LABEL", "ID"],
+                        &render::rows_of(
+                            &a["decisions"],
+                            &["ts", "decision", "status", "policyId", "node", "requestId", "label", "id"],
+                        ),
+                    )
+                });
+                Ok(())
+            }
+            CtlCommand::Label { id, label, note } => {
+                let mut body = json!({ "label": label });
+                if let Some(note) = note {
+                    body["note"] = json!(note);
+                }
+                let path = format!("/v1/decisions/{}/feedback", encode(&id));
+                let record = self.post(&path, &body).await?;
+                self.print(&record, |r| {
+                    let count = r["labels"].as_array().map_or(0, Vec::len);
+                    format!(
+                        "{}: labelled {} ({} label{} so far)\n",
+                        render::cell(&r["id"]),
+                        render::cell(&r["label"]),
+                        count,
+                        if count == 1 { "" } else { "s" }
+                    )
+                });
+                Ok(())
+            }
+            CtlCommand::Simulate { bundle, policies } => {
+                let documents = policies
+                    .iter()
+                    .map(read_json_file)
+                    .collect::<Result<Vec<_>>>()?;
+                let report = self
+                    .post(
+                        "/v1/simulate",
+                        &json!({"bundle": bundle, "policies": documents}),
+                    )
+                    .await?;
+                self.print(&report, |r| match serde_json::from_value::<Report>(r.clone()) {
+                    Ok(report) => report.table(),
+                    Err(_) => serde_json::to_string_pretty(r).unwrap_or_default(),
+                });
+                Ok(())
+            }
+            CtlCommand::Export {
+                since,
+                until,
+                output,
+            } => self.export(since, until, output).await,
+            CtlCommand::Fleet => {
+                let fleet = self.get("/v1/fleet").await?;
+                self.print(&fleet, |f| {
+                    render::table(
+                        &["IDENTITY", "NODE", "BUNDLE", "REVISION", "NEWEST", "CURRENT", "LAST SEEN"],
+                        &render::rows_of(
+                            &f["sidecars"],
+                            &["identity", "node", "bundle", "revision", "newest", "current", "lastSeen"],
+                        ),
+                    )
+                });
+                Ok(())
+            }
+            CtlCommand::Chains => {
+                let chains = self.get("/v1/audit/chains").await?;
+                self.print(&chains, |c| {
+                    render::table(
+                        &["NODE", "CHAIN", "STATUS", "LAST SEQ", "VERIFIED THROUGH", "GAPS", "BREAKS"],
+                        &render::rows_of(
+                            &c["chains"],
+                            &["node", "chainId", "status", "lastSeq", "verifiedThrough", "gaps", "breaks"],
+                        ),
+                    )
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Validate the directory like `bundle build`, then send its settings
+    /// and every policy file in one request.
+    async fn push(&self, dir: PathBuf, bundle: &str, reason: Option<String>) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(CtlError::Usage(format!(
+                "{}: not a bundle directory",
+                dir.display()
+            )));
+        }
+        let files = Source::Directory(dir.clone())
+            .read()
+            .map_err(|e| CtlError::Usage(e.to_string()))?;
+        let loaded = Bundle::from_files(&files).map_err(|e| CtlError::Usage(e.to_string()))?;
+        let mut policies = Vec::new();
+        for file in loaded.policy_files.values() {
+            let bytes = files.get(file).map(Vec::as_slice).unwrap_or_default();
+            let document: Value = serde_json::from_slice(bytes)
+                .map_err(|e| CtlError::Usage(format!("{}/{file}: {e}", dir.display())))?;
+            policies.push(document);
+        }
+        let mut body = json!({
+            "defaultDecision": loaded.manifest.default_decision,
+            "policies": policies,
+        });
+        if let Some(reason) = reason {
+            body["reason"] = json!(reason);
+        }
+        let report = self
+            .post(&format!("/v1/bundles/{}/push", encode(bundle)), &body)
+            .await?;
+        self.print(&report, |r| {
+            let mut out = render::table(
+                &["POLICY", "CONTENT", "VERSION", "STATE", "CANARY", "WANTED", "NOTE"],
+                &render::rows_of(
+                    &r["policies"],
+                    &["id", "content", "version", "state", "canaryPercent", "wanted", "note"],
+                ),
+            );
+            out.push_str(&format!(
+                "bundle {} (default {}){}\n",
+                render::cell(&r["bundle"]),
+                render::cell(&r["defaultDecision"]),
+                published(&r["publishedRevision"])
+            ));
+            out
+        });
+        Ok(())
+    }
+
+    async fn policies(&self, bundle: Option<String>) -> Result<()> {
+        let names = match bundle {
+            Some(name) => vec![name],
+            None => self.get("/v1/bundles").await?["bundles"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .filter_map(|b| b["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut bundles = Vec::new();
+        for name in names {
+            bundles.push(
+                self.get(&format!("/v1/bundles/{}/policies", encode(&name)))
+                    .await?,
+            );
+        }
+        let answer = json!({ "bundles": bundles });
+        self.print(&answer, |a| {
+            let mut rows = Vec::new();
+            for bundle in a["bundles"].as_array().into_iter().flatten() {
+                for mut row in render::rows_of(
+                    &bundle["policies"],
+                    &["id", "version", "state", "canaryPercent", "severity", "effect"],
+                ) {
+                    row.insert(0, render::cell(&bundle["name"]));
+                    rows.push(row);
+                }
+            }
+            render::table(
+                &["BUNDLE", "POLICY", "VERSION", "STATE", "CANARY %", "SEVERITY", "EFFECT"],
+                &rows,
+            )
+        });
+        Ok(())
+    }
+
+    /// Fetch the manifest, show what is approved, sign it with the key
+    /// (its file name is the approver's name), submit.
+    async fn approve(&self, id: &str, key: PathBuf) -> Result<()> {
+        let key = signing::SigningKey::load(&key).map_err(|e| CtlError::Usage(e.to_string()))?;
+        let bundle = self.bundle_of(id).await?;
+        let base = format!("/v1/bundles/{}/policies/{}", encode(&bundle), encode(id));
+        let manifest = self
+            .send(Method::GET, &format!("{base}/manifest"), None)
+            .await?;
+        let shown: Value = serde_json::from_slice(&manifest)
+            .map_err(|e| CtlError::Usage(format!("central's manifest is not JSON: {e}")))?;
+        let signature = key.sign(&manifest);
+        let answer = self
+            .post(
+                &format!("{base}/approvals"),
+                &json!({"approver": key.name, "signature": signature}),
+            )
+            .await?;
+        if !self.json {
+            eprint!(
+                "{}",
+                render::fields(&[
+                    ("approving", format!("{} v{}", render::cell(&shown["policyId"]), render::cell(&shown["version"]))),
+                    ("bundle", render::cell(&shown["bundle"])),
+                    ("severity", render::cell(&shown["severity"])),
+                    ("document sha256", render::cell(&shown["documentSha256"])),
+                    ("as approver", key.name.clone()),
+                ])
+            );
+        }
+        self.print(&json!({"manifest": shown, "approval": answer}), |a| {
+            let approval = &a["approval"];
+            format!(
+                "approved {} v{}: {} of {} approvals ({})\n",
+                render::cell(&approval["policyId"]),
+                render::cell(&approval["version"]),
+                render::cell(&approval["approvals"]),
+                render::cell(&approval["required"]),
+                render::cell(&approval["approvers"])
+            )
+        });
+        Ok(())
+    }
+
+    /// Stream the NDJSON export to a file or stdout.
+    async fn export(
+        &self,
+        since: Option<String>,
+        until: Option<String>,
+        output: Option<PathBuf>,
+    ) -> Result<()> {
+        use std::io::Write;
+        let path = format!(
+            "/v1/audit/export{}",
+            query(&[("since", since), ("until", until)])
+        );
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e))))?;
+        if response.status() != StatusCode::OK {
+            // Read the refusal the same way as every other command.
+            return self.send(Method::GET, &path, None).await.map(|_| ());
+        }
+        let mut out: Box<dyn Write> = match &output {
+            Some(file) => Box::new(std::io::BufWriter::new(std::fs::File::create(file).map_err(
+                |e| CtlError::Usage(format!("{}: cannot write: {e}", file.display())),
+            )?)),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        let mut records = 0usize;
+        let write_err = |e: std::io::Error| CtlError::Usage(format!("cannot write the export: {e}"));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| CtlError::Usage(format!("{url}: the export broke off: {e}")))?
+        {
+            records += chunk.iter().filter(|&&b| b == b'\n').count();
+            out.write_all(&chunk).map_err(write_err)?;
+        }
+        out.flush().map_err(write_err)?;
+        if let Some(file) = output {
+            eprintln!("wrote {records} records to {}", file.display());
+        }
+        Ok(())
+    }
+}
+
+fn published(revision: &Value) -> String {
+    match revision.as_str() {
+        Some(r) => format!(", published {r}"),
+        None => ", no new revision".to_owned(),
+    }
+}
+
+/// The innermost cause of a connection error (reqwest's own text is
+/// "error sending request for url …").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
