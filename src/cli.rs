@@ -95,7 +95,13 @@ struct CtlArgs {
     #[arg(long, env = "SENTINEL_CTL_CA", global = true, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// table (for people) or json (central's answer, for scripts).
-    #[arg(long, env = "SENTINEL_CTL_FORMAT", global = true, value_enum, default_value = "table")]
+    #[arg(
+        long,
+        env = "SENTINEL_CTL_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
     format: Format,
     #[command(flatten)]
     dev: DevSkipMtls,

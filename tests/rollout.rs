@@ -245,6 +245,53 @@ fn labels_and_simulation(db: &str) {
     );
     assert_eq!(from_central["recommendedCanaryPercent"], 0);
 
+    // A live policy in `simulating` stays in shadow in the candidate: it
+    // is listed with its matches, and changes no decision.
+    let mut shadow_gets = json!({"id": "kernel.shadow-gets", "version": 1, "severity": "LOW",
+        "state": "draft", "effect": "deny", "when": {"==": [{"var": "request.method"}, "GET"]}});
+    let (status, body) = call(
+        publisher
+            .post(central.url("/v1/bundles/kernel/policies"))
+            .json(&shadow_gets),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        publisher
+            .post(central.url("/v1/bundles/kernel/policies/kernel.shadow-gets/transition"))
+            .json(&json!({"to": "simulating", "reason": "shadow"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, with_shadow) = call(
+        publisher
+            .post(central.url("/v1/simulate"))
+            .json(&json!({"bundle": "kernel", "policies": [block_bots()]})),
+    );
+    assert_eq!(status, 200, "{with_shadow}");
+    assert_eq!(with_shadow["changes"], from_central["changes"]);
+    let shadow_row = with_shadow["policies"]
+        .as_array()
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p["policyId"] == "kernel.shadow-gets")
+                .cloned()
+        })
+        .expect("the shadow policy is listed");
+    assert_eq!(
+        (&shadow_row["matches"], &shadow_row["wouldDeny"]),
+        (&json!(40), &json!(0))
+    );
+    // Given as a candidate, the same policy is enforced.
+    shadow_gets["state"] = json!("draft");
+    let (_, enforced) = call(
+        publisher
+            .post(central.url("/v1/simulate"))
+            .json(&json!({"bundle": "kernel", "policies": [shadow_gets]})),
+    );
+    assert_eq!(
+        enforced["changes"]["allowToDeny"]["count"], 40,
+        "{enforced}"
+    );
+
     // Bad requests name what is wrong; only publishers may simulate.
     let (status, body) = call(publisher.post(central.url("/v1/simulate")).json(
         &json!({"bundle": "kernel", "policies": [{"id": "x", "version": 1, "severity": "LOW",
@@ -481,9 +528,10 @@ fn quiet_low_canaries_are_promoted_and_high_ones_never() {
     let mut high = freeze_deletes("HIGH");
     high["id"] = json!("kernel.high-canary");
     let to_canary = json!({"to": "canary", "canaryPercent": 10, "reason": "start small"});
+    // --promote-after counts from the LOW canary's transition.
+    let started = Instant::now();
     publish(&publisher, &central, low, to_canary.clone());
     publish(&publisher, &central, high, to_canary);
-    let started = Instant::now();
     wait_until("the LOW canary promoted", Duration::from_secs(20), || {
         explain(&publisher, &central, "kernel.low-canary")["state"] == "active"
     });
@@ -622,4 +670,91 @@ fn two_centrals_on_postgres_pause_a_canary_once() {
         .sum();
     assert_eq!(trips, 1.0);
     assert_eq!(explained["canaryPercent"], 0.0);
+}
+
+/// A canary whose fix is being drafted (a newer version in draft) is still
+/// enforced, so the guard still watches and pauses it.
+#[test]
+fn the_guard_pauses_a_canary_while_its_fix_is_drafted() {
+    let world = World::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/central.db", dir.path().display());
+    let central = Central::start(
+        world.path(),
+        free_port(),
+        &db,
+        &world.pki,
+        &[
+            "--canary-window",
+            "1s",
+            "--canary-min-denies",
+            "2",
+            "--canary-bad-windows",
+            "2",
+        ],
+    );
+    let publisher = world.as_publisher();
+    let as_sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
+    publish(
+        &publisher,
+        &central,
+        freeze_deletes("LOW"),
+        json!({"to": "canary", "canaryPercent": 20, "reason": "try"}),
+    );
+    let mut fix = freeze_deletes("LOW");
+    fix["description"] = json!("the fix, still a draft");
+    let (status, body) = call(
+        publisher
+            .put(central.url("/v1/bundles/kernel/policies/kernel.freeze-deletes"))
+            .json(&fix),
+    );
+    assert_eq!((status, &body["version"]), (200, &json!(2)), "{body}");
+    let started = Instant::now();
+    let mut prev = GENESIS.to_owned();
+    let mut seq = 0u64;
+    let canary = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never paused:\n{}",
+            central.log_text()
+        );
+        let mut r = record("n1", "c1", seq, &prev, &rfc3339_now());
+        r["decision"] = json!("deny");
+        r["policyId"] = json!("kernel.freeze-deletes");
+        r["policyVersion"] = json!(1);
+        let r = seal(r);
+        prev = r["hash"].as_str().expect("hash").to_owned();
+        let (status, _) = call(
+            as_sidecar
+                .post(central.url("/v1/audit/decisions"))
+                .body(ndjson(std::slice::from_ref(&r))),
+        );
+        assert_eq!(status, 200);
+        let id = r["id"].as_str().expect("id");
+        let (status, _) = call(
+            publisher
+                .post(central.url(&format!("/v1/decisions/{id}/feedback")))
+                .json(&json!({"label": "false_positive"})),
+        );
+        assert_eq!(status, 200);
+        seq += 1;
+        let canary = explain(&publisher, &central, "kernel.freeze-deletes")["canary"].clone();
+        if canary["paused"] == true {
+            break canary;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (&canary["version"], &canary["percent"]),
+        (&json!(1), &json!(0.0))
+    );
+    let explained = explain(&publisher, &central, "kernel.freeze-deletes");
+    assert_eq!(
+        (&explained["version"], &explained["state"]),
+        (&json!(2), &json!("draft")),
+        "the draft is untouched"
+    );
+    // A LOW canary with a drafted fix is not auto-promoted either (it is
+    // paused now; the draft stays a draft).
+    assert_eq!(explained["enforcedVersion"], 1);
 }

@@ -297,6 +297,7 @@ fn the_report_matches_numbers_computed_from_the_samples() {
         "--samples",
         plain_file.to_str().expect("utf8"),
     ]);
+    assert_eq!(no_baseline["baseline"], "none");
     assert_eq!(no_baseline["changes"]["allowToDeny"]["count"], 0);
     assert_eq!(no_baseline["falsePositives"], false_positives as u64);
 

@@ -253,18 +253,25 @@ impl Verifier {
     }
 }
 
-/// Verify NDJSON read from `reader`, one line in memory at a time.
+/// Verify NDJSON read from `reader`, one line in memory at a time. A line
+/// that is not UTF-8 is reported as unreadable, like any other bad line.
 pub(crate) fn verify_reader<R: std::io::BufRead>(mut reader: R) -> std::io::Result<Report> {
     let mut verifier = Verifier::default();
-    let mut buffer = String::new();
+    let mut buffer = Vec::new();
     let mut line = 0;
     loop {
         buffer.clear();
-        if reader.read_line(&mut buffer)? == 0 {
+        if reader.read_until(b'\n', &mut buffer)? == 0 {
             return Ok(verifier.finish());
         }
         line += 1;
-        verifier.add_line(line, buffer.trim_end_matches(['\n', '\r']));
+        match std::str::from_utf8(&buffer) {
+            Ok(text) => verifier.add_line(line, text.trim_end_matches(['\n', '\r'])),
+            Err(e) => verifier.report.problems.push(Problem::Unreadable {
+                line,
+                reason: format!("not UTF-8: {e}"),
+            }),
+        }
     }
 }
 
@@ -323,6 +330,19 @@ mod tests {
             .iter()
             .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
             .collect()
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_one_problem_and_the_rest_verifies() {
+        let mut text = ndjson(&chain_of(3)).into_bytes();
+        text.extend_from_slice(b"\xff\xfe not utf-8\n");
+        let report = verify_reader(std::io::Cursor::new(text)).expect("reads");
+        assert_eq!(report.records, 3);
+        assert!(
+            matches!(&report.problems[..], [Problem::Unreadable { line: 4, .. }]),
+            "{:?}",
+            report.problems
+        );
     }
 
     #[test]

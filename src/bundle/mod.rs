@@ -311,6 +311,22 @@ fn deserialize_value<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Deserialize `value`; on failure, the JSON pointer of the offending
+/// field (empty at the top) and why.
+pub(crate) fn typed_at<T: serde::de::DeserializeOwned>(
+    value: &Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let pointer = pointer_of(e.path());
+        let pointer = if pointer == "/" {
+            String::new()
+        } else {
+            pointer
+        };
+        (pointer, e.inner().to_string())
+    })
+}
+
 fn pointer_of(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();

@@ -156,10 +156,9 @@ impl Central {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e))))?;
+        let response = request.send().await.map_err(|e| {
+            CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e)))
+        })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -194,7 +193,10 @@ impl Central {
     /// `--format json`: central's answer; otherwise the table.
     fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             print!("{}", table(value));
         }
@@ -276,10 +278,22 @@ impl Central {
                 let answer = self.get(&path).await?;
                 self.print(&answer, |a| {
                     render::table(
-                        &["TIME", "DECISION", "STATUS", "POLICY", "NODE", "REQUEST", "LABEL", "ID"],
+                        &[
+                            "TIME", "DECISION", "STATUS", "POLICY", "NODE", "REQUEST", "LABEL",
+                            "ID",
+                        ],
                         &render::rows_of(
                             &a["decisions"],
-                            &["ts", "decision", "status", "policyId", "node", "requestId", "label", "id"],
+                            &[
+                                "ts",
+                                "decision",
+                                "status",
+                                "policyId",
+                                "node",
+                                "requestId",
+                                "label",
+                                "id",
+                            ],
                         ),
                     )
                 });
@@ -315,9 +329,11 @@ impl Central {
                         &json!({"bundle": bundle, "policies": documents}),
                     )
                     .await?;
-                self.print(&report, |r| match serde_json::from_value::<Report>(r.clone()) {
-                    Ok(report) => report.table(),
-                    Err(_) => serde_json::to_string_pretty(r).unwrap_or_default(),
+                self.print(&report, |r| {
+                    match serde_json::from_value::<Report>(r.clone()) {
+                        Ok(report) => report.table(),
+                        Err(_) => serde_json::to_string_pretty(r).unwrap_or_default(),
+                    }
                 });
                 Ok(())
             }
@@ -330,10 +346,21 @@ impl Central {
                 let fleet = self.get("/v1/fleet").await?;
                 self.print(&fleet, |f| {
                     render::table(
-                        &["IDENTITY", "NODE", "BUNDLE", "REVISION", "NEWEST", "CURRENT", "LAST SEEN"],
+                        &[
+                            "IDENTITY",
+                            "NODE",
+                            "BUNDLE",
+                            "REVISION",
+                            "NEWEST",
+                            "CURRENT",
+                            "LAST SEEN",
+                        ],
                         &render::rows_of(
                             &f["sidecars"],
-                            &["identity", "node", "bundle", "revision", "newest", "current", "lastSeen"],
+                            &[
+                                "identity", "node", "bundle", "revision", "newest", "current",
+                                "lastSeen",
+                            ],
                         ),
                     )
                 });
@@ -343,10 +370,26 @@ impl Central {
                 let chains = self.get("/v1/audit/chains").await?;
                 self.print(&chains, |c| {
                     render::table(
-                        &["NODE", "CHAIN", "STATUS", "LAST SEQ", "VERIFIED THROUGH", "GAPS", "BREAKS"],
+                        &[
+                            "NODE",
+                            "CHAIN",
+                            "STATUS",
+                            "LAST SEQ",
+                            "VERIFIED THROUGH",
+                            "GAPS",
+                            "BREAKS",
+                        ],
                         &render::rows_of(
                             &c["chains"],
-                            &["node", "chainId", "status", "lastSeq", "verifiedThrough", "gaps", "breaks"],
+                            &[
+                                "node",
+                                "chainId",
+                                "status",
+                                "lastSeq",
+                                "verifiedThrough",
+                                "gaps",
+                                "breaks",
+                            ],
                         ),
                     )
                 });
@@ -387,10 +430,20 @@ impl Central {
             .await?;
         self.print(&report, |r| {
             let mut out = render::table(
-                &["POLICY", "CONTENT", "VERSION", "STATE", "CANARY", "WANTED", "NOTE"],
+                &[
+                    "POLICY", "CONTENT", "VERSION", "STATE", "CANARY", "WANTED", "NOTE",
+                ],
                 &render::rows_of(
                     &r["policies"],
-                    &["id", "content", "version", "state", "canaryPercent", "wanted", "note"],
+                    &[
+                        "id",
+                        "content",
+                        "version",
+                        "state",
+                        "canaryPercent",
+                        "wanted",
+                        "note",
+                    ],
                 ),
             );
             out.push_str(&format!(
@@ -429,14 +482,23 @@ impl Central {
             for bundle in a["bundles"].as_array().into_iter().flatten() {
                 for mut row in render::rows_of(
                     &bundle["policies"],
-                    &["id", "version", "state", "canaryPercent", "severity", "effect"],
+                    &[
+                        "id",
+                        "version",
+                        "state",
+                        "canaryPercent",
+                        "severity",
+                        "effect",
+                    ],
                 ) {
                     row.insert(0, render::cell(&bundle["name"]));
                     rows.push(row);
                 }
             }
             render::table(
-                &["BUNDLE", "POLICY", "VERSION", "STATE", "CANARY %", "SEVERITY", "EFFECT"],
+                &[
+                    "BUNDLE", "POLICY", "VERSION", "STATE", "CANARY %", "SEVERITY", "EFFECT",
+                ],
                 &rows,
             )
         });
@@ -465,7 +527,14 @@ impl Central {
             eprint!(
                 "{}",
                 render::fields(&[
-                    ("approving", format!("{} v{}", render::cell(&shown["policyId"]), render::cell(&shown["version"]))),
+                    (
+                        "approving",
+                        format!(
+                            "{} v{}",
+                            render::cell(&shown["policyId"]),
+                            render::cell(&shown["version"])
+                        )
+                    ),
                     ("bundle", render::cell(&shown["bundle"])),
                     ("severity", render::cell(&shown["severity"])),
                     ("document sha256", render::cell(&shown["documentSha256"])),
@@ -500,24 +569,24 @@ impl Central {
             query(&[("since", since), ("until", until)])
         );
         let url = format!("{}{path}", self.base);
-        let mut response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e))))?;
+        let mut response = self.http.get(&url).send().await.map_err(|e| {
+            CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e)))
+        })?;
         if response.status() != StatusCode::OK {
             // Read the refusal the same way as every other command.
             return self.send(Method::GET, &path, None).await.map(|_| ());
         }
         let mut out: Box<dyn Write> = match &output {
-            Some(file) => Box::new(std::io::BufWriter::new(std::fs::File::create(file).map_err(
-                |e| CtlError::Usage(format!("{}: cannot write: {e}", file.display())),
-            )?)),
+            Some(file) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(file).map_err(|e| {
+                    CtlError::Usage(format!("{}: cannot write: {e}", file.display()))
+                })?,
+            )),
             None => Box::new(std::io::stdout().lock()),
         };
         let mut records = 0usize;
-        let write_err = |e: std::io::Error| CtlError::Usage(format!("cannot write the export: {e}"));
+        let write_err =
+            |e: std::io::Error| CtlError::Usage(format!("cannot write the export: {e}"));
         while let Some(chunk) = response
             .chunk()
             .await

@@ -91,10 +91,21 @@ pub(crate) fn explain(e: &Value) -> String {
     let _ = writeln!(out, "\nRULE\n{}", cell(&e["ruleText"]));
     let _ = writeln!(out, "\nTRANSITIONS");
     out.push_str(&table(
-        &["SEQ", "VERSION", "FROM", "TO", "CANARY", "BY", "AT", "REASON"],
+        &[
+            "SEQ", "VERSION", "FROM", "TO", "CANARY", "BY", "AT", "REASON",
+        ],
         &rows_of(
             &e["transitions"],
-            &["seq", "version", "from", "to", "canaryPercent", "editedBy", "at", "reason"],
+            &[
+                "seq",
+                "version",
+                "from",
+                "to",
+                "canaryPercent",
+                "editedBy",
+                "at",
+                "reason",
+            ],
         ),
     ));
     let _ = writeln!(

@@ -43,6 +43,36 @@ pub fn candidate_set(
     Ok(PolicySet::new(policies, default_decision))
 }
 
+/// A live bundle with candidate policies added (or replacing the live
+/// policy with the same id), as central's `POST /v1/simulate` evaluates
+/// it: live policies as sidecars evaluate them (simulating ones in shadow,
+/// canaries at their share), the candidates enforced as if active.
+pub fn live_with_candidates(
+    live: impl IntoIterator<Item = PolicyDocument>,
+    candidates: impl IntoIterator<Item = PolicyDocument>,
+    default_decision: Verdict,
+) -> Result<PolicySet, PolicyError> {
+    let candidates: Vec<PolicyDocument> = candidates
+        .into_iter()
+        .map(|mut d| {
+            d.state = State::Active;
+            d.canary_percent = 0.0;
+            d
+        })
+        .collect();
+    let mut policies = Vec::new();
+    for document in live {
+        if candidates.iter().any(|c| c.id == document.id) {
+            continue;
+        }
+        policies.push(Policy::compile(document)?);
+    }
+    for document in candidates {
+        policies.push(Policy::compile(document)?);
+    }
+    Ok(PolicySet::new(policies, default_decision))
+}
+
 /// Feed every line of `reader` to `simulation`, one line in memory at a time.
 pub fn feed<R: std::io::BufRead>(
     simulation: &mut Simulation<'_>,

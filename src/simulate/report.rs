@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_FP_RATE: f64 = 0.05;
 pub struct Report {
     pub bundle: String,
     /// `recorded` (each record's own decision), `NAME@REVISION` of a
-    /// `--baseline` bundle, or `none`.
+    /// `--baseline` bundle, or `none` (plain inputs without a baseline).
     pub baseline: String,
     pub samples: u64,
     pub evaluated: u64,
@@ -105,6 +105,8 @@ pub struct Simulation<'a> {
     /// Samples the candidate denies that the baseline did not (or that have
     /// no baseline).
     newly_denied: u64,
+    /// Samples that carried a recorded decision (record form).
+    recorded_samples: u64,
 }
 
 fn rate(part: u64, whole: u64) -> f64 {
@@ -136,6 +138,7 @@ impl<'a> Simulation<'a> {
             labelled_denied: 0,
             false_positives: 0,
             newly_denied: 0,
+            recorded_samples: 0,
         }
     }
 
@@ -159,6 +162,9 @@ impl<'a> Simulation<'a> {
 
     fn evaluate(&mut self, line: u64, sample: Sample) {
         self.evaluated += 1;
+        if sample.recorded.is_some() {
+            self.recorded_samples += 1;
+        }
         // An enforced policy that cannot be evaluated denies, like the
         // sidecar's default `--on-error deny`.
         let outcome = self.candidate.decide(&sample.input, Verdict::Deny);
@@ -212,18 +218,22 @@ impl<'a> Simulation<'a> {
 
     /// The report (the simulation can go on afterwards).
     pub fn report(&self) -> Report {
-        let false_positive_rate =
-            (self.labelled_denied > 0).then(|| rate(self.false_positives, self.labelled_denied));
+        // The rule compares the exact rate; the report shows it rounded.
+        let exact_rate = (self.labelled_denied > 0)
+            .then(|| self.false_positives as f64 / self.labelled_denied as f64);
         let (recommended_canary_percent, recommendation) = recommend(
             self.evaluated,
             self.newly_denied,
-            false_positive_rate,
+            exact_rate,
             self.max_fp_rate,
         );
+        let false_positive_rate =
+            (self.labelled_denied > 0).then(|| rate(self.false_positives, self.labelled_denied));
         Report {
             bundle: self.bundle.clone(),
             baseline: match &self.baseline {
-                Baseline::Recorded => "recorded".into(),
+                Baseline::Recorded if self.recorded_samples > 0 => "recorded".into(),
+                Baseline::Recorded => "none".into(),
                 Baseline::Bundle(_, name) => name.clone(),
             },
             samples: self.samples,

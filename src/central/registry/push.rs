@@ -16,7 +16,9 @@ use super::lifecycle::{check_transition, needs_approvals};
 use super::policies::upsert_bundle;
 use super::store::{self, StoreError};
 use super::transitions::{plan, record_changes, Requested};
-use super::{check_name, now, revision_name, state_of, stored_document, Registry, RegistryError, Result};
+use super::{
+    check_name, now, revision_name, state_of, stored_document, Registry, RegistryError, Result,
+};
 use crate::policy::{Policy, PolicyDocument, State, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -64,15 +66,8 @@ fn invalid(message: String) -> RegistryError {
 
 /// A pushed document as central stores a draft of it, and the state its file asks for.
 fn parse_policy(index: usize, value: &Value) -> Result<(PolicyDocument, State, f64)> {
-    let document: PolicyDocument = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!("/{}", path.replace('.', "/"))
-        };
-        invalid(format!("at /policies/{index}{at}: {}", e.inner()))
-    })?;
+    let document: PolicyDocument = crate::bundle::typed_at(value)
+        .map_err(|(at, message)| invalid(format!("at /policies/{index}{at}: {message}")))?;
     let (wanted, percent) = (document.state, document.canary_percent);
     Policy::compile(document.clone()).map_err(|e| {
         invalid(format!(
@@ -94,7 +89,12 @@ fn content_of(document: &PolicyDocument) -> Value {
 }
 
 impl Registry {
-    pub(crate) async fn push(&self, bundle_name: &str, body: &[u8], by: &str) -> Result<PushReport> {
+    pub(crate) async fn push(
+        &self,
+        bundle_name: &str,
+        body: &[u8],
+        by: &str,
+    ) -> Result<PushReport> {
         check_name("bundle", bundle_name)?;
         let request: PushRequest = super::parse_body(body)?;
         let mut parsed = Vec::with_capacity(request.policies.len());
@@ -163,9 +163,11 @@ impl Registry {
             let note = self
                 .move_toward(&mut tx, bundle_name, &id, wanted, percent, &reason, by, &at)
                 .await?;
-            let latest = store::version(&mut tx, &id, version).await?.ok_or_else(|| {
-                RegistryError::NotFound(format!("policy \"{id}\" has no version {version}"))
-            })?;
+            let latest = store::version(&mut tx, &id, version)
+                .await?
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!("policy \"{id}\" has no version {version}"))
+                })?;
             report.push(PushedPolicy {
                 id,
                 content,
@@ -177,7 +179,9 @@ impl Registry {
             });
         }
         let why = format!("push: {reason}");
-        let published = self.publish_if_changed(&mut tx, bundle_name, by, &why).await?;
+        let published = self
+            .publish_if_changed(&mut tx, bundle_name, by, &why)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.announce(published);
         tracing::info!(bundle = bundle_name, policies = report.len(), by, revision = ?published, "central: push");
@@ -206,12 +210,19 @@ impl Registry {
         let policy = self.policy_in(tx, bundle_name, id).await?;
         let latest = self.latest(tx, &policy).await?;
         let current = state_of(&latest);
-        let percent = if wanted == State::Canary { percent } else { 0.0 };
+        let percent = if wanted == State::Canary {
+            percent
+        } else {
+            0.0
+        };
         if current == wanted && (wanted != State::Canary || latest.canary_percent == percent) {
             return Ok(None);
         }
         if let Err(why) = check_transition(current, wanted) {
-            return Ok(Some(format!("kept {}: {why}; use a transition", current.as_str())));
+            return Ok(Some(format!(
+                "kept {}: {why}; use a transition",
+                current.as_str()
+            )));
         }
         let document = stored_document(&latest)?;
         if wanted == State::Active && needs_approvals(document.severity) {

@@ -135,6 +135,8 @@ pub(crate) struct CanaryAction<'a> {
     pub policy: &'a str,
     /// The canary version the decision was made about.
     pub version: i64,
+    /// When its run started (its newest transition to canary), as read.
+    pub started_at: &'a str,
     pub to: State,
     pub canary_percent: f64,
     pub reason: String,
@@ -178,66 +180,84 @@ impl Registry {
         by: &str,
     ) -> Result<PolicyStatus> {
         let requested = parse(body)?;
-        let applied = self.apply(bundle_name, id, &requested, by, None).await?;
-        // Without a precondition a transition is either applied or refused.
-        applied.ok_or_else(|| RegistryError::Conflict(format!("policy \"{id}\" changed meanwhile")))
-    }
-
-    /// A transition central makes by itself (the canary guard pausing a
-    /// canary, auto-promotion), recorded as `by` (`central:…`). Applied only
-    /// if the policy's newest version is still `action.version` and a canary
-    /// with a share above 0, so an operator's change made meanwhile wins;
-    /// `None` when it no longer applies.
-    pub(crate) async fn automatic_transition(
-        &self,
-        action: CanaryAction<'_>,
-        by: &str,
-    ) -> Result<Option<PolicyStatus>> {
-        let requested = Requested {
-            to: action.to,
-            canary_percent: action.canary_percent,
-            reason: action.reason,
-        };
-        self.apply(
-            action.bundle,
-            action.policy,
-            &requested,
-            by,
-            Some(action.version),
-        )
-        .await
-    }
-
-    async fn apply(
-        &self,
-        bundle_name: &str,
-        id: &str,
-        requested: &Requested,
-        by: &str,
-        only_running_canary: Option<i64>,
-    ) -> Result<Option<PolicyStatus>> {
         let (_write, mut tx) = self.begin_write(bundle_name).await?;
         let policy = self.policy_in(&mut tx, bundle_name, id).await?;
         let latest = self.latest(&mut tx, &policy).await?;
-        if let Some(version) = only_running_canary {
-            let running = latest.version == version
-                && state_of(&latest) == State::Canary
-                && latest.canary_percent > 0.0;
-            if !running {
-                return Ok(None);
-            }
-        }
         let versions = store::versions(&mut tx, id).await?;
-        let changes = plan(id, requested, &latest, &versions)?;
+        let changes = plan(id, &requested, &latest, &versions)?;
         let document = stored_document(&latest)?;
         if requested.to == State::Active && needs_approvals(document.severity) {
             self.check_approvals(&mut tx, id, &latest, document.severity)
                 .await?;
         }
+        self.finish(tx, bundle_name, id, &latest, &requested, &changes, by)
+            .await
+    }
 
-        // Step 3: apply and publish, in the same transaction.
-        record_changes(&mut tx, id, &changes, by, &now()).await?;
-        let from = state_of(&latest);
+    /// A transition central makes by itself (the canary guard pausing a
+    /// canary, auto-promotion), recorded as `by` (`central:…`). Applied only
+    /// if `action.version` is still a canary with a share above 0 whose run
+    /// started at `action.started_at` (an operator's change made meanwhile
+    /// wins); a promotion only if that version is also the newest. A pause
+    /// sets that version's share to 0 even while a newer version is being
+    /// drafted. `None` when it no longer applies.
+    pub(crate) async fn automatic_transition(
+        &self,
+        action: CanaryAction<'_>,
+        by: &str,
+    ) -> Result<Option<PolicyStatus>> {
+        let id = action.policy;
+        let (_write, mut tx) = self.begin_write(action.bundle).await?;
+        let policy = self.policy_in(&mut tx, action.bundle, id).await?;
+        let Some(target) = store::version(&mut tx, id, action.version).await? else {
+            return Ok(None);
+        };
+        let started = store::rollout::canary_starts(&mut tx, id, action.version, 1).await?;
+        let running = state_of(&target) == State::Canary
+            && target.canary_percent > 0.0
+            && started.first().map(|s| s.at.as_str()) == Some(action.started_at);
+        if !running {
+            return Ok(None);
+        }
+        let requested = Requested {
+            to: action.to,
+            canary_percent: action.canary_percent,
+            reason: action.reason,
+        };
+        let changes = match action.to {
+            State::Canary => vec![Change {
+                version: target.version,
+                from: target.state.clone(),
+                to: State::Canary,
+                canary_percent: requested.canary_percent,
+                reason: requested.reason.clone(),
+            }],
+            _ if target.version != policy.latest_version => return Ok(None),
+            _ => {
+                let versions = store::versions(&mut tx, id).await?;
+                plan(id, &requested, &target, &versions)?
+            }
+        };
+        self.finish(tx, action.bundle, id, &target, &requested, &changes, by)
+            .await
+            .map(Some)
+    }
+
+    /// Step 3: apply the changes and publish, in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        mut tx: store::Tx,
+        bundle_name: &str,
+        id: &str,
+        latest: &VersionRow,
+        requested: &Requested,
+        changes: &[Change],
+        by: &str,
+    ) -> Result<PolicyStatus> {
+        record_changes(&mut tx, id, changes, by, &now()).await?;
+        let document = stored_document(latest)?;
+        let from = state_of(latest);
         let to = requested.to;
         let why = format!(
             "{id} v{}: {} → {}: {}",
@@ -252,7 +272,7 @@ impl Registry {
         tx.commit().await.map_err(StoreError::from)?;
         self.announce(published);
         tracing::info!(policy = id, version = latest.version, from = from.as_str(), to = to.as_str(), by, revision = ?published, "central: transition");
-        Ok(Some(PolicyStatus {
+        Ok(PolicyStatus {
             id: id.to_owned(),
             bundle: bundle_name.to_owned(),
             version: latest.version,
@@ -260,6 +280,6 @@ impl Registry {
             canary_percent: requested.canary_percent,
             severity: document.severity,
             published_revision: published.map(revision_name),
-        }))
+        })
     }
 }

@@ -123,45 +123,60 @@ impl Rollout {
             if row.canary_percent <= 0.0 {
                 continue;
             }
-            let Some((canary, windows)) = self.windows_of(&row).await? else {
-                continue;
-            };
-            let now = now_us();
-            match windows::decide(&canary, &windows, &self.settings, now) {
-                Action::Watch => {}
-                Action::Pause(run) => self.pause(&row, &run).await?,
-                Action::Promote {
-                    windows,
-                    denies,
-                    false_positives,
-                } => {
-                    let reason = format!(
-                        "auto-promoted: canary at {}% for {} with no bad window ({windows} windows, {denies} denies, {false_positives} false positives)",
-                        row.canary_percent,
-                        humantime(Duration::from_micros(now.saturating_sub(canary.start_us).max(0) as u64)),
-                    );
-                    self.act(&row, State::Active, reason, PROMOTER).await?;
-                }
+            // One canary that cannot be looked at must not stop the guard
+            // for the others.
+            if let Err(e) = self.check(&row).await {
+                tracing::warn!(policy = %row.policy_id, version = row.version, error = %e, "central: canary guard could not look at this canary");
             }
         }
         Ok(())
     }
 
-    async fn pause(&self, row: &CanaryRow, run: &[Window]) -> Result<(), RegistryError> {
-        let reason = format!(
-            "canary guard: {} bad windows in a row (false positives above {:.2}% of at least {} denies): {}; canary paused at 0% (was {}%)",
-            run.len(),
-            self.settings.max_fp_rate * 100.0,
-            self.settings.min_denies,
-            run.iter().map(describe).collect::<Vec<_>>().join("; "),
-            row.canary_percent
-        );
-        self.act(row, State::Canary, reason, GUARD).await
+    async fn check(&self, row: &CanaryRow) -> Result<(), RegistryError> {
+        let Some((canary, windows, started_at)) = self.windows_of(row).await? else {
+            return Ok(());
+        };
+        let now = now_us();
+        match windows::decide(&canary, &windows, &self.settings, now) {
+            Action::Watch => Ok(()),
+            Action::Pause(run) => {
+                let reason = format!(
+                    "canary guard: {} bad windows in a row (false positives above {:.2}% of at least {} denies): {}; canary paused at 0% (was {}%)",
+                    run.len(),
+                    self.settings.max_fp_rate * 100.0,
+                    self.settings.min_denies,
+                    run.iter().map(describe).collect::<Vec<_>>().join("; "),
+                    row.canary_percent
+                );
+                self.act(row, &started_at, State::Canary, reason, GUARD)
+                    .await
+            }
+            Action::Promote { .. } if row.version != row.latest_version => {
+                // A newer version is being drafted: promoting this one now
+                // would race the fix.
+                Ok(())
+            }
+            Action::Promote {
+                windows,
+                denies,
+                false_positives,
+            } => {
+                let ran = Duration::from_micros(now.saturating_sub(canary.start_us).max(0) as u64);
+                let reason = format!(
+                    "auto-promoted: canary at {}% for {} with no bad window ({windows} windows, {denies} denies, {false_positives} false positives)",
+                    row.canary_percent,
+                    humantime(ran),
+                );
+                self.act(row, &started_at, State::Active, reason, PROMOTER)
+                    .await
+            }
+        }
     }
 
     async fn act(
         &self,
         row: &CanaryRow,
+        started_at: &str,
         to: State,
         reason: String,
         by: &str,
@@ -173,6 +188,7 @@ impl Rollout {
                     bundle: &row.bundle,
                     policy: &row.policy_id,
                     version: row.version,
+                    started_at,
                     to,
                     canary_percent: 0.0,
                     reason: reason.clone(),
@@ -193,17 +209,21 @@ impl Rollout {
         Ok(())
     }
 
-    /// A canary's severity, share, start and windows so far; `None` when
-    /// it has no transition to canary (cannot happen through the API).
+    /// A canary's severity, share, start and windows so far, and the `at`
+    /// of the transition that started its run; `None` when it has no
+    /// transition to canary (cannot happen through the API).
     async fn windows_of(
         &self,
         row: &CanaryRow,
-    ) -> Result<Option<(Canary, Vec<Window>)>, RegistryError> {
+    ) -> Result<Option<(Canary, Vec<Window>, String)>, RegistryError> {
         let starts = {
             let mut conn = self.store.connection().await?;
             sql::canary_starts(&mut conn, &row.policy_id, row.version, 1).await?
         };
-        let Some(start_us) = starts.first().and_then(|s| parse_rfc3339(&s.at)) else {
+        let Some(started) = starts.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(start_us) = parse_rfc3339(&started.at) else {
             return Ok(None);
         };
         let document: PolicyDocument = serde_json::from_str(&row.document).map_err(|e| {
@@ -218,7 +238,7 @@ impl Rollout {
             start_us,
         };
         let windows = self.count(&row.policy_id, start_us, now_us()).await?;
-        Ok(Some((canary, windows)))
+        Ok(Some((canary, windows, started.at)))
     }
 
     /// The windows of a canary that started at `start_us`, as of `until_us`.
@@ -235,15 +255,15 @@ impl Rollout {
     }
 
     /// Explain's `canary` section for `policy`: its share, the recent
-    /// windows, and whether the guard paused it; `null` unless its newest
-    /// version is a canary. A paused canary shows the windows that paused
+    /// windows, and whether the guard paused it; `null` unless one of its
+    /// versions is a canary. A paused canary shows the windows that paused
     /// it (the run before the pause).
     pub(crate) async fn explain(&self, policy: &str) -> Result<Value, StoreError> {
         let mut conn = self.store.connection().await?;
         let Some(row) = sql::canaries(&mut conn)
             .await?
             .into_iter()
-            .find(|c| c.policy_id == policy)
+            .rfind(|c| c.policy_id == policy)
         else {
             return Ok(Value::Null);
         };

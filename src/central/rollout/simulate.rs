@@ -13,7 +13,7 @@ use super::super::registry::{Registry, RegistryError};
 use super::super::store::decisions::DecisionFilter;
 use crate::policy::{Policy, PolicyDocument, State};
 use crate::simulate::report::{Baseline, DEFAULT_MAX_FP_RATE};
-use crate::simulate::{candidate_set, Report, Simulation};
+use crate::simulate::{live_with_candidates, Report, Simulation};
 use crate::timestamp::parse_rfc3339;
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,16 +52,8 @@ fn candidates(policies: &[Value]) -> Result<Vec<PolicyDocument>, RegistryError> 
     let mut ids = BTreeSet::new();
     let mut documents = Vec::new();
     for (i, value) in policies.iter().enumerate() {
-        let mut document: PolicyDocument =
-            serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let at = if path == "." {
-                    String::new()
-                } else {
-                    format!("/{}", path.replace('.', "/"))
-                };
-                invalid(format!("at /policies/{i}{at}: {}", e.inner()))
-            })?;
+        let mut document: PolicyDocument = crate::bundle::typed_at(value)
+            .map_err(|(at, message)| invalid(format!("at /policies/{i}{at}: {message}")))?;
         document.state = State::Active;
         document.canary_percent = 0.0;
         Policy::compile(document.clone()).map_err(|e| {
@@ -124,12 +116,7 @@ pub(crate) async fn simulate(
         ..DecisionFilter::default()
     };
     let (live, default_decision) = registry.live_documents(&request.bundle).await?;
-    let replaced: BTreeSet<&str> = candidates.iter().map(|d| d.id.as_str()).collect();
-    let documents = live
-        .into_iter()
-        .filter(|d| !replaced.contains(d.id.as_str()))
-        .chain(candidates.iter().cloned());
-    let set = candidate_set(documents, default_decision).map_err(|e| {
+    let set = live_with_candidates(live, candidates, default_decision).map_err(|e| {
         invalid(format!(
             "policy \"{}\" at {}: {}",
             e.policy, e.pointer, e.message

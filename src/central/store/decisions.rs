@@ -484,7 +484,8 @@ pub(crate) async fn prune_decisions(
     Ok(done.rows_affected())
 }
 
-/// Delete policy index rows and quarantined lines older than `cutoff_us`.
+/// Delete policy index rows and quarantined lines older than `cutoff_us`,
+/// and the labels of decisions no longer stored.
 pub(crate) async fn prune_indexes(
     conn: &mut AnyConnection,
     cutoff_us: i64,
@@ -495,6 +496,10 @@ pub(crate) async fn prune_indexes(
         .await?;
     sqlx::query("DELETE FROM quarantine WHERE received_us < $1")
         .bind(cutoff_us)
+        .execute(&mut *conn)
+        .await?;
+    // Labels go with their decision (few rows: one per feedback given).
+    sqlx::query("DELETE FROM decision_labels WHERE decision_id NOT IN (SELECT id FROM decisions)")
         .execute(&mut *conn)
         .await?;
     Ok(())

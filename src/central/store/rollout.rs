@@ -57,21 +57,23 @@ pub(crate) async fn labels(
     .await?)
 }
 
-/// A policy whose newest version is a canary.
+/// A policy version in the canary state (the newest version, or an older
+/// one still enforced while a newer one is drafted).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct CanaryRow {
     pub policy_id: String,
     pub bundle: String,
     pub version: i64,
+    pub latest_version: i64,
     pub canary_percent: f64,
     pub document: String,
 }
 
 pub(crate) async fn canaries(conn: &mut AnyConnection) -> Result<Vec<CanaryRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT v.policy_id, p.bundle, v.version, v.canary_percent, v.document \
-         FROM policies p JOIN policy_versions v ON v.policy_id = p.id AND v.version = p.latest_version \
-         WHERE v.state = 'canary' ORDER BY v.policy_id",
+        "SELECT v.policy_id, p.bundle, v.version, p.latest_version, v.canary_percent, v.document \
+         FROM policies p JOIN policy_versions v ON v.policy_id = p.id \
+         WHERE v.state = 'canary' ORDER BY v.policy_id, v.version",
     )
     .fetch_all(conn)
     .await?)
