@@ -80,19 +80,21 @@ enum Command {
     },
 }
 
+/// Central and identity come before the command (`ctl --key K approve ID
+/// --key APPROVER_KEY` has two different keys); `--format` goes anywhere.
 #[derive(Args)]
 struct CtlArgs {
     /// Central's URL (https://HOST:PORT).
-    #[arg(long, env = "SENTINEL_CENTRAL_URL", global = true, default_value = "")]
+    #[arg(long, env = "SENTINEL_CENTRAL_URL", default_value = "")]
     central: String,
     /// Client certificate (PEM); else KERNEL_MTLS_CERT_PATH.
-    #[arg(long, env = "SENTINEL_CTL_CERT", global = true, value_name = "FILE")]
+    #[arg(long, env = "SENTINEL_CTL_CERT", value_name = "FILE")]
     cert: Option<PathBuf>,
     /// Client key (PEM); else KERNEL_MTLS_KEY_PATH.
-    #[arg(long, env = "SENTINEL_CTL_KEY", global = true, value_name = "FILE")]
+    #[arg(long, env = "SENTINEL_CTL_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
     /// CA that issued central's certificate (PEM); else KERNEL_MTLS_CA_PATH.
-    #[arg(long, env = "SENTINEL_CTL_CA", global = true, value_name = "FILE")]
+    #[arg(long, env = "SENTINEL_CTL_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
     /// table (for people) or json (central's answer, for scripts).
     #[arg(

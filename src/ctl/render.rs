@@ -10,6 +10,11 @@ pub(crate) fn cell(value: &Value) -> String {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
+        // 25.0 → 25: percentages are stored as floats.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
