@@ -261,8 +261,61 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/bundles/{name}/policies/{id}/approvals", post(approve))
         .route("/sentinelnet/policy/{id}/explain", get(explain))
         .route("/v1/simulate", post(simulate))
+        .route("/openapi.json", get(openapi))
         .merge(decisions::routes())
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint (GET /openapi.json lists them)".into(),
+            )
+        })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The OpenAPI 3 description of every endpoint, kept next to the routes
+/// and tested against them (`openapi_lists_every_route`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    let route = "GET /openapi.json";
+    counted(&state.clone(), route, async move {
+        state.authorize(&peer, route, ANYONE)?;
+        Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
+    })
+    .await
+}
+
+/// Every error answer is `{"error": "…"}`, also those axum writes itself
+/// (a malformed query string, a body over the limit, a method the path
+/// does not take), so clients parse one shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {text}")
+    };
+    let mut fixed = (status, Json(json!({ "error": message }))).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -535,4 +588,52 @@ async fn simulate(
         Ok(Json(report).into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+    use std::collections::BTreeSet;
+
+    /// Every `let route = "METHOD PATH"` a handler counts itself under.
+    fn routes_in_code() -> BTreeSet<String> {
+        let mut routes = BTreeSet::new();
+        for source in [include_str!("mod.rs"), include_str!("decisions.rs")] {
+            for line in source.lines() {
+                let line = line.trim();
+                if let Some(rest) = line.strip_prefix("let route = \"") {
+                    if let Some(route) = rest.strip_suffix("\";") {
+                        routes.insert(route.to_owned());
+                    }
+                }
+            }
+        }
+        // Served without a role check, so not counted by route.
+        routes.insert("GET /healthz".into());
+        routes.insert("GET /metrics".into());
+        routes
+    }
+
+    #[test]
+    fn openapi_lists_every_route_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, operations) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in operations.as_object().expect("operations") {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+                assert!(
+                    operation["x-roles"].is_array(),
+                    "{method} {path} lists its roles"
+                );
+                assert!(
+                    operation["responses"]["default"].is_object(),
+                    "{method} {path} documents errors"
+                );
+            }
+        }
+        let in_code = routes_in_code();
+        assert!(in_code.len() > 20, "{in_code:?}");
+        assert_eq!(documented, in_code);
+    }
 }
