@@ -3,8 +3,8 @@
 # bundle in policies/, the sentinelnet sidecar pulling it over mTLS with
 # development certificates (`sentinelnet dev-pki`), a mock Kernel upstream,
 # and Envoy 1.40 in front with ext_authz. Builds and installs what it needs,
-# walks the example policies through the lifecycle (HIGH/CRITICAL ones with
-# three approver signatures), shows allowed and denied requests and a live
+# publishes the example policies with `sentinelnet ctl push` (HIGH/CRITICAL
+# ones after three approver signatures), shows allowed and denied requests and a live
 # policy change, then keeps running until Ctrl-C (DEMO_ONESHOT=1 stops after
 # the examples).
 #
@@ -48,40 +48,28 @@ done
   --rbac "$demo/pki/rbac.json" --signing-key "$demo/keys/central.key" --approvers "$demo/approvers" \
   2>"$logs/central.log" & pids+=($!)
 central=https://127.0.0.1:8443
-# as ROLE CURL-ARGS…: call central with that role's client certificate.
-as() {
+# ctl ROLE ARGS…: sentinelnet ctl with that role's client certificate.
+ctl() {
   local role=$1
   shift
-  curl -sS --cert "$demo/pki/$role.crt" --key "$demo/pki/$role.key" --cacert "$demo/pki/ca.pem" "$@"
+  "$bin" ctl --central "$central" --cert "$demo/pki/$role.crt" --key "$demo/pki/$role.key" \
+    --ca "$demo/pki/ca.pem" "$@"
 }
-for _ in $(seq 100); do as publisher -fo /dev/null "$central/healthz" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do ctl publisher fleet >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "==> publishing policies/ through central's lifecycle"
-as publisher -fo /dev/null -X PUT "$central/v1/bundles/kernel" -d '{"defaultDecision": "deny"}'
-transition() { # ID TO [PERCENT]
-  local body="{\"to\": \"$2\", \"reason\": \"demo: example bundle\"${3:+, \"canaryPercent\": $3}}"
-  as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies/$1/transition" -d "$body"
-}
-for file in policies/policies/*.json; do
-  read -r id severity state percent < <(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["id"], d["severity"], d["state"], d.get("canaryPercent", 0))' "$file")
-  as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies" --data-binary "@$file"
-  case $state in
-    simulating) transition "$id" simulating ;;
-    canary) transition "$id" simulating && transition "$id" canary "$percent" ;;
-    active)
-      transition "$id" simulating
-      if [[ $severity == HIGH || $severity == CRITICAL ]]; then
-        as approver -f "$central/v1/bundles/kernel/policies/$id/manifest" -o "$demo/manifest.json"
-        for approver in alice bob carol; do
-          signature=$("$bin" sign --key "$demo/approver-keys/$approver.key" "$demo/manifest.json")
-          as approver -fo /dev/null -X POST "$central/v1/bundles/kernel/policies/$id/approvals" \
-            -d "{\"approver\": \"$approver\", \"signature\": \"$signature\"}"
-        done
-      fi
-      transition "$id" active ;;
-  esac
-  printf '   %-40s %-8s -> %s\n' "$id" "$severity" "$state"
+echo "==> ctl push policies/: every policy created and moved to the state its file declares"
+ctl publisher push policies --bundle kernel --reason "demo: example bundle" | sed 's/^/   /'
+# HIGH/CRITICAL policies wait for three approvals: each approver signs the
+# activation manifest with their key, then pushing again activates them.
+pending=$(ctl publisher --format json push policies --bundle kernel \
+  | python3 -c 'import json, sys; print(" ".join(p["id"] for p in json.load(sys.stdin)["policies"] if p.get("note")))')
+for id in $pending; do
+  for approver in alice bob carol; do
+    ctl approver approve "$id" --key "$demo/approver-keys/$approver.key" 2>/dev/null | sed 's/^/   /'
+  done
 done
+echo "==> ctl push again: the approved policies become active (one new revision)"
+ctl publisher push policies --bundle kernel --reason "demo: approved" | tail -1 | sed 's/^/   /'
 
 python3 tests/support/kernel_mock.py 8080 >"$logs/kernel.log" 2>&1 & pids+=($!)
 # The demo has no downstream mTLS, so a gateway-style header carries the
@@ -119,12 +107,15 @@ show -X POST localhost:10000/v1/kernels/transfers -H 'x-user: bob' -H 'x-roles: 
   -H 'content-type: application/json' -d '{"amount": 25000}'
 
 echo
-echo "==> a live change: publish kernel.freeze-writes (deny PUT) and make it active"
-as publisher -fo /dev/null -X POST "$central/v1/bundles/kernel/policies" -H 'x-sentinel-reason: demo freeze' -d '{
-  "id": "kernel.freeze-writes", "version": 1, "severity": "LOW", "state": "draft", "effect": "deny",
-  "when": {"==": [{"var": "request.method"}, "PUT"]},
-  "response": {"status": 403, "body": "writes are frozen"}}'
-transition kernel.freeze-writes active
+echo "==> a live change: add kernel.freeze-writes (deny PUT, LOW, active) and ctl push"
+cp -r policies "$demo/bundle"
+cat >"$demo/bundle/policies/kernel.freeze-writes.json" <<'JSON'
+{"id": "kernel.freeze-writes", "version": 1, "severity": "LOW", "state": "active", "effect": "deny",
+ "description": "Writes are frozen for the release",
+ "when": {"==": [{"var": "request.method"}, "PUT"]},
+ "response": {"status": 403, "body": "writes are frozen"}}
+JSON
+ctl publisher push "$demo/bundle" --bundle kernel --reason "demo freeze" | grep -E 'freeze-writes|revision' | sed 's/^/   /'
 for _ in $(seq 40); do
   [[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT localhost:10000/v1/kernels/k1 -H 'x-user: bob' -H 'x-roles: editor') == 403 ]] && break
   sleep 0.05
@@ -136,7 +127,14 @@ decision=$(curl -s -o /dev/null -D - -X DELETE localhost:10000/v1/kernels/k1 -H 
   -H 'authorization: Bearer demo-secret' \
   | tr -d '\r' | awk -F': ' 'tolower($1) == "x-sentinel-decision-id" {print $2}')
 for _ in $(seq 50); do
-  as sidecar -fo "$demo/stored.json" "$central/v1/decisions/$decision" 2>/dev/null && break
+  ctl sidecar --format json decisions --decision deny --limit 20 --with-input >"$demo/denies.json" 2>/dev/null \
+    && python3 - "$demo/denies.json" "$decision" "$demo/stored.json" <<'PY' && break
+import json, sys
+found = [r for r in json.load(open(sys.argv[1]))["decisions"] if r["id"] == sys.argv[2]]
+if not found:
+    sys.exit(1)
+json.dump(found[0], open(sys.argv[3], "w"))
+PY
   sleep 0.1
 done
 python3 - "$demo/stored.json" <<'PY'
@@ -146,22 +144,17 @@ print(f"   {r['id']}: {r['decision']} {r['status']} by {r['policyId']} v{r['poli
 print(f"   rationale: {r['rationale']}")
 print(f"   input headers kept: {sorted(r.get('input', {}).get('request', {}).get('headers', {}))}; masked: {r.get('masked', [])}")
 PY
-as sidecar -fs "$central/v1/audit/chains" | python3 -c '
-import json, sys
-for c in json.load(sys.stdin)["chains"]:
-    print("   chain %s/%s: %s, verified through seq %s" % (c["node"], c["chainId"][:8], c["status"], c["verifiedThrough"]))'
+ctl sidecar chains | sed 's/^/   /'
 
 echo
 echo "Why was that denied? Every response carries x-sentinel-decision-id; look it up:"
 echo "  curl -s 'localhost:9192/v1/decisions?limit=1' | python3 -m json.tool"
 echo "  curl -s localhost:9192/v1/policies/kernel.delete-needs-admin/explain"
 echo "  curl -s localhost:9192/metrics | grep ^sentinel_"
-echo "Stored decisions, chains and the fleet at central:"
-echo "  curl -s --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --cacert $demo/pki/ca.pem \\"
-echo "    '$central/v1/decisions?decision=deny&limit=5' | python3 -m json.tool   # also /v1/audit/chains, /v1/fleet"
-echo "History, approvals and rule text from central (client certificates in $demo/pki):"
-echo "  curl -s --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --cacert $demo/pki/ca.pem \\"
-echo "    $central/sentinelnet/policy/kernel.delete-needs-admin/explain | python3 -m json.tool"
+echo "At central, with sentinelnet ctl (client certificates in $demo/pki):"
+echo "  alias ctl='$bin ctl --central $central --cert $demo/pki/publisher.crt --key $demo/pki/publisher.key --ca $demo/pki/ca.pem'"
+echo "  ctl decisions --decision deny --limit 5     # also: ctl chains, ctl fleet, ctl policies"
+echo "  ctl explain kernel.delete-needs-admin       # rule, history, approvals, recent decisions"
 [ "${DEMO_ONESHOT:-0}" = 1 ] && exit 0
 echo "Logs in $logs/. Ctrl-C to stop."
 wait

@@ -169,6 +169,9 @@ enum CtlSubcommand {
         /// At most this many (central caps it at 1000).
         #[arg(long)]
         limit: Option<u32>,
+        /// Include each record's (masked) input document.
+        #[arg(long)]
+        with_input: bool,
     },
     /// Feedback on a stored decision.
     Label {
@@ -871,12 +874,14 @@ fn run_ctl(args: CtlArgs) -> Result<(), Failure> {
             since,
             until,
             limit,
+            with_input,
         } => CtlCommand::Decisions {
             policy,
             decision,
             since,
             until,
             limit,
+            with_input,
         },
         CtlSubcommand::Label {
             decision_id,

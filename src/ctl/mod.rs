@@ -54,6 +54,7 @@ pub enum CtlCommand {
         since: Option<String>,
         until: Option<String>,
         limit: Option<u32>,
+        with_input: bool,
     },
     Label {
         id: String,
@@ -264,6 +265,7 @@ impl Central {
                 since,
                 until,
                 limit,
+                with_input,
             } => {
                 let path = format!(
                     "/v1/decisions{}",
@@ -273,6 +275,7 @@ impl Central {
                         ("since", since),
                         ("until", until),
                         ("limit", limit.map(|l| l.to_string())),
+                        ("withInput", with_input.then(|| "true".to_owned())),
                     ])
                 );
                 let answer = self.get(&path).await?;
