@@ -110,6 +110,36 @@ fn schemathesis_finds_nothing_outside_the_document() {
         assert!(body["error"].is_string(), "{status}: {body}");
     }
 
+    // Every answer carries the security headers, errors and 304s too.
+    for (request, expected) in [
+        (publisher.get(central.url("/v1/bundles")), 200),
+        (publisher.get(central.url("/v1/no/such/thing")), 404),
+        (
+            as_sidecar
+                .get(central.url("/v1/bundles/kernel"))
+                .header("if-none-match", "\"kernel-r1\""),
+            304,
+        ),
+    ] {
+        let response = request.send().expect("central answers");
+        assert_eq!(response.status().as_u16(), expected);
+        let headers = response.headers();
+        for (name, value) in [
+            ("strict-transport-security", "max-age=31536000"),
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-store"),
+            ("content-security-policy", "default-src 'none'"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(
+                headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{name} on a {expected}"
+            );
+        }
+    }
+
     // The document as central serves it.
     let (status, doc) = call(publisher.get(central.url("/openapi.json")));
     assert_eq!(status, 200);
@@ -140,6 +170,8 @@ fn schemathesis_finds_nothing_outside_the_document() {
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             ])
             .env("NO_COLOR", "1")
+            // Schemathesis keeps a cache in its working directory.
+            .current_dir(world.path())
             .output()
             .expect("schemathesis runs");
         let text = String::from_utf8_lossy(&out.stdout);
