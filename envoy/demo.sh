@@ -60,16 +60,18 @@ for _ in $(seq 100); do ctl publisher fleet >/dev/null 2>&1 && break; sleep 0.1;
 echo "==> ctl push policies/: every policy created and moved to the state its file declares"
 ctl publisher push policies --bundle kernel --reason "demo: example bundle" | sed 's/^/   /'
 # HIGH/CRITICAL policies wait for three approvals: each approver signs the
-# activation manifest with their key, then pushing again activates them.
-pending=$(ctl publisher --format json push policies --bundle kernel \
-  | python3 -c 'import json, sys; print(" ".join(p["id"] for p in json.load(sys.stdin)["policies"] if p.get("note")))')
+# activation manifest with their key, then the publisher activates them.
+pending=$(ctl publisher --format json policies --bundle kernel | python3 -c '
+import json, sys
+wanted = {json.load(open(f))["id"]: json.load(open(f))["state"] for f in sys.argv[1:]}
+policies = json.load(sys.stdin)["bundles"][0]["policies"]
+print(" ".join(p["id"] for p in policies if wanted.get(p["id"]) == "active" and p["state"] != "active"))' policies/policies/*.json)
 for id in $pending; do
   for approver in alice bob carol; do
     ctl approver approve "$id" --key "$demo/approver-keys/$approver.key" 2>/dev/null | sed 's/^/   /'
   done
+  ctl publisher transition "$id" --to active --reason "demo: three approvals" | sed 's/^/   /'
 done
-echo "==> ctl push again: the approved policies become active (one new revision)"
-ctl publisher push policies --bundle kernel --reason "demo: approved" | tail -1 | sed 's/^/   /'
 
 python3 tests/support/kernel_mock.py 8080 >"$logs/kernel.log" 2>&1 & pids+=($!)
 # The demo has no downstream mTLS, so a gateway-style header carries the

@@ -88,14 +88,14 @@ struct CtlArgs {
     #[arg(long, env = "SENTINEL_CENTRAL_URL", default_value = "")]
     central: String,
     /// Client certificate (PEM); else KERNEL_MTLS_CERT_PATH.
-    #[arg(long, env = "SENTINEL_CTL_CERT", value_name = "FILE")]
-    cert: Option<PathBuf>,
+    #[arg(long, env = "SENTINEL_CTL_CERT", value_name = "FILE", value_parser = optional_path)]
+    cert: Option<OptionalPath>,
     /// Client key (PEM); else KERNEL_MTLS_KEY_PATH.
-    #[arg(long, env = "SENTINEL_CTL_KEY", value_name = "FILE")]
-    key: Option<PathBuf>,
+    #[arg(long, env = "SENTINEL_CTL_KEY", value_name = "FILE", value_parser = optional_path)]
+    key: Option<OptionalPath>,
     /// CA that issued central's certificate (PEM); else KERNEL_MTLS_CA_PATH.
-    #[arg(long, env = "SENTINEL_CTL_CA", value_name = "FILE")]
-    ca: Option<PathBuf>,
+    #[arg(long, env = "SENTINEL_CTL_CA", value_name = "FILE", value_parser = optional_path)]
+    ca: Option<OptionalPath>,
     /// table (for people) or json (central's answer, for scripts).
     #[arg(
         long,
@@ -135,10 +135,10 @@ enum CtlSubcommand {
     Transition {
         id: String,
         /// draft, simulating, canary, active or deprecated.
-        #[arg(long)]
+        #[arg(long, value_parser = ["draft", "simulating", "canary", "active", "deprecated"])]
         to: String,
         /// Canary percent (0-100), with --to canary.
-        #[arg(long)]
+        #[arg(long, value_parser = percent)]
         percent: Option<f64>,
         #[arg(long)]
         reason: String,
@@ -158,13 +158,13 @@ enum CtlSubcommand {
         #[arg(long)]
         policy: Option<String>,
         /// allow or deny.
-        #[arg(long)]
+        #[arg(long, value_parser = ["allow", "deny"])]
         decision: Option<String>,
         /// RFC 3339 time.
-        #[arg(long)]
+        #[arg(long, value_parser = rfc3339)]
         since: Option<String>,
         /// RFC 3339 time.
-        #[arg(long)]
+        #[arg(long, value_parser = rfc3339)]
         until: Option<String>,
         /// At most this many (central caps it at 1000).
         #[arg(long)]
@@ -191,9 +191,11 @@ enum CtlSubcommand {
     },
     /// Stored records with inputs and labels, as NDJSON.
     Export {
-        #[arg(long)]
+        /// RFC 3339 time.
+        #[arg(long, value_parser = rfc3339)]
         since: Option<String>,
-        #[arg(long)]
+        /// RFC 3339 time.
+        #[arg(long, value_parser = rfc3339)]
         until: Option<String>,
         /// Write to this file instead of stdout.
         #[arg(short = 'o', long)]
@@ -477,6 +479,22 @@ struct SimulateArgs {
 enum Format {
     Table,
     Json,
+}
+
+/// A canary percentage.
+fn percent(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{value:?} is not a percentage between 0 and 100")),
+    }
+}
+
+/// An RFC 3339 time (`2026-11-24T00:00:00Z`), checked here so a typo is
+/// bad input (exit 2), not central's refusal.
+fn rfc3339(value: &str) -> Result<String, String> {
+    crate::timestamp::parse_rfc3339(value)
+        .map(|_| value.to_owned())
+        .ok_or_else(|| format!("{value:?} is not an RFC 3339 time (e.g. 2026-11-24T00:00:00Z)"))
 }
 
 /// A rate between 0 and 1.
@@ -827,8 +845,8 @@ fn run_ctl(args: CtlArgs) -> Result<(), Failure> {
     use crate::ctl::{CtlCommand, CtlConfig, CtlError};
     // SENTINEL_CTL_* first, then the sidecar's KERNEL_MTLS_* (one
     // identity file set for every client of central on a machine).
-    let fallback = |given: Option<PathBuf>, env: &str| {
-        given.or_else(|| {
+    let fallback = |given: Option<OptionalPath>, env: &str| {
+        given.and_then(|p| p.0).or_else(|| {
             std::env::var_os(env)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)

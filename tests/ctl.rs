@@ -128,6 +128,10 @@ fn every_command_against_a_real_central() {
         policy("kernel.no-put", "HIGH", "active", "PUT"),
     ];
     policies[1]["canaryPercent"] = json!(10);
+    // A float in a condition must read back equal, or every push would
+    // version it again.
+    policies[0]["when"] = json!({"and": [{"==": [{"var": "request.method"}, "DELETE"]},
+                                         {"<": [{"var": "request.size"}, 1048576.1]}]});
     write_bundle(&bundle, &policies);
     let bundle_arg = bundle.to_str().expect("utf8");
     let pushed = ctl.json(
@@ -294,6 +298,13 @@ fn every_command_against_a_real_central() {
     ));
     assert_eq!(code, 2);
     let (code, _) = failure(&ctl.run(publisher, &["label", "some-id", "maybe"]));
+    assert_eq!(code, 2);
+    let (code, err) = failure(&ctl.run(publisher, &["decisions", "--since", "yesterday"]));
+    assert_eq!(code, 2, "a bad time is bad input, not a refusal: {err}");
+    let (code, _) = failure(&ctl.run(
+        publisher,
+        &["transition", "x", "--to", "live", "--reason", "r"],
+    ));
     assert_eq!(code, 2);
 
     // explain as sections.

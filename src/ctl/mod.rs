@@ -8,6 +8,7 @@
 mod render;
 
 use crate::bundle::{signing, Bundle, Source};
+use crate::policy::{Policy, PolicyDocument};
 use crate::simulate::Report;
 use crate::tls::ClientIdentity;
 use reqwest::{Method, StatusCode};
@@ -92,9 +93,19 @@ pub fn run(config: CtlConfig, command: CtlCommand) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| CtlError::Usage(format!("cannot start the runtime: {e}")))?;
+    // Exports and simulations may take long; everything else is quick, so
+    // a hung central fails it within a minute.
+    let timeout = match command {
+        CtlCommand::Export { .. } | CtlCommand::Simulate { .. } => Duration::from_secs(3600),
+        _ => Duration::from_secs(60),
+    };
     runtime.block_on(async move {
-        let central = Central::new(&config)?;
-        central.run(command).await
+        let central = Central::new(&config, timeout)?;
+        match central.run(command).await {
+            // `ctl … | head`: the reader left; not an error worth a line.
+            Err(CtlError::Usage(message)) if message == BROKEN_PIPE => Ok(()),
+            other => other,
+        }
     })
 }
 
@@ -121,24 +132,39 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn read_json_file(path: &PathBuf) -> Result<Value> {
-    let text = std::fs::read(path)
-        .map_err(|e| CtlError::Usage(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| CtlError::Usage(format!("{}: invalid JSON: {e}", path.display())))
+/// A candidate policy file, checked like a bundle's policy (one line
+/// naming the file, the policy and the JSON pointer).
+fn read_policy_file(path: &PathBuf) -> Result<Value> {
+    let display = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| CtlError::Usage(format!("{display}: cannot read: {e}")))?;
+    let (document, value): (PolicyDocument, Value) =
+        crate::bundle::parse_json(&display, &bytes).map_err(|e| CtlError::Usage(e.to_string()))?;
+    Policy::compile(document).map_err(|e| {
+        CtlError::Usage(format!(
+            "{display}: policy \"{}\" at {}: {}",
+            e.policy, e.pointer, e.message
+        ))
+    })?;
+    Ok(value)
 }
 
 impl Central {
-    fn new(config: &CtlConfig) -> Result<Central> {
+    fn new(config: &CtlConfig, timeout: Duration) -> Result<Central> {
         let base = config.central.trim_end_matches('/').to_owned();
         if base.is_empty() {
             return Err(CtlError::Usage(
                 "no central: give --central https://HOST:PORT or set SENTINEL_CENTRAL_URL".into(),
             ));
         }
-        let http = config
-            .identity
-            .client_for(&base, Duration::from_secs(60))
+        let identity = &config.identity;
+        if base.starts_with("https://") && (identity.cert.is_none() || identity.key.is_none()) {
+            return Err(CtlError::Usage(format!(
+                "{base}: central needs a client certificate: --cert and --key (SENTINEL_CTL_CERT/SENTINEL_CTL_KEY, or KERNEL_MTLS_CERT_PATH/KERNEL_MTLS_KEY_PATH)"
+            )));
+        }
+        let http = identity
+            .client_for(&base, timeout)
             .map_err(CtlError::Usage)?;
         Ok(Central {
             base,
@@ -160,22 +186,14 @@ impl Central {
         let response = request.send().await.map_err(|e| {
             CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e)))
         })?;
-        let status = response.status();
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
         let bytes = response
             .bytes()
             .await
             .map_err(|e| CtlError::Usage(format!("{url}: the answer broke off: {e}")))?;
-        if status.is_success() {
-            return Ok(bytes.to_vec());
-        }
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
-        Err(CtlError::Refused {
-            status: status.as_u16(),
-            message: format!("{}: {message}", status.canonical_reason().unwrap_or("")),
-        })
+        Ok(bytes.to_vec())
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
@@ -192,15 +210,13 @@ impl Central {
     }
 
     /// `--format json`: central's answer; otherwise the table.
-    fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
+    fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) -> Result<()> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
         } else {
-            print!("{}", table(value));
-        }
+            table(value)
+        };
+        write_stdout(text.as_bytes())
     }
 
     /// The bundle a policy id belongs to (ids are unique across a central).
@@ -248,7 +264,7 @@ impl Central {
                         render::cell(&s["canaryPercent"]),
                         published(&s["publishedRevision"])
                     )
-                });
+                })?;
                 Ok(())
             }
             CtlCommand::Approve { id, key } => self.approve(&id, key).await,
@@ -256,7 +272,7 @@ impl Central {
                 let explained = self
                     .get(&format!("/sentinelnet/policy/{}/explain", encode(&id)))
                     .await?;
-                self.print(&explained, render::explain);
+                self.print(&explained, render::explain)?;
                 Ok(())
             }
             CtlCommand::Decisions {
@@ -299,7 +315,7 @@ impl Central {
                             ],
                         ),
                     )
-                });
+                })?;
                 Ok(())
             }
             CtlCommand::Label { id, label, note } => {
@@ -318,13 +334,13 @@ impl Central {
                         count,
                         if count == 1 { "" } else { "s" }
                     )
-                });
+                })?;
                 Ok(())
             }
             CtlCommand::Simulate { bundle, policies } => {
                 let documents = policies
                     .iter()
-                    .map(read_json_file)
+                    .map(read_policy_file)
                     .collect::<Result<Vec<_>>>()?;
                 let report = self
                     .post(
@@ -337,7 +353,7 @@ impl Central {
                         Ok(report) => report.table(),
                         Err(_) => serde_json::to_string_pretty(r).unwrap_or_default(),
                     }
-                });
+                })?;
                 Ok(())
             }
             CtlCommand::Export {
@@ -366,7 +382,7 @@ impl Central {
                             ],
                         ),
                     )
-                });
+                })?;
                 Ok(())
             }
             CtlCommand::Chains => {
@@ -395,7 +411,7 @@ impl Central {
                             ],
                         ),
                     )
-                });
+                })?;
                 Ok(())
             }
         }
@@ -456,7 +472,7 @@ impl Central {
                 published(&r["publishedRevision"])
             ));
             out
-        });
+        })?;
         Ok(())
     }
 
@@ -504,7 +520,7 @@ impl Central {
                 ],
                 &rows,
             )
-        });
+        })?;
         Ok(())
     }
 
@@ -519,13 +535,7 @@ impl Central {
             .await?;
         let shown: Value = serde_json::from_slice(&manifest)
             .map_err(|e| CtlError::Usage(format!("central's manifest is not JSON: {e}")))?;
-        let signature = key.sign(&manifest);
-        let answer = self
-            .post(
-                &format!("{base}/approvals"),
-                &json!({"approver": key.name, "signature": signature}),
-            )
-            .await?;
+        // What is being approved, shown before it is signed.
         if !self.json {
             eprint!(
                 "{}",
@@ -545,6 +555,14 @@ impl Central {
                 ])
             );
         }
+        let signature = key.sign(&manifest);
+        // Naming the version makes a race with a new version a clear 409,
+        // not a signature mismatch.
+        let mut body = json!({"approver": key.name, "signature": signature});
+        if let Some(version) = shown["version"].as_i64() {
+            body["version"] = json!(version);
+        }
+        let answer = self.post(&format!("{base}/approvals"), &body).await?;
         self.print(&json!({"manifest": shown, "approval": answer}), |a| {
             let approval = &a["approval"];
             format!(
@@ -555,7 +573,7 @@ impl Central {
                 render::cell(&approval["required"]),
                 render::cell(&approval["approvers"])
             )
-        });
+        })?;
         Ok(())
     }
 
@@ -576,8 +594,7 @@ impl Central {
             CtlError::Usage(format!("cannot reach central at {url}: {}", root_cause(&e)))
         })?;
         if response.status() != StatusCode::OK {
-            // Read the refusal the same way as every other command.
-            return self.send(Method::GET, &path, None).await.map(|_| ());
+            return Err(refusal(response).await);
         }
         let mut out: Box<dyn Write> = match &output {
             Some(file) => Box::new(std::io::BufWriter::new(
@@ -604,6 +621,47 @@ impl Central {
         }
         Ok(())
     }
+}
+
+/// The one-line refusal of an error answer: its status and central's
+/// `error` message (or the body's text, on one line, shortened).
+async fn refusal(response: reqwest::Response) -> CtlError {
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let mut message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if message.chars().count() > 400 {
+        message = message.chars().take(400).collect::<String>() + "…";
+    }
+    let reason = status.canonical_reason().unwrap_or("");
+    CtlError::Refused {
+        status: status.as_u16(),
+        message: if message.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{reason}: {message}")
+        },
+    }
+}
+
+/// What a closed stdout (`ctl … | head`) is reported as internally.
+const BROKEN_PIPE: &str = "stdout closed";
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                CtlError::Usage(BROKEN_PIPE.into())
+            } else {
+                CtlError::Usage(format!("cannot write to stdout: {e}"))
+            }
+        })
 }
 
 fn published(revision: &Value) -> String {

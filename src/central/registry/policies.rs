@@ -27,8 +27,11 @@ pub(super) async fn upsert_bundle(
 ) -> Result<bool> {
     let at = now();
     let default_decision = default_decision.as_str();
-    if store::bundle(tx, name).await?.is_some() {
-        store::update_bundle(tx, name, default_decision, by, &at).await?;
+    if let Some(existing) = store::bundle(tx, name).await? {
+        // Only a real change is recorded (a repeated push writes nothing).
+        if existing.default_decision != default_decision {
+            store::update_bundle(tx, name, default_decision, by, &at).await?;
+        }
         return Ok(false);
     }
     store::insert_bundle(

@@ -4,13 +4,14 @@
 //!
 //! Per policy: a new id is created (version 1); a document that differs
 //! from the newest version's (ignoring `version`, `state` and
-//! `canaryPercent`) becomes a new version; an equal one is left alone, so
-//! pushing the same directory twice changes nothing. Then each policy is
-//! moved toward the `state` (and `canaryPercent`) its file declares, when
-//! the lifecycle allows that move now: forward, back to draft, or to
-//! deprecated. A move the lifecycle refuses (e.g. active → simulating) or
-//! an activation still missing approvals is not an error: the policy stays
-//! where it is and the answer says why (push again once approved).
+//! `canaryPercent`) becomes a new version; an equal one is left alone,
+//! state included, so pushing the same directory twice changes nothing and
+//! never undoes a guard's pause or an operator's rollback. Each created or
+//! versioned policy is then moved toward the `state` (and `canaryPercent`)
+//! its file declares, when the lifecycle allows that move now: forward,
+//! back to draft, or to deprecated. A move the lifecycle refuses, or an
+//! activation still missing approvals, is not an error: the policy stays
+//! a draft and the answer's `note` says why (approve, then transition).
 
 use super::lifecycle::{check_transition, needs_approvals};
 use super::policies::upsert_bundle;
@@ -160,9 +161,27 @@ impl Registry {
                     }
                 }
             };
-            let note = self
-                .move_toward(&mut tx, bundle_name, &id, wanted, percent, &reason, by, &at)
-                .await?;
+            // An unchanged policy is left alone, state included: a canary the
+            // guard paused or a policy rolled back to draft stays so until
+            // its file changes or an operator moves it.
+            let note = if content == "unchanged" {
+                let latest = store::version(&mut tx, &id, version).await?;
+                latest.and_then(|row| {
+                    let current = state_of(&row);
+                    let differs = current != wanted
+                        || (wanted == State::Canary && row.canary_percent != percent);
+                    differs.then(|| {
+                        format!(
+                            "unchanged, so left {} (the file says {}); use a transition to move it",
+                            current.as_str(),
+                            wanted.as_str()
+                        )
+                    })
+                })
+            } else {
+                self.move_toward(&mut tx, bundle_name, &id, wanted, percent, &reason, by, &at)
+                    .await?
+            };
             let latest = store::version(&mut tx, &id, version)
                 .await?
                 .ok_or_else(|| {
