@@ -108,103 +108,7 @@ struct CtlArgs {
     #[command(flatten)]
     dev: DevSkipMtls,
     #[command(subcommand)]
-    command: CtlSubcommand,
-}
-
-#[derive(Subcommand)]
-enum CtlSubcommand {
-    /// Create or update a bundle's settings and policies from a bundle
-    /// directory: new policies created, changed ones versioned, each moved
-    /// toward the state its file declares; at most one new revision.
-    Push {
-        /// The bundle directory (bundle.json, policies/*.json).
-        dir: PathBuf,
-        /// The bundle's name at central.
-        #[arg(long)]
-        bundle: String,
-        /// Why (recorded with every version and transition).
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Policies: id, version, state, canary percent, severity.
-    Policies {
-        #[arg(long)]
-        bundle: Option<String>,
-    },
-    /// Move a policy along its lifecycle.
-    Transition {
-        id: String,
-        /// draft, simulating, canary, active or deprecated.
-        #[arg(long, value_parser = ["draft", "simulating", "canary", "active", "deprecated"])]
-        to: String,
-        /// Canary percent (0-100), with --to canary.
-        #[arg(long, value_parser = percent)]
-        percent: Option<f64>,
-        #[arg(long)]
-        reason: String,
-    },
-    /// Sign a policy's activation manifest and submit the approval; the
-    /// key file's name is the approver's name.
-    Approve {
-        id: String,
-        /// The approver's private key (from keygen).
-        #[arg(long)]
-        key: PathBuf,
-    },
-    /// Rule, history, approvals, canary windows, recent decisions.
-    Explain { id: String },
-    /// Stored decision records, newest first.
-    Decisions {
-        #[arg(long)]
-        policy: Option<String>,
-        /// allow or deny.
-        #[arg(long, value_parser = ["allow", "deny"])]
-        decision: Option<String>,
-        /// RFC 3339 time.
-        #[arg(long, value_parser = rfc3339)]
-        since: Option<String>,
-        /// RFC 3339 time.
-        #[arg(long, value_parser = rfc3339)]
-        until: Option<String>,
-        /// At most this many (central caps it at 1000).
-        #[arg(long)]
-        limit: Option<u32>,
-        /// Include each record's (masked) input document.
-        #[arg(long)]
-        with_input: bool,
-    },
-    /// Feedback on a stored decision.
-    Label {
-        decision_id: String,
-        #[arg(value_parser = ["false_positive", "true_positive"])]
-        label: String,
-        #[arg(long)]
-        note: Option<String>,
-    },
-    /// Simulate candidate policies against the live bundle on stored records.
-    Simulate {
-        #[arg(long)]
-        bundle: String,
-        /// Policy documents (JSON files).
-        #[arg(required = true)]
-        policies: Vec<PathBuf>,
-    },
-    /// Stored records with inputs and labels, as NDJSON.
-    Export {
-        /// RFC 3339 time.
-        #[arg(long, value_parser = rfc3339)]
-        since: Option<String>,
-        /// RFC 3339 time.
-        #[arg(long, value_parser = rfc3339)]
-        until: Option<String>,
-        /// Write to this file instead of stdout.
-        #[arg(short = 'o', long)]
-        output: Option<PathBuf>,
-    },
-    /// Which sidecars hold which revision.
-    Fleet,
-    /// Every decision chain's verification state.
-    Chains,
+    command: crate::ctl::CtlCommand,
 }
 
 #[derive(Subcommand)]
@@ -479,22 +383,6 @@ struct SimulateArgs {
 enum Format {
     Table,
     Json,
-}
-
-/// A canary percentage.
-fn percent(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
-        _ => Err(format!("{value:?} is not a percentage between 0 and 100")),
-    }
-}
-
-/// An RFC 3339 time (`2026-11-24T00:00:00Z`), checked here so a typo is
-/// bad input (exit 2), not central's refusal.
-fn rfc3339(value: &str) -> Result<String, String> {
-    crate::timestamp::parse_rfc3339(value)
-        .map(|_| value.to_owned())
-        .ok_or_else(|| format!("{value:?} is not an RFC 3339 time (e.g. 2026-11-24T00:00:00Z)"))
 }
 
 /// A rate between 0 and 1.
@@ -842,7 +730,7 @@ fn explain(bundle: &Bundle, outcome: &crate::policy::Outcome) -> Vec<Value> {
 }
 
 fn run_ctl(args: CtlArgs) -> Result<(), Failure> {
-    use crate::ctl::{CtlCommand, CtlConfig, CtlError};
+    use crate::ctl::{CtlConfig, CtlError};
     // SENTINEL_CTL_* first, then the sidecar's KERNEL_MTLS_* (one
     // identity file set for every client of central on a machine).
     let fallback = |given: Option<OptionalPath>, env: &str| {
@@ -862,68 +750,7 @@ fn run_ctl(args: CtlArgs) -> Result<(), Failure> {
         },
         json: args.format == Format::Json,
     };
-    let command = match args.command {
-        CtlSubcommand::Push {
-            dir,
-            bundle,
-            reason,
-        } => CtlCommand::Push {
-            dir,
-            bundle,
-            reason,
-        },
-        CtlSubcommand::Policies { bundle } => CtlCommand::Policies { bundle },
-        CtlSubcommand::Transition {
-            id,
-            to,
-            percent,
-            reason,
-        } => CtlCommand::Transition {
-            id,
-            to,
-            percent,
-            reason,
-        },
-        CtlSubcommand::Approve { id, key } => CtlCommand::Approve { id, key },
-        CtlSubcommand::Explain { id } => CtlCommand::Explain { id },
-        CtlSubcommand::Decisions {
-            policy,
-            decision,
-            since,
-            until,
-            limit,
-            with_input,
-        } => CtlCommand::Decisions {
-            policy,
-            decision,
-            since,
-            until,
-            limit,
-            with_input,
-        },
-        CtlSubcommand::Label {
-            decision_id,
-            label,
-            note,
-        } => CtlCommand::Label {
-            id: decision_id,
-            label,
-            note,
-        },
-        CtlSubcommand::Simulate { bundle, policies } => CtlCommand::Simulate { bundle, policies },
-        CtlSubcommand::Export {
-            since,
-            until,
-            output,
-        } => CtlCommand::Export {
-            since,
-            until,
-            output,
-        },
-        CtlSubcommand::Fleet => CtlCommand::Fleet,
-        CtlSubcommand::Chains => CtlCommand::Chains,
-    };
-    crate::ctl::run(config, command).map_err(|e| match e {
+    crate::ctl::run(config, args.command).map_err(|e| match e {
         CtlError::Refused { .. } => Failure::Refused(e.to_string()),
         CtlError::Usage(message) => Failure::Usage(message),
     })

@@ -25,54 +25,119 @@ pub struct CtlConfig {
     pub json: bool,
 }
 
-/// One `ctl` command (docs/ctl.md).
-#[derive(Debug, Clone)]
+/// One `ctl` command (docs/ctl.md); its flags are parsed by clap at the
+/// command line, which hands the whole value over.
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum CtlCommand {
+    /// Create or update a bundle's settings and policies from a bundle
+    /// directory: new policies created, changed ones versioned, each moved
+    /// toward the state its file declares; at most one new revision.
     Push {
+        /// The bundle directory (bundle.json, policies/*.json).
         dir: PathBuf,
+        /// The bundle's name at central.
+        #[arg(long)]
         bundle: String,
+        /// Why (recorded with every version and transition).
+        #[arg(long)]
         reason: Option<String>,
     },
+    /// Policies: id, version, state, canary percent, severity.
     Policies {
+        #[arg(long)]
         bundle: Option<String>,
     },
+    /// Move a policy along its lifecycle.
     Transition {
         id: String,
+        /// draft, simulating, canary, active or deprecated.
+        #[arg(long, value_parser = ["draft", "simulating", "canary", "active", "deprecated"])]
         to: String,
+        /// Canary percent (0-100), with --to canary.
+        #[arg(long, value_parser = parse_percent)]
         percent: Option<f64>,
+        #[arg(long)]
         reason: String,
     },
+    /// Sign a policy's activation manifest and submit the approval; the
+    /// key file's name is the approver's name.
     Approve {
         id: String,
+        /// The approver's private key (from keygen).
+        #[arg(long)]
         key: PathBuf,
     },
-    Explain {
-        id: String,
-    },
+    /// Rule, history, approvals, canary windows, recent decisions.
+    Explain { id: String },
+    /// Stored decision records, newest first.
     Decisions {
+        #[arg(long)]
         policy: Option<String>,
+        /// allow or deny.
+        #[arg(long, value_parser = ["allow", "deny"])]
         decision: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long, value_parser = parse_rfc3339)]
         since: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long, value_parser = parse_rfc3339)]
         until: Option<String>,
+        /// At most this many (central caps it at 1000).
+        #[arg(long)]
         limit: Option<u32>,
+        /// Include each record's (masked) input document.
+        #[arg(long)]
         with_input: bool,
     },
+    /// Feedback on a stored decision.
     Label {
+        #[arg(value_name = "DECISION_ID")]
         id: String,
+        #[arg(value_parser = ["false_positive", "true_positive"])]
         label: String,
+        #[arg(long)]
         note: Option<String>,
     },
+    /// Simulate candidate policies against the live bundle on stored records.
     Simulate {
+        #[arg(long)]
         bundle: String,
+        /// Policy documents (JSON files).
+        #[arg(required = true)]
         policies: Vec<PathBuf>,
     },
+    /// Stored records with inputs and labels, as NDJSON.
     Export {
+        /// RFC 3339 time.
+        #[arg(long, value_parser = parse_rfc3339)]
         since: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long, value_parser = parse_rfc3339)]
         until: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Which sidecars hold which revision.
     Fleet,
+    /// Every decision chain's verification state.
     Chains,
+}
+
+/// A canary percentage.
+fn parse_percent(value: &str) -> std::result::Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{value:?} is not a percentage between 0 and 100")),
+    }
+}
+
+/// An RFC 3339 time (`2026-11-24T00:00:00Z`), checked here so a typo is
+/// bad input (exit 2), not central's refusal.
+fn parse_rfc3339(value: &str) -> std::result::Result<String, String> {
+    crate::timestamp::parse_rfc3339(value)
+        .map(|_| value.to_owned())
+        .ok_or_else(|| format!("{value:?} is not an RFC 3339 time (e.g. 2026-11-24T00:00:00Z)"))
 }
 
 #[derive(Debug, thiserror::Error)]
