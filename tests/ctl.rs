@@ -105,15 +105,8 @@ fn every_command_against_a_real_central() {
         )
         .expect("copy");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}/central.db", dir.path().display());
-    let central = Central::start(
-        world.path(),
-        free_port(),
-        &db,
-        &world.pki,
-        &["--approvers", approvers.to_str().expect("utf8")],
-    );
+    let (central, _db) =
+        Central::start_sqlite(&world, &["--approvers", approvers.to_str().expect("utf8")]);
     let ctl = Ctl {
         central: &central,
         ca: world.pki.ca_path(),

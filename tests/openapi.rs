@@ -14,27 +14,14 @@ use support::central::*;
 use support::*;
 
 /// Schemathesis: `$SCHEMATHESIS_BIN`, else `target/st-venv/bin/schemathesis`,
-/// installed from PyPI under a file lock if missing (`.ci/run` installs it).
+/// installed from PyPI if missing (`.ci/run` installs it).
 fn schemathesis() -> PathBuf {
-    if let Ok(bin) = std::env::var("SCHEMATHESIS_BIN") {
-        return PathBuf::from(bin);
-    }
-    let venv = repo().join("target/st-venv");
-    let bin = venv.join("bin/schemathesis");
-    if !bin.exists() {
-        let script = format!(
-            "test -x {bin} || {{ python3 -m venv {venv} && {venv}/bin/pip install -q 'schemathesis>=4,<5'; }}",
-            bin = bin.display(),
-            venv = venv.display()
-        );
-        let status = Command::new("flock")
-            .arg(repo().join("target/st-venv.lock"))
-            .args(["sh", "-c", &script])
-            .status()
-            .expect("flock and sh are available");
-        assert!(status.success(), "installing schemathesis from PyPI failed");
-    }
-    bin
+    python_tool(
+        "SCHEMATHESIS_BIN",
+        "st-venv",
+        "schemathesis",
+        "schemathesis>=4,<5",
+    )
 }
 
 #[test]

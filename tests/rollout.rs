@@ -513,15 +513,8 @@ fn the_guard_pauses_a_noisy_canary_across_a_restart() {
 #[test]
 fn quiet_low_canaries_are_promoted_and_high_ones_never() {
     let world = World::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}/central.db", dir.path().display());
-    let central = Central::start(
-        world.path(),
-        free_port(),
-        &db,
-        &world.pki,
-        &["--canary-window", "1s", "--promote-after", "3s"],
-    );
+    let (central, _db) =
+        Central::start_sqlite(&world, &["--canary-window", "1s", "--promote-after", "3s"]);
     let publisher = world.as_publisher();
     let mut low = freeze_deletes("LOW");
     low["id"] = json!("kernel.low-canary");
@@ -677,13 +670,8 @@ fn two_centrals_on_postgres_pause_a_canary_once() {
 #[test]
 fn the_guard_pauses_a_canary_while_its_fix_is_drafted() {
     let world = World::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = format!("sqlite://{}/central.db", dir.path().display());
-    let central = Central::start(
-        world.path(),
-        free_port(),
-        &db,
-        &world.pki,
+    let (central, _db) = Central::start_sqlite(
+        &world,
         &[
             "--canary-window",
             "1s",

@@ -17,6 +17,14 @@ pub(crate) struct Central {
 }
 
 impl Central {
+    /// A central on a fresh SQLite file (kept in the returned directory).
+    pub(crate) fn start_sqlite(world: &World, extra: &[&str]) -> (Central, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}/central.db", dir.path().display());
+        let central = Central::start(world.path(), free_port(), &db, &world.pki, extra);
+        (central, dir)
+    }
+
     pub(crate) fn start(dir: &Path, port: u16, db: &str, pki: &Pki, extra: &[&str]) -> Central {
         let server = pki.issue("central-server", "central.local", None);
         let log = dir.join(format!("central-{port}-{}.log", std::process::id()));

