@@ -535,3 +535,68 @@ fn sentinel_now() -> String {
         .expect("date runs");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The first identity that posts a node's records owns that node: another
+/// sidecar identity's records for it are refused and quarantined, naming
+/// the owner, and the node's chain stays intact.
+#[test]
+fn a_sidecar_cannot_write_into_another_nodes_chain() {
+    let world = World::new();
+    let intruder_id = "spiffe://cluster/ns/other/sa/sidecar";
+    let intruder = world
+        .pki
+        .issue("intruder", "other-sidecar", Some(intruder_id));
+    std::fs::write(
+        world.path().join("rbac.json"),
+        json!({SIDECAR_ID: ["sidecar"], intruder_id: ["sidecar"], PUBLISHER_ID: ["publisher"]})
+            .to_string(),
+    )
+    .expect("rbac");
+    let (central, _db) = Central::start_sqlite(&world, &[]);
+    let ca = world.pki.ca_path();
+    let owner = caller(Some(&world.sidecar), &ca);
+    let other = caller(Some(&intruder), &ca);
+    let post = |client: &reqwest::blocking::Client, records: &[Value]| {
+        call(
+            client
+                .post(central.url("/v1/audit/decisions"))
+                .body(ndjson(records)),
+        )
+    };
+    let first = record("node-a", "c1", 0, GENESIS, "2026-11-24T01:00:00.000000Z");
+    let (status, body) = post(&owner, std::slice::from_ref(&first));
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+    // The intruder forges the next record of node-a's chain.
+    let forged = record(
+        "node-a",
+        "c1",
+        1,
+        first["hash"].as_str().expect("hash"),
+        "2026-11-24T01:00:01.000000Z",
+    );
+    let (status, body) = post(&other, std::slice::from_ref(&forged));
+    assert_eq!((status, &body["accepted"]), (200, &json!(0)), "{body}");
+    let error = body["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("node-a") && error.contains(SIDECAR_ID),
+        "{body}"
+    );
+    let (_, quarantine) = call(owner.get(central.url("/v1/audit/quarantine")));
+    assert_eq!(
+        quarantine["quarantine"][0]["identity"], intruder_id,
+        "{quarantine}"
+    );
+    // Its own node is fine; node-a's chain is untouched and the owner goes on.
+    let own = record("node-z", "c9", 0, GENESIS, "2026-11-24T01:00:02.000000Z");
+    let (_, body) = post(&other, &[own]);
+    assert_eq!(body["accepted"], 1, "{body}");
+    let (_, body) = post(&owner, std::slice::from_ref(&forged));
+    assert_eq!(body["accepted"], 1, "{body}");
+    let all = chains(&owner, &central);
+    let node_a = all.iter().find(|c| c["node"] == "node-a").expect("node-a");
+    assert_eq!(
+        (&node_a["status"], &node_a["verifiedThrough"]),
+        (&json!("ok"), &json!(1)),
+        "{node_a}"
+    );
+}

@@ -24,6 +24,7 @@ use parse::{Incoming, Refused};
 use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -88,6 +89,7 @@ impl Decisions {
                 })?;
         let (incoming, mut duplicates, mut conflicts) = first_of_each_id(incoming, &mut refused);
         let mut tx = self.store.begin().await?;
+        let incoming = owned_by(&mut tx, incoming, identity, &mut refused).await?;
         let rows: Vec<&DecisionRow> = incoming.iter().map(|i| &i.row).collect();
         let inserted: HashSet<String> = sql::insert_decisions(&mut tx, &rows, identity)
             .await?
@@ -340,6 +342,44 @@ impl Decisions {
 /// Keep the first record of each id in a batch; a repeat is a duplicate
 /// when identical and a conflict (refused) when not. The records kept, the
 /// duplicates and the conflicts.
+/// The records whose node belongs to `identity` (the first identity that
+/// posted a node's records owns it); the others are refused, naming the
+/// owner.
+async fn owned_by(
+    tx: &mut AnyConnection,
+    incoming: Vec<Incoming>,
+    identity: &str,
+    refused: &mut Vec<Refused>,
+) -> Result<Vec<Incoming>, StoreError> {
+    let at = format_timestamp(SystemTime::now());
+    let mut owners: HashMap<String, String> = HashMap::new();
+    let mut kept = Vec::with_capacity(incoming.len());
+    for record in incoming {
+        let owner = match owners.get(&record.row.node) {
+            Some(owner) => owner.clone(),
+            None => {
+                let owner = sql::claim_node(tx, &record.row.node, identity, &at).await?;
+                owners.insert(record.row.node.clone(), owner.clone());
+                owner
+            }
+        };
+        if owner == identity {
+            kept.push(record);
+        } else {
+            tracing::warn!(node = %record.row.node, owner = %owner, identity, "central: refused a record for a node another identity owns");
+            refused.push(Refused {
+                line: record.line,
+                error: format!(
+                    "node \"{}\" posts as identity \"{owner}\"; \"{identity}\" may not write into its chain",
+                    record.row.node
+                ),
+                content: record.row.record.clone(),
+            });
+        }
+    }
+    Ok(kept)
+}
+
 fn first_of_each_id(
     incoming: Vec<Incoming>,
     refused: &mut Vec<Refused>,

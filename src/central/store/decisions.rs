@@ -25,6 +25,28 @@ fn placeholders(conn: &AnyConnection) -> fn(usize) -> String {
     }
 }
 
+/// The identity that owns `node`'s records: `identity` if nobody did yet.
+pub(crate) async fn claim_node(
+    conn: &mut AnyConnection,
+    node: &str,
+    identity: &str,
+    at: &str,
+) -> Result<String, StoreError> {
+    sqlx::query(
+        "INSERT INTO node_owners (node, identity, since) VALUES ($1, $2, $3) ON CONFLICT (node) DO NOTHING",
+    )
+    .bind(node)
+    .bind(identity)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    let (owner,): (String,) = sqlx::query_as("SELECT identity FROM node_owners WHERE node = $1")
+        .bind(node)
+        .fetch_one(conn)
+        .await?;
+    Ok(owner)
+}
+
 /// A record as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct DecisionRow {
