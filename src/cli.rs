@@ -271,6 +271,22 @@ struct CentralArgs {
     #[arg(long, env = "SENTINEL_CENTRAL_PROMOTE_AFTER", default_value = "1h",
           value_parser = duration_or_zero)]
     promote_after: std::time::Duration,
+    /// Requests per second per client identity (burst twice that); 429 with
+    /// Retry-After past it; 0 turns it off.
+    #[arg(long, env = "SENTINEL_CENTRAL_RATE_LIMIT", default_value_t = 50)]
+    rate_limit: u32,
+    /// Record batches and bundle polls per second per identity (their own budget).
+    #[arg(
+        long,
+        env = "SENTINEL_CENTRAL_INGEST_RATE_LIMIT",
+        default_value_t = 200
+    )]
+    ingest_rate_limit: u32,
+    /// Largest record batch or push body (16MiB, 512KiB, bytes); 413 past
+    /// it. Other calls take at most 1MiB.
+    #[arg(long, env = "SENTINEL_CENTRAL_MAX_BODY", default_value = "16MiB",
+          value_parser = crate::central::limits::parse_size)]
+    max_body: usize,
     #[command(flatten)]
     dev: DevSkipMtls,
 }
@@ -646,6 +662,11 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
             bad_windows: args.canary_bad_windows,
             promote_after: (!args.promote_after.is_zero()).then_some(args.promote_after),
         },
+        rate_limits: crate::central::limits::RateLimits {
+            api_per_second: args.rate_limit,
+            ingest_per_second: args.ingest_rate_limit,
+        },
+        max_body: args.max_body,
     })
     .map_err(Failure::from)
 }

@@ -16,6 +16,7 @@ pub(crate) mod decisions;
 pub(crate) mod fleet;
 pub(crate) mod identity;
 pub(crate) mod lifecycle;
+pub(crate) mod limits;
 pub(crate) mod registry;
 pub(crate) mod rollout;
 pub(crate) mod store;
@@ -49,6 +50,10 @@ pub(crate) struct CentralConfig {
     pub decision_retention: Duration,
     /// The canary guard and auto-promotion.
     pub guard: rollout::windows::GuardSettings,
+    /// Requests per second per identity (`--rate-limit`, `--ingest-rate-limit`).
+    pub rate_limits: limits::RateLimits,
+    /// Largest record batch or push body (`--max-body`).
+    pub max_body: usize,
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
@@ -136,6 +141,8 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         ));
         tokio::spawn(rollout.clone().run());
         let state = api::AppState {
+            limiter: Arc::new(limits::RateLimiter::new(config.rate_limits)),
+            max_body: config.max_body,
             rollout,
             registry: registry.clone(),
             decisions: decisions.clone(),

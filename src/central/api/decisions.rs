@@ -16,17 +16,16 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Largest posted batch (compressed or not).
-const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Default and largest `limit` of a query.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
-pub(super) fn routes() -> Router<AppState> {
+/// `max_body`: the largest posted batch (compressed or not), `--max-body`.
+pub(super) fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
         .route(
             "/v1/audit/decisions",
-            post(ingest).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+            post(ingest).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/v1/audit/quarantine", get(quarantine))
         .route("/v1/audit/chains", get(chains))
@@ -38,7 +37,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 fn bad_request(message: String) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message)
+    ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
 async fn ingest(
@@ -176,7 +175,7 @@ async fn one(
         state.authorize(&peer, route, ANYONE)?;
         match state.decisions.get(&id).await? {
             Some(record) => Ok(Json(record).into_response()),
-            None => Err(ApiError(
+            None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no stored decision {id}"),
             )),
@@ -224,7 +223,7 @@ async fn feedback(
                 tracing::info!(decision = %id, label = %feedback.label, by, "central: decision labelled");
                 Ok(Json(record).into_response())
             }
-            None => Err(ApiError(
+            None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no stored decision {id}"),
             )),

@@ -6,6 +6,7 @@ mod decisions;
 use super::decisions::{DecisionMetrics, Decisions};
 use super::fleet::Fleet;
 use super::identity::{Peer, Rbac, Refusal, Role};
+use super::limits::{Budget, RateLimiter};
 use super::registry::{revision_name, Registry, RegistryError};
 use super::rollout::{Rollout, RolloutMetrics};
 use super::store::StoreError;
@@ -21,6 +22,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Largest body of any other call (a policy, a transition, a simulation request).
+const MAX_API_BODY: usize = 1 << 20;
+
 /// Longest `?wait=` honoured: sidecars ask for 30.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Long polls also re-read the store this often, so a revision published by
@@ -35,6 +39,7 @@ pub(crate) struct CentralMetrics {
     pub decisions: DecisionMetrics,
     pub fleet_sidecars: IntGaugeVec,
     pub rollout: RolloutMetrics,
+    pub rate_limited: IntCounterVec,
 }
 
 impl CentralMetrics {
@@ -117,7 +122,17 @@ impl CentralMetrics {
                 "LOW/MEDIUM canaries promoted to active after --promote-after without a bad window",
             ),
         };
+        let rate_limited = IntCounterVec::new(
+            prometheus::Opts::new(
+                "sentinel_central_rate_limited_total",
+                "Requests answered 429 because the identity was over --rate-limit or --ingest-rate-limit",
+            ),
+            &["identity"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(rate_limited.clone()));
         CentralMetrics {
+            rate_limited,
             rollout,
             registry,
             refusals,
@@ -136,6 +151,9 @@ impl Default for CentralMetrics {
 
 #[derive(Clone)]
 pub(crate) struct AppState {
+    pub limiter: Arc<RateLimiter>,
+    /// Largest body of a record batch or a push (`--max-body`).
+    pub max_body: usize,
     pub registry: Arc<Registry>,
     pub rollout: Arc<Rollout>,
     pub decisions: Arc<Decisions>,
@@ -144,11 +162,32 @@ pub(crate) struct AppState {
     pub metrics: CentralMetrics,
 }
 
-struct ApiError(StatusCode, String);
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// Seconds a rate-limited caller should wait (`Retry-After`).
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError {
+            status,
+            message,
+            retry_after: None,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -165,7 +204,7 @@ impl From<RegistryError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
@@ -188,7 +227,7 @@ impl AppState {
                 .permits(identity, allowed)
                 .map(|()| identity.clone()),
         };
-        outcome.map_err(|refusal| {
+        let identity = outcome.map_err(|refusal| {
             self.metrics.refusals.with_label_values(&[refusal.label()]).inc();
             let who = peer.identity.as_deref().unwrap_or("(no identity)");
             tracing::warn!(peer = %peer.addr, identity = who, route, reason = refusal.label(), "central: refused");
@@ -200,8 +239,28 @@ impl AppState {
                     allowed.iter().map(|r| format!("{r:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
                 ),
             };
-            ApiError(StatusCode::FORBIDDEN, message)
-        })
+            ApiError::new(StatusCode::FORBIDDEN, message)
+        })?;
+        // Sidecars' record batches and bundle polls have their own budget.
+        let budget = match route {
+            "POST /v1/audit/decisions" | "GET /v1/bundles/{name}" => Budget::Ingest,
+            _ => Budget::Api,
+        };
+        if let Err(wait) = self.limiter.check(&identity, budget) {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[identity.as_str()])
+                .inc();
+            tracing::debug!(identity, route, "central: rate limited");
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("identity \"{identity}\" is over its request rate; retry in {seconds} s"),
+            );
+            error.retry_after = Some(seconds);
+            return Err(error);
+        }
+        Ok(identity)
     }
 
     /// Remember what a sidecar holds (pulls by publishers are not the fleet).
@@ -244,7 +303,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/bundles", get(list_bundles))
         .route("/v1/bundles/{name}", get(get_bundle).put(put_bundle))
-        .route("/v1/bundles/{name}/push", post(push))
+        .route(
+            "/v1/bundles/{name}/push",
+            post(push).layer(axum::extract::DefaultBodyLimit::max(state.max_body)),
+        )
         .route(
             "/v1/bundles/{name}/policies",
             get(list_policies).post(create_policy),
@@ -262,9 +324,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sentinelnet/policy/{id}/explain", get(explain))
         .route("/v1/simulate", post(simulate))
         .route("/openapi.json", get(openapi))
-        .merge(decisions::routes())
+        .merge(decisions::routes(state.max_body))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY))
         .fallback(|| async {
-            ApiError(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no such endpoint (GET /openapi.json lists them)".into(),
             )
@@ -397,7 +460,7 @@ async fn get_bundle(
             // publish between the read and the wait still wakes us.
             published.borrow_and_update();
             let current = state.registry.current(&name).await?.ok_or_else(|| {
-                ApiError(
+                ApiError::new(
                     StatusCode::NOT_FOUND,
                     format!("no published revision of bundle {name}"),
                 )
@@ -691,7 +754,7 @@ mod tests {
                     operation["x-roles"].is_array(),
                     "{method} {path} lists its roles"
                 );
-                for status in ["400", "403", "404", "409", "503"] {
+                for status in ["400", "403", "404", "409", "413", "429", "503"] {
                     assert!(
                         operation["responses"][status]["content"]["application/json"].is_object(),
                         "{method} {path} documents {status}"
