@@ -287,6 +287,14 @@ struct CentralArgs {
     #[arg(long, env = "SENTINEL_CENTRAL_MAX_BODY", default_value = "16MiB",
           value_parser = crate::central::limits::parse_size)]
     max_body: usize,
+    /// Most connections open at once; a new one past it is closed at once.
+    #[arg(long, env = "SENTINEL_CENTRAL_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// An HTTP/1 request's headers must arrive within this (slow clients).
+    #[arg(long, env = "SENTINEL_CENTRAL_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = crate::timestamp::parse_duration)]
+    header_timeout: std::time::Duration,
     #[command(flatten)]
     dev: DevSkipMtls,
 }
@@ -667,6 +675,10 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
             ingest_per_second: args.ingest_rate_limit,
         },
         max_body: args.max_body,
+        connections: crate::central::server::ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            header_timeout: args.header_timeout,
+        },
     })
     .map_err(Failure::from)
 }

@@ -87,3 +87,94 @@ fn rates_and_bodies_are_limited_per_identity() {
     );
     assert_eq!(status, 413, "{body}");
 }
+
+/// Slow clients are cut off and the connection cap holds (plain HTTP with
+/// DEV_SKIP_MTLS, the same server loop as with mTLS).
+#[test]
+fn slow_clients_time_out_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let world = World::new();
+    let port = support::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("central.log");
+    let child = std::process::Command::new(support::sentinelnet())
+        .args(["central", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(format!("sqlite://{}/central.db", dir.path().display()))
+        .arg("--signing-key")
+        .arg(world.path().join("private/central.key"))
+        .args(["--max-connections", "2", "--header-timeout", "1s"])
+        .env("DEV_SKIP_MTLS", "true")
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("central starts");
+    let _central = support::Proc {
+        child,
+        name: "central",
+    };
+    support::wait_until("central to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Give the probes of wait_until time to be closed by the server.
+    std::thread::sleep(Duration::from_millis(1500));
+    let closed_within = |stream: &mut TcpStream, limit: Duration| {
+        stream.set_read_timeout(Some(limit)).expect("read timeout");
+        let started = Instant::now();
+        let mut buffer = [0u8; 512];
+        let mut answer = Vec::new();
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => return Some((started.elapsed(), answer)),
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                // Still open when the read timed out.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                // Reset: closed with our bytes unread.
+                Err(_) => return Some((started.elapsed(), answer)),
+            }
+        }
+    };
+
+    // Headers that never finish: cut off after --header-timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: central\r\nX-Slow: ")
+        .expect("write");
+    let (after, _) = closed_within(&mut slow, Duration::from_secs(5)).expect("closed by central");
+    assert!(after < Duration::from_secs(4), "{after:?}");
+
+    // Two idle connections fill the cap: a third is closed at once.
+    let first = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let second = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: central\r\n\r\n")
+        .ok();
+    let (_, answer) = closed_within(&mut third, Duration::from_secs(5)).expect("closed");
+    assert!(
+        answer.is_empty(),
+        "no answer over the cap: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop((first, second));
+    std::thread::sleep(Duration::from_millis(300));
+    // Room again: a request is answered, and the refusal was counted.
+    let mut ok = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: central\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let (_, answer) = closed_within(&mut ok, Duration::from_secs(5)).expect("answered");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("sentinel_central_refusals_total{reason=\"connections\"} 1"),
+        "{text}"
+    );
+}

@@ -94,7 +94,8 @@ impl Refusal {
     }
 }
 
-/// The calling peer, as axum's connect info.
+/// The calling peer, as axum's connect info (set per connection by
+/// [`super::server`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub addr: SocketAddr,
@@ -224,20 +225,6 @@ impl axum::serve::Listener for PlainListener {
             addr: self.0.local_addr()?,
             identity: None,
         })
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Self {
-        stream.remote_addr().clone()
     }
 }
 

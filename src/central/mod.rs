@@ -19,6 +19,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod registry;
 pub(crate) mod rollout;
+pub(crate) mod server;
 pub(crate) mod store;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
@@ -54,6 +55,8 @@ pub(crate) struct CentralConfig {
     pub rate_limits: limits::RateLimits,
     /// Largest record batch or push body (`--max-body`).
     pub max_body: usize,
+    /// Open connections and slow clients.
+    pub connections: server::ConnectionLimits,
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
@@ -156,8 +159,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
             registry,
             config.decision_retention,
         ));
-        let app = api::router(state)
-            .into_make_service_with_connect_info::<identity::Peer>();
+        let app = api::router(state);
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("--addr {}: cannot listen", config.addr))?;
@@ -166,32 +168,17 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         tracing::info!(addr = %local, db = %config.db, mtls = server_tls.is_some(), "central: listening");
         // Long polls hold requests open for up to a minute; give in-flight
         // requests a short grace period rather than waiting for all of them.
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let graceful = async move {
-            stop.await;
-            let _ = stopping_tx.send(());
-        };
-        let grace = async move {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        };
-        let serve = async move {
-            match server_tls {
-                Some(tls) => {
-                    let listener =
-                        identity::TlsListener::spawn(listener, Arc::new(tls), metrics.refusals.clone())?;
-                    axum::serve(listener, app).with_graceful_shutdown(graceful).await
-                }
-                None => {
-                    axum::serve(identity::PlainListener(listener), app)
-                        .with_graceful_shutdown(graceful)
-                        .await
-                }
+        let grace = Duration::from_secs(3);
+        let refusals = metrics.refusals.clone();
+        match server_tls {
+            Some(tls) => {
+                let listener = identity::TlsListener::spawn(listener, Arc::new(tls), refusals.clone())?;
+                server::serve(listener, app, config.connections, refusals, stop, grace).await
             }
-        };
-        tokio::select! {
-            result = serve => result.context("central: server failed")?,
-            () = grace => {}
+            None => {
+                let listener = identity::PlainListener(listener);
+                server::serve(listener, app, config.connections, refusals, stop, grace).await
+            }
         }
         tracing::info!("central: stopped");
         Ok(())
