@@ -131,14 +131,15 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
+    /// `config` may be swapped at any time (certificate rotation): each
+    /// new connection takes the configuration current when it arrives.
     pub(crate) fn spawn(
         listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
+        config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
         refusals: IntCounterVec,
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
                 let (tcp, addr) = match listener.accept().await {
@@ -150,7 +151,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let acceptor = acceptor.clone();
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
                 let tx = tx.clone();
                 let refusals = refusals.clone();
                 tokio::spawn(async move {

@@ -21,6 +21,7 @@ pub(crate) mod registry;
 pub(crate) mod rollout;
 pub(crate) mod server;
 pub(crate) mod store;
+pub(crate) mod tls_reload;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
 use anyhow::{bail, Context};
@@ -102,17 +103,9 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     let server_tls = config
         .tls
         .as_ref()
-        .map(|files| -> anyhow::Result<rustls::ServerConfig> {
-            let read = |path: &PathBuf, flag: &str| {
-                std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))
-            };
-            Ok(crate::tls::mtls_server_config(
-                &read(&files.cert, "--tls-cert")?,
-                &read(&files.key, "--tls-key")?,
-                &read(&files.client_ca, "--client-ca")?,
-            )?)
-        })
-        .transpose()?;
+        .map(tls_reload::load)
+        .transpose()?
+        .map(|tls| Arc::new(arc_swap::ArcSwap::from_pointee(tls)));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -172,7 +165,10 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         let refusals = metrics.refusals.clone();
         match server_tls {
             Some(tls) => {
-                let listener = identity::TlsListener::spawn(listener, Arc::new(tls), refusals.clone())?;
+                if let Some(files) = config.tls.clone() {
+                    tokio::spawn(tls_reload::watch(files, tls.clone(), metrics.tls_reloads.clone()));
+                }
+                let listener = identity::TlsListener::spawn(listener, tls, refusals.clone())?;
                 server::serve(listener, app, config.connections, refusals, stop, grace).await
             }
             None => {

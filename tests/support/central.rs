@@ -25,8 +25,37 @@ impl Central {
         (central, dir)
     }
 
+    /// A central on a fresh SQLite file serving the given certificate and key.
+    pub(crate) fn start_sqlite_with_tls(
+        world: &World,
+        cert: &Path,
+        key: &Path,
+        extra: &[&str],
+    ) -> (Central, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}/central.db", dir.path().display());
+        let server = Leaf {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
+        let central =
+            Central::start_with_server(world.path(), free_port(), &db, &world.pki, &server, extra);
+        (central, dir)
+    }
+
     pub(crate) fn start(dir: &Path, port: u16, db: &str, pki: &Pki, extra: &[&str]) -> Central {
         let server = pki.issue("central-server", "central.local", None);
+        Central::start_with_server(dir, port, db, pki, &server, extra)
+    }
+
+    fn start_with_server(
+        dir: &Path,
+        port: u16,
+        db: &str,
+        pki: &Pki,
+        server: &Leaf,
+        extra: &[&str],
+    ) -> Central {
         let log = dir.join(format!("central-{port}-{}.log", std::process::id()));
         let child = Command::new(sentinelnet())
             .arg("central")

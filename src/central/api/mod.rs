@@ -40,6 +40,7 @@ pub(crate) struct CentralMetrics {
     pub fleet_sidecars: IntGaugeVec,
     pub rollout: RolloutMetrics,
     pub rate_limited: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 impl CentralMetrics {
@@ -131,7 +132,17 @@ impl CentralMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(rate_limited.clone()));
+        let tls_reloads = IntCounterVec::new(
+            prometheus::Opts::new(
+                "sentinel_central_tls_reloads_total",
+                "Reloads of --tls-cert/--tls-key/--client-ca after they changed, by result (error: the previous files stay in use)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(tls_reloads.clone()));
         CentralMetrics {
+            tls_reloads,
             rate_limited,
             rollout,
             registry,

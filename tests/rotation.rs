@@ -1,0 +1,95 @@
+//! Central re-reads its server certificate and key when they change (a
+//! Kubernetes Secret update arrives as a symlink flip): new connections get
+//! the new certificate with no restart; a file that does not load keeps the
+//! previous one in service, logged and counted.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::central::*;
+use support::pki::Pki;
+use support::*;
+
+/// Point `link` at `target` the way the kubelet updates a Secret volume:
+/// a new symlink renamed over the old one.
+fn flip(link: &Path, target: &Path) {
+    let staged = link.with_extension("staged");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(target, &staged).expect("symlink");
+    std::fs::rename(&staged, link).expect("rename over the link");
+}
+
+#[test]
+fn a_rotated_server_certificate_is_served_without_a_restart() {
+    let world = World::new();
+    // The certificate central starts with, from the world's CA, behind
+    // symlinks; the one it rotates to, from another CA.
+    let first = world.pki.issue("server-one", "central.local", None);
+    let other_ca = Pki::new(&world.path().join("pki-two"), "rotated");
+    let second = other_ca.issue("server-two", "central.local", None);
+    let cert = world.path().join("tls.crt");
+    let key = world.path().join("tls.key");
+    flip(&cert, &first.cert);
+    flip(&key, &first.key);
+    let (central, _db) = Central::start_sqlite_with_tls(&world, &cert, &key, &[]);
+
+    // A client that trusts only the new CA (its own certificate still from
+    // the world's CA, which central keeps trusting for clients).
+    let trusts_new = caller(Some(&world.publisher), &other_ca.ca_path());
+    let trusts_old = world.as_publisher();
+    assert_eq!(call(trusts_old.get(central.url("/v1/bundles"))).0, 200);
+    assert!(
+        trusts_new.get(central.url("/v1/bundles")).send().is_err(),
+        "the old certificate is not from the new CA"
+    );
+
+    flip(&cert, &second.cert);
+    flip(&key, &second.key);
+    wait_until(
+        "central to serve the rotated certificate",
+        Duration::from_secs(15),
+        || {
+            // A new connection each time (a fresh client).
+            let client = caller(Some(&world.publisher), &other_ca.ca_path());
+            client
+                .get(central.url("/v1/bundles"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+        },
+    );
+    assert!(world
+        .as_publisher()
+        .get(central.url("/v1/bundles"))
+        .send()
+        .is_err());
+
+    // A broken file: central keeps the rotated certificate, says why.
+    let garbage = world.path().join("garbage.crt");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    flip(&cert, &garbage);
+    wait_until(
+        "the failed reload to be counted",
+        Duration::from_secs(15),
+        || {
+            let client = caller(Some(&world.publisher), &other_ca.ca_path());
+            central_metric(
+                &client,
+                &central,
+                "sentinel_central_tls_reloads_total{result=\"error\"}",
+            ) >= 1.0
+        },
+    );
+    let client = caller(Some(&world.publisher), &other_ca.ca_path());
+    assert_eq!(call(client.get(central.url("/v1/bundles"))).0, 200);
+    assert!(
+        central_metric(
+            &client,
+            &central,
+            "sentinel_central_tls_reloads_total{result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(central
+        .log_text()
+        .contains("still serving with the previous ones"));
+}
