@@ -227,6 +227,15 @@ struct CentralArgs {
         default_value = "sqlite://./sentinelnet-central.db"
     )]
     db: String,
+    /// A file holding the store URL (a mounted secret), instead of --db:
+    /// the password never sits in the environment or the process list.
+    #[arg(
+        long,
+        env = "SENTINEL_CENTRAL_DB_FILE",
+        conflicts_with = "db",
+        value_name = "FILE"
+    )]
+    db_file: Option<PathBuf>,
     /// Server certificate chain (PEM).
     #[arg(long, env = "SENTINEL_CENTRAL_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -631,6 +640,22 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
 
 fn run_central(args: CentralArgs) -> Result<(), Failure> {
     let dev_skip_mtls = args.dev.dev_skip_mtls;
+    let db = match &args.db_file {
+        None => args.db.clone(),
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Failure::Usage(format!("--db-file {}: cannot read: {e}", file.display()))
+            })?;
+            let url = text.trim().to_owned();
+            if url.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "--db-file {}: the file is empty (it should hold the store URL)",
+                    file.display()
+                )));
+            }
+            url
+        }
+    };
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
         (Some(cert), Some(key), Some(client_ca)) => Some(crate::central::TlsFiles {
             cert,
@@ -656,7 +681,7 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
     };
     crate::central::run(crate::central::CentralConfig {
         addr: args.addr,
-        db: args.db,
+        db,
         tls,
         rbac: args.rbac,
         signing_key: args.signing_key,

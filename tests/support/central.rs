@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Where a test central's store URL comes from.
+enum Store<'a> {
+    Url(&'a str),
+    /// `SENTINEL_CENTRAL_DB_FILE` (and debug logging, to check what is logged).
+    EnvFile(&'a Path),
+}
+
 /// A running `sentinelnet central` with mTLS.
 pub(crate) struct Central {
     pub(crate) port: u16,
@@ -38,28 +45,62 @@ impl Central {
             cert: cert.to_owned(),
             key: key.to_owned(),
         };
-        let central =
-            Central::start_with_server(world.path(), free_port(), &db, &world.pki, &server, extra);
+        let central = Central::start_with_server(
+            world.path(),
+            free_port(),
+            Store::Url(&db),
+            &world.pki,
+            &server,
+            extra,
+        );
         (central, dir)
+    }
+
+    /// A central whose store URL comes from a file named by
+    /// `SENTINEL_CENTRAL_DB_FILE`, logging at debug level.
+    pub(crate) fn start_with_db_file(world: &World, file: &Path) -> Central {
+        let server = world.pki.issue("central-server", "central.local", None);
+        Central::start_with_server(
+            world.path(),
+            free_port(),
+            Store::EnvFile(file),
+            &world.pki,
+            &server,
+            &[],
+        )
     }
 
     pub(crate) fn start(dir: &Path, port: u16, db: &str, pki: &Pki, extra: &[&str]) -> Central {
         let server = pki.issue("central-server", "central.local", None);
-        Central::start_with_server(dir, port, db, pki, &server, extra)
+        Central::start_with_server(dir, port, Store::Url(db), pki, &server, extra)
     }
 
     fn start_with_server(
         dir: &Path,
         port: u16,
-        db: &str,
+        store: Store<'_>,
         pki: &Pki,
         server: &Leaf,
         extra: &[&str],
     ) -> Central {
         let log = dir.join(format!("central-{port}-{}.log", std::process::id()));
-        let child = Command::new(sentinelnet())
+        let mut command = Command::new(sentinelnet());
+        command
             .arg("central")
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .env_remove("SENTINEL_CENTRAL_DB")
+            .env_remove("SENTINEL_CENTRAL_DB_FILE");
+        match store {
+            Store::Url(db) => {
+                command.args(["--db", db]);
+            }
+            Store::EnvFile(file) => {
+                command
+                    .env("SENTINEL_CENTRAL_DB_FILE", file)
+                    .env("SENTINEL_LOG", "debug");
+            }
+        }
+        let child = command
             .arg("--tls-cert")
             .arg(&server.cert)
             .arg("--tls-key")

@@ -42,8 +42,8 @@ pub(crate) struct Store {
     pool: AnyPool,
 }
 
-/// The URL without a password, for messages.
-fn redact(url: &str) -> String {
+/// The URL without a password, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

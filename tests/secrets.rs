@@ -1,0 +1,82 @@
+//! Secrets stay secret: central reads its store URL from a file
+//! (`SENTINEL_CENTRAL_DB_FILE`, a mounted Secret), and neither the database
+//! password nor a recorded input's values appear in its log, even at
+//! debug level.
+
+mod support;
+
+use serde_json::json;
+use support::central::*;
+
+/// The URL with a password in it: the one CI set, else a made-up one
+/// (the local server trusts loopback connections and ignores it).
+fn with_password(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, host) = rest.split_once('@').expect("user@host");
+    match userinfo.split_once(':') {
+        Some((_, password)) => (url.to_owned(), password.to_owned()),
+        None => {
+            let password = "s3cr3t-pw-4711";
+            (
+                format!("{scheme}://{userinfo}:{password}@{host}"),
+                password.to_owned(),
+            )
+        }
+    }
+}
+
+#[test]
+fn the_store_url_comes_from_a_file_and_no_secret_is_logged() {
+    let world = World::new();
+    let db = PgDatabase::create();
+    let (url, password) = with_password(&db.url());
+    let file = world.path().join("db-url");
+    std::fs::write(&file, format!("{url}\n")).expect("write");
+    let central = Central::start_with_db_file(&world, &file);
+    let publisher = world.as_publisher();
+    let (status, body) = call(
+        publisher
+            .put(central.url("/v1/bundles/kernel"))
+            .json(&json!({"defaultDecision": "allow"})),
+    );
+    assert_eq!(status, 200, "the store works: {body}");
+    // A record whose input carries a value that must never be logged.
+    let marker = "input-secret-9f3c";
+    let mut r = record("node-a", "c1", 0, GENESIS, &rfc3339_now());
+    r["input"] = json!({"request": {"headers": {"x-custom-token": marker}}});
+    let r = seal(r);
+    let sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
+    let (status, body) = call(
+        sidecar
+            .post(central.url("/v1/audit/decisions"))
+            .body(ndjson(&[r])),
+    );
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+    let (status, _) = call(sidecar.get(central.url("/v1/decisions?withInput=true")));
+    assert_eq!(status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = central.log_text();
+    assert!(log.contains("central: listening"), "{log}");
+    assert!(log.contains("***"), "the URL is logged redacted: {log}");
+    assert!(!log.contains(&password), "the password leaked into the log");
+    assert!(!log.contains(marker), "an input value leaked into the log");
+}
+
+#[test]
+fn a_db_file_that_cannot_be_read_is_one_line() {
+    let out = std::process::Command::new(support::sentinelnet())
+        .args([
+            "central",
+            "--dev-skip-mtls",
+            "--signing-key",
+            "/nonexistent.key",
+        ])
+        .env("SENTINEL_CENTRAL_DB_FILE", "/nonexistent/db-url")
+        .env_remove("SENTINEL_CENTRAL_DB")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--db-file /nonexistent/db-url"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
