@@ -304,6 +304,12 @@ struct CentralArgs {
     #[arg(long, env = "SENTINEL_CENTRAL_HEADER_TIMEOUT", default_value = "10s",
           value_parser = crate::timestamp::parse_duration)]
     header_timeout: std::time::Duration,
+    /// Accept a node's records only from the client identity that first
+    /// posted records for it (one sidecar cannot write into another's
+    /// chain). Off by default: a sidecar whose certificate is rotated to a
+    /// new identity would have its records refused.
+    #[arg(long, env = "SENTINEL_CENTRAL_PIN_NODE_IDENTITY", action = ArgAction::SetTrue, value_parser = switch)]
+    pin_node_identity: bool,
     #[command(flatten)]
     dev: DevSkipMtls,
 }
@@ -700,6 +706,7 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
             ingest_per_second: args.ingest_rate_limit,
         },
         max_body: args.max_body,
+        pin_node_identity: args.pin_node_identity,
         connections: crate::central::server::ConnectionLimits {
             max_connections: args.max_connections as usize,
             header_timeout: args.header_timeout,

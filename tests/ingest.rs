@@ -536,7 +536,8 @@ fn sentinel_now() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The first identity that posts a node's records owns that node: another
+/// With `--pin-node-identity`, the first identity that posts a node's
+/// records owns that node: another
 /// sidecar identity's records for it are refused and quarantined, naming
 /// the owner, and the node's chain stays intact.
 #[test]
@@ -552,7 +553,7 @@ fn a_sidecar_cannot_write_into_another_nodes_chain() {
             .to_string(),
     )
     .expect("rbac");
-    let (central, _db) = Central::start_sqlite(&world, &[]);
+    let (central, _db) = Central::start_sqlite(&world, &["--pin-node-identity"]);
     let ca = world.pki.ca_path();
     let owner = caller(Some(&world.sidecar), &ca);
     let other = caller(Some(&intruder), &ca);

@@ -58,6 +58,8 @@ pub(crate) struct CentralConfig {
     pub max_body: usize,
     /// Open connections and slow clients.
     pub connections: server::ConnectionLimits,
+    /// Records of a node only from the identity that first posted them.
+    pub pin_node_identity: bool,
 }
 
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
@@ -118,6 +120,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         let decisions = Arc::new(decisions::Decisions::new(
             store.clone(),
             metrics.decisions.clone(),
+            config.pin_node_identity,
         ));
         let fleet = Arc::new(fleet::Fleet::new(
             store.clone(),

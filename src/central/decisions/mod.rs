@@ -63,11 +63,18 @@ pub(crate) struct RejectedLine {
 pub(crate) struct Decisions {
     store: Store,
     metrics: DecisionMetrics,
+    /// `--pin-node-identity`: a node's records only from the identity that
+    /// first posted them.
+    pin_nodes: bool,
 }
 
 impl Decisions {
-    pub(crate) fn new(store: Store, metrics: DecisionMetrics) -> Decisions {
-        Decisions { store, metrics }
+    pub(crate) fn new(store: Store, metrics: DecisionMetrics, pin_nodes: bool) -> Decisions {
+        Decisions {
+            store,
+            metrics,
+            pin_nodes,
+        }
     }
 
     /// Store a batch of NDJSON records posted by `identity`.
@@ -89,7 +96,11 @@ impl Decisions {
                 })?;
         let (incoming, mut duplicates, mut conflicts) = first_of_each_id(incoming, &mut refused);
         let mut tx = self.store.begin().await?;
-        let incoming = owned_by(&mut tx, incoming, identity, &mut refused).await?;
+        let incoming = if self.pin_nodes {
+            owned_by(&mut tx, incoming, identity, &mut refused).await?
+        } else {
+            incoming
+        };
         let rows: Vec<&DecisionRow> = incoming.iter().map(|i| &i.row).collect();
         let inserted: HashSet<String> = sql::insert_decisions(&mut tx, &rows, identity)
             .await?
