@@ -127,6 +127,86 @@ impl ClientIdentity {
     }
 }
 
+/// An HTTP client whose identity files are re-read when they change:
+/// SPIFFE and cert-manager rotate client certificates every few hours, and
+/// the sidecar must present the new one on its next connection to central,
+/// the audit service or the stream, without a restart. The files are
+/// compared by content at most every [`RELOAD_CHECK`]; files that do not
+/// load keep the previous client in use (logged). Open connections keep
+/// the certificate they were made with.
+pub struct ReloadingClient {
+    identity: ClientIdentity,
+    url: String,
+    timeout: Duration,
+    state: std::sync::Mutex<ClientState>,
+}
+
+struct ClientState {
+    client: reqwest::Client,
+    stamp: Vec<Option<[u8; 32]>>,
+    checked: std::time::Instant,
+}
+
+/// How often a [`ReloadingClient`] looks at its files.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+impl ReloadingClient {
+    /// The first client; an error is a setup error (bad URL, unreadable or
+    /// invalid files).
+    pub fn new(identity: ClientIdentity, url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = identity.client_for(url, timeout)?;
+        let stamp = identity.stamp();
+        Ok(ReloadingClient {
+            identity,
+            url: url.to_owned(),
+            timeout,
+            state: std::sync::Mutex::new(ClientState {
+                client,
+                stamp,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The client to use now (a cheap handle), rebuilt first if the
+    /// identity files changed and load.
+    pub fn get(&self) -> reqwest::Client {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.checked.elapsed() >= RELOAD_CHECK {
+            state.checked = std::time::Instant::now();
+            let stamp = self.identity.stamp();
+            if stamp != state.stamp {
+                state.stamp = stamp;
+                match self.identity.client_for(&self.url, self.timeout) {
+                    Ok(client) => {
+                        state.client = client;
+                        tracing::info!(url = %self.url, "client certificate files changed: new connections use them");
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "new client certificate files do not load; still using the previous ones")
+                    }
+                }
+            }
+        }
+        state.client.clone()
+    }
+}
+
+impl ClientIdentity {
+    /// Digests of the identity files' contents (none for a missing file).
+    fn stamp(&self) -> Vec<Option<[u8; 32]>> {
+        use sha2::{Digest, Sha256};
+        [&self.cert, &self.key, &self.ca]
+            .iter()
+            .map(|path| {
+                path.as_ref()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .map(|bytes| Sha256::digest(&bytes).into())
+            })
+            .collect()
+    }
+}
+
 /// The identities `sentinelnet dev-pki` issues: file stem, CN, URI SAN, roles.
 const DEV_IDENTITIES: &[(&str, &str, &str, &str)] = &[
     (

@@ -148,9 +148,7 @@ impl Pipeline {
     ) -> anyhow::Result<(Recorder, Pipeline)> {
         let client = match &config.url {
             Some(url) => Some(
-                config
-                    .tls
-                    .client_for(url, ship::REQUEST_TIMEOUT)
+                crate::tls::ReloadingClient::new(config.tls.clone(), url, ship::REQUEST_TIMEOUT)
                     .map_err(anyhow::Error::msg)?,
             ),
             None => None,
@@ -329,7 +327,7 @@ async fn sync_periodically(shared: Arc<Shared>) {
 
 async fn ship_records(
     shared: Arc<Shared>,
-    client: reqwest::Client,
+    client: crate::tls::ReloadingClient,
     url: String,
     status: Arc<AuditStatus>,
     spooled: bool,
@@ -370,7 +368,8 @@ async fn ship_records(
             continue;
         };
         let started = Instant::now();
-        let post = ship::post(&client, &url, &chain_id, &batch);
+        let http = client.get();
+        let post = ship::post(&http, &url, &chain_id, &batch);
         // Shutting down: a hung receiver may not hold the flush past its deadline.
         let result = match close_deadline {
             Some(deadline) => {

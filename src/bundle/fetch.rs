@@ -30,7 +30,8 @@ pub struct RemoteSource {
 
 pub(crate) struct Fetcher {
     source: RemoteSource,
-    client: reqwest::Client,
+    /// Re-reads the identity files when they change (certificate rotation).
+    client: crate::tls::ReloadingClient,
 }
 
 pub(crate) enum Fetched {
@@ -71,10 +72,12 @@ impl Retriable for FetchError {
 impl Fetcher {
     pub(crate) fn new(source: &RemoteSource) -> Result<Fetcher, FetchError> {
         // A request may legitimately take as long as the long poll.
-        let client = source
-            .identity
-            .client_for(&source.url, LONG_POLL + Duration::from_secs(10))
-            .map_err(FetchError::Setup)?;
+        let client = crate::tls::ReloadingClient::new(
+            source.identity.clone(),
+            &source.url,
+            LONG_POLL + Duration::from_secs(10),
+        )
+        .map_err(FetchError::Setup)?;
         Ok(Fetcher {
             source: source.clone(),
             client,
@@ -99,7 +102,7 @@ impl Fetcher {
             None => base.clone(),
         };
         let transport = |e: reqwest::Error| FetchError::Transport(e.to_string());
-        let mut request = self.client.get(url);
+        let mut request = self.client.get().get(url);
         if let Some(etag) = etag {
             request = request.header("if-none-match", etag);
         }
