@@ -28,10 +28,25 @@ fn a_rotated_server_certificate_is_served_without_a_restart() {
     let first = world.pki.issue("server-one", "central.local", None);
     let other_ca = Pki::new(&world.path().join("pki-two"), "rotated");
     let second = other_ca.issue("server-two", "central.local", None);
-    let cert = world.path().join("tls.crt");
-    let key = world.path().join("tls.key");
-    flip(&cert, &first.cert);
-    flip(&key, &first.key);
+    // Like a Secret volume: the files live in a directory that a
+    // `current` symlink points at; an update flips the symlink.
+    let version = |name: &str, cert: &Path, key: &Path| {
+        let dir = world.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::copy(cert, dir.join("tls.crt")).expect("copy cert");
+        std::fs::copy(key, dir.join("tls.key")).expect("copy key");
+        dir
+    };
+    let one = version("v1", &first.cert, &first.key);
+    let two = version("v2", &second.cert, &second.key);
+    let garbage = world.path().join("v3");
+    std::fs::create_dir_all(&garbage).expect("mkdir");
+    std::fs::write(garbage.join("tls.crt"), "not a certificate").expect("write");
+    std::fs::copy(&second.key, garbage.join("tls.key")).expect("copy key");
+    let current = world.path().join("current");
+    flip(&current, &one);
+    let cert = current.join("tls.crt");
+    let key = current.join("tls.key");
     let (central, _db) = Central::start_sqlite_with_tls(&world, &cert, &key, &[]);
 
     // A client that trusts only the new CA (its own certificate still from
@@ -44,8 +59,7 @@ fn a_rotated_server_certificate_is_served_without_a_restart() {
         "the old certificate is not from the new CA"
     );
 
-    flip(&cert, &second.cert);
-    flip(&key, &second.key);
+    flip(&current, &two);
     wait_until(
         "central to serve the rotated certificate",
         Duration::from_secs(15),
@@ -65,19 +79,26 @@ fn a_rotated_server_certificate_is_served_without_a_restart() {
         .is_err());
 
     // A broken file: central keeps the rotated certificate, says why.
-    let garbage = world.path().join("garbage.crt");
-    std::fs::write(&garbage, "not a certificate").expect("write");
-    flip(&cert, &garbage);
+    let client = caller(Some(&world.publisher), &other_ca.ca_path());
+    let errors = |client: &reqwest::blocking::Client| {
+        central_metric(
+            client,
+            &central,
+            "sentinel_central_tls_reloads_total{result=\"error\"}",
+        )
+    };
+    assert_eq!(
+        errors(&client),
+        0.0,
+        "atomic flips never load half an update"
+    );
+    flip(&current, &garbage);
     wait_until(
         "the failed reload to be counted",
         Duration::from_secs(15),
         || {
             let client = caller(Some(&world.publisher), &other_ca.ca_path());
-            central_metric(
-                &client,
-                &central,
-                "sentinel_central_tls_reloads_total{result=\"error\"}",
-            ) >= 1.0
+            errors(&client) >= 1.0
         },
     );
     let client = caller(Some(&world.publisher), &other_ca.ca_path());

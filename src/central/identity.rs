@@ -124,6 +124,9 @@ pub(crate) fn identity_of(der: &[u8]) -> Option<String> {
     common_name
 }
 
+/// Most TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 512;
+
 /// Accepts TCP connections and completes mTLS handshakes off the accept loop.
 pub(crate) struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
@@ -140,6 +143,9 @@ impl TlsListener {
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(64);
+        // Handshakes in flight are bounded too: an anonymous client opening
+        // sockets cannot run unlimited 10-second handshakes.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (tcp, addr) = match listener.accept().await {
@@ -151,12 +157,19 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    refusals.with_label_values(&["connections"]).inc();
+                    tracing::warn!(peer = %addr, "central: too many TLS handshakes in flight; closed a new connection");
+                    drop(tcp);
+                    continue;
+                };
                 let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
                 let tx = tx.clone();
                 let refusals = refusals.clone();
                 tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    drop(permit);
                     match handshake {
                         Ok(Ok(tls)) => {
                             let identity = tls

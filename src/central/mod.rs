@@ -75,6 +75,12 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     if config.decision_retention.is_zero() {
         bail!("--decision-retention must be longer than 0 (e.g. 7d)");
     }
+    if config.max_body < (1 << 20) {
+        bail!("--max-body must be at least 1MiB: sidecars post batches of up to 1 MiB, and a refused batch is set aside, not retried");
+    }
+    if config.connections.header_timeout.is_zero() {
+        bail!("--header-timeout must be longer than 0 (e.g. 10s)");
+    }
     if config.guard.window.is_zero() {
         bail!("--canary-window must be longer than 0 (e.g. 5m)");
     }

@@ -54,15 +54,23 @@ pub(crate) async fn watch(
     current: Arc<ArcSwap<rustls::ServerConfig>>,
     reloads: IntCounterVec,
 ) {
+    // Reading and parsing files is blocking work: off the runtime's threads.
     let mut seen = stamp(&files);
     loop {
         tokio::time::sleep(POLL).await;
-        let now = stamp(&files);
+        let polled = files.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || stamp(&polled)).await else {
+            continue;
+        };
         if now == seen {
             continue;
         }
         seen = now;
-        match load(&files) {
+        let changed = files.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&changed))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the TLS files failed: {e}")));
+        match loaded {
             Ok(config) => {
                 current.store(Arc::new(config));
                 reloads.with_label_values(&["ok"]).inc();
