@@ -321,12 +321,16 @@ impl Central {
                 );
                 let status = self.post(&path, &body).await?;
                 self.print(&status, |s| {
+                    let share = if s["state"] == "canary" {
+                        format!(" (canary {}%)", render::cell(&s["canaryPercent"]))
+                    } else {
+                        String::new()
+                    };
                     format!(
-                        "{} v{}: {} (canary {}%){}\n",
+                        "{} v{}: {}{share}{}\n",
                         render::cell(&s["id"]),
                         render::cell(&s["version"]),
                         render::cell(&s["state"]),
-                        render::cell(&s["canaryPercent"]),
                         published(&s["publishedRevision"])
                     )
                 })?;
