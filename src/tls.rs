@@ -195,16 +195,25 @@ impl ReloadingClient {
 impl ClientIdentity {
     /// Digests of the identity files' contents (none for a missing file).
     fn stamp(&self) -> Vec<Option<[u8; 32]>> {
-        use sha2::{Digest, Sha256};
-        [&self.cert, &self.key, &self.ca]
-            .iter()
-            .map(|path| {
-                path.as_ref()
-                    .and_then(|p| std::fs::read(p).ok())
-                    .map(|bytes| Sha256::digest(&bytes).into())
-            })
-            .collect()
+        file_digests([&self.cert, &self.key, &self.ca].into_iter().flatten())
     }
+}
+
+/// SHA-256 of each file's contents (`None` for one that cannot be read):
+/// what tells a rotated certificate from the one in use, whatever its size
+/// or modification time.
+pub(crate) fn file_digests<'p>(
+    paths: impl IntoIterator<Item = &'p PathBuf>,
+) -> Vec<Option<[u8; 32]>> {
+    use sha2::{Digest, Sha256};
+    paths
+        .into_iter()
+        .map(|path| {
+            std::fs::read(path)
+                .ok()
+                .map(|bytes| Sha256::digest(&bytes).into())
+        })
+        .collect()
 }
 
 /// The identities `sentinelnet dev-pki` issues: file stem, CN, URI SAN, roles.

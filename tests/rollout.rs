@@ -21,19 +21,7 @@ fn publish(client: &reqwest::blocking::Client, central: &Central, policy: Value,
             .json(&json!({"defaultDecision": "allow"})),
     );
     assert_eq!(status, 200, "{body}");
-    let id = policy["id"].as_str().expect("id").to_owned();
-    let (status, body) = call(
-        client
-            .post(central.url("/v1/bundles/kernel/policies"))
-            .json(&policy),
-    );
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = call(
-        client
-            .post(central.url(&format!("/v1/bundles/kernel/policies/{id}/transition")))
-            .json(&to),
-    );
-    assert_eq!(status, 200, "{body}");
+    add_policy(client, central, &policy, &to);
 }
 
 fn freeze_deletes(severity: &str) -> Value {
@@ -249,18 +237,12 @@ fn labels_and_simulation(db: &str) {
     // is listed with its matches, and changes no decision.
     let mut shadow_gets = json!({"id": "kernel.shadow-gets", "version": 1, "severity": "LOW",
         "state": "draft", "effect": "deny", "when": {"==": [{"var": "request.method"}, "GET"]}});
-    let (status, body) = call(
-        publisher
-            .post(central.url("/v1/bundles/kernel/policies"))
-            .json(&shadow_gets),
+    add_policy(
+        &publisher,
+        &central,
+        &shadow_gets,
+        &json!({"to": "simulating", "reason": "shadow"}),
     );
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = call(
-        publisher
-            .post(central.url("/v1/bundles/kernel/policies/kernel.shadow-gets/transition"))
-            .json(&json!({"to": "simulating", "reason": "shadow"})),
-    );
-    assert_eq!(status, 200, "{body}");
     let (status, with_shadow) = call(
         publisher
             .post(central.url("/v1/simulate"))

@@ -134,17 +134,13 @@ fn a_sidecar_presents_its_rotated_client_certificate() {
     let (central, _db) = Central::start_sqlite(&world, &[]);
     let publisher = world.as_publisher();
     let publish = |id: &str| {
-        let (status, body) = call(publisher.post(central.url("/v1/bundles/kernel/policies")).json(
+        add_policy(
+            &publisher,
+            &central,
             &serde_json::json!({"id": id, "version": 1, "severity": "LOW", "state": "draft",
                                 "effect": "deny", "when": {"==": [{"var": "request.method"}, "DELETE"]}}),
-        ));
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = call(
-            publisher
-                .post(central.url(&format!("/v1/bundles/kernel/policies/{id}/transition")))
-                .json(&serde_json::json!({"to": "active", "reason": "test"})),
+            &serde_json::json!({"to": "active", "reason": "test"}),
         );
-        assert_eq!(status, 200, "{body}");
     };
     publish("kernel.one");
 

@@ -23,15 +23,7 @@ const POLL: Duration = Duration::from_secs(2);
 type Stamp = Vec<Option<[u8; 32]>>;
 
 fn stamp(files: &TlsFiles) -> Stamp {
-    use sha2::{Digest, Sha256};
-    [&files.cert, &files.key, &files.client_ca]
-        .iter()
-        .map(|path| {
-            std::fs::read(path)
-                .ok()
-                .map(|bytes| Sha256::digest(&bytes).into())
-        })
-        .collect()
+    crate::tls::file_digests([&files.cert, &files.key, &files.client_ca])
 }
 
 /// Read and check the three files into a server configuration.

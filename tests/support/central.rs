@@ -387,3 +387,26 @@ pub(crate) fn rfc3339_now() -> String {
         since.subsec_micros()
     )
 }
+
+/// Create `policy` in bundle `kernel` and move it with `transition`
+/// (`{"to", "canaryPercent"?, "reason"}`), asserting both succeed.
+pub(crate) fn add_policy(
+    client: &reqwest::blocking::Client,
+    central: &Central,
+    policy: &Value,
+    transition: &Value,
+) {
+    let id = policy["id"].as_str().expect("policy id");
+    let (status, body) = call(
+        client
+            .post(central.url("/v1/bundles/kernel/policies"))
+            .json(policy),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        client
+            .post(central.url(&format!("/v1/bundles/kernel/policies/{id}/transition")))
+            .json(transition),
+    );
+    assert_eq!(status, 200, "{body}");
+}

@@ -60,6 +60,13 @@ pub(crate) enum RegistryError {
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
+impl RegistryError {
+    /// A bad request body: `message` says where in it (a JSON pointer) and why.
+    pub(crate) fn body(message: String) -> RegistryError {
+        RegistryError::Invalid(format!("request body: {message}"))
+    }
+}
+
 /// A policy's state after a change.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

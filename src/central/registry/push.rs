@@ -61,17 +61,14 @@ pub(crate) struct PushedPolicy {
     pub note: Option<String>,
 }
 
-fn invalid(message: String) -> RegistryError {
-    RegistryError::Invalid(format!("request body: {message}"))
-}
-
 /// A pushed document as central stores a draft of it, and the state its file asks for.
 fn parse_policy(index: usize, value: &Value) -> Result<(PolicyDocument, State, f64)> {
-    let document: PolicyDocument = crate::bundle::typed_at(value)
-        .map_err(|(at, message)| invalid(format!("at /policies/{index}{at}: {message}")))?;
+    let document: PolicyDocument = crate::bundle::typed_at(value).map_err(|(at, message)| {
+        RegistryError::body(format!("at /policies/{index}{at}: {message}"))
+    })?;
     let (wanted, percent) = (document.state, document.canary_percent);
     Policy::compile(document.clone()).map_err(|e| {
-        invalid(format!(
+        RegistryError::body(format!(
             "at /policies/{index}{}: policy \"{}\": {}",
             e.pointer, e.policy, e.message
         ))
@@ -103,7 +100,7 @@ impl Registry {
         for (index, value) in request.policies.iter().enumerate() {
             let entry = parse_policy(index, value)?;
             if !ids.insert(entry.0.id.clone()) {
-                return Err(invalid(format!(
+                return Err(RegistryError::body(format!(
                     "at /policies/{index}/id: policy \"{}\" is given twice",
                     entry.0.id
                 )));

@@ -37,33 +37,31 @@ struct SimulateRequest {
     max_fp_rate: Option<f64>,
 }
 
-fn invalid(message: String) -> RegistryError {
-    RegistryError::Invalid(format!("request body: {message}"))
-}
-
 /// The candidate policies, each enforced as if active, checked like a
 /// bundle's files (errors name `/policies/N…`).
 fn candidates(policies: &[Value]) -> Result<Vec<PolicyDocument>, RegistryError> {
     if policies.is_empty() {
-        return Err(invalid(
+        return Err(RegistryError::body(
             "at /policies: give at least one candidate policy".into(),
         ));
     }
     let mut ids = BTreeSet::new();
     let mut documents = Vec::new();
     for (i, value) in policies.iter().enumerate() {
-        let mut document: PolicyDocument = crate::bundle::typed_at(value)
-            .map_err(|(at, message)| invalid(format!("at /policies/{i}{at}: {message}")))?;
+        let mut document: PolicyDocument =
+            crate::bundle::typed_at(value).map_err(|(at, message)| {
+                RegistryError::body(format!("at /policies/{i}{at}: {message}"))
+            })?;
         document.state = State::Active;
         document.canary_percent = 0.0;
         Policy::compile(document.clone()).map_err(|e| {
-            invalid(format!(
+            RegistryError::body(format!(
                 "at /policies/{i}{}: policy \"{}\": {}",
                 e.pointer, e.policy, e.message
             ))
         })?;
         if !ids.insert(document.id.clone()) {
-            return Err(invalid(format!(
+            return Err(RegistryError::body(format!(
                 "at /policies/{i}/id: policy \"{}\" is given twice",
                 document.id
             )));
@@ -76,8 +74,9 @@ fn candidates(policies: &[Value]) -> Result<Vec<PolicyDocument>, RegistryError> 
 fn time_filter(name: &str, value: Option<&str>) -> Result<Option<i64>, RegistryError> {
     value
         .map(|text| {
-            parse_rfc3339(text)
-                .ok_or_else(|| invalid(format!("at /{name}: \"{text}\" is not an RFC 3339 time")))
+            parse_rfc3339(text).ok_or_else(|| {
+                RegistryError::body(format!("at /{name}: \"{text}\" is not an RFC 3339 time"))
+            })
         })
         .transpose()
 }
@@ -95,7 +94,7 @@ pub(crate) async fn simulate(
         None => MAX_RECORDS,
         Some(n) if (1..=MAX_RECORDS).contains(&n) => n,
         Some(n) => {
-            return Err(invalid(format!(
+            return Err(RegistryError::body(format!(
                 "at /limit: {n} is not between 1 and {MAX_RECORDS}"
             )))
         }
@@ -104,7 +103,7 @@ pub(crate) async fn simulate(
         None => DEFAULT_MAX_FP_RATE,
         Some(r) if (0.0..=1.0).contains(&r) => r,
         Some(r) => {
-            return Err(invalid(format!(
+            return Err(RegistryError::body(format!(
                 "at /maxFpRate: {r} is not between 0 and 1"
             )))
         }
@@ -117,7 +116,7 @@ pub(crate) async fn simulate(
     };
     let (live, default_decision) = registry.live_documents(&request.bundle).await?;
     let set = live_with_candidates(live, candidates, default_decision).map_err(|e| {
-        invalid(format!(
+        RegistryError::body(format!(
             "policy \"{}\" at {}: {}",
             e.policy, e.pointer, e.message
         ))
