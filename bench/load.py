@@ -15,6 +15,8 @@ response so no upstream adds noise):
                 sidecar uses: the least any server on it costs
   sidecar-tcp   ext_authz -> sentinelnet serve, 20-policy bundle, TCP
   sidecar-uds   ext_authz -> sentinelnet serve, same bundle, Unix socket
+  sidecar-tls   as sidecar-tcp over mutual TLS (--grpc-tls-*, Envoy's
+                UpstreamTlsContext as in envoy/envoy-mtls.yaml)
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
                 accepts connections and never answers
 
@@ -63,7 +65,7 @@ SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,s
 if BASELINE and "baseline-tcp" not in SETUPS:
     SETUPS.append("baseline-tcp")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput", "sidecar-tls"}
 
 procs = []
 
@@ -111,9 +113,10 @@ def rss_kib(pid):
 
 # ---------------------------------------------------------------- Envoy configs
 
-def envoy_config(port, admin, filters, authz_cluster=None):
+def envoy_config(port, admin, filters, authz_cluster=None, tls_dir=None):
     """An Envoy bootstrap: one listener, direct 200 response, the given HTTP
-    filters before the router, and optionally the ext_authz cluster."""
+    filters before the router, and optionally the ext_authz cluster (over
+    mutual TLS with the dev-pki files in tls_dir)."""
     clusters = []
     if authz_cluster:
         clusters.append({
@@ -125,6 +128,19 @@ def envoy_config(port, admin, filters, authz_cluster=None):
             "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": authz_cluster}}]}]},
         })
+    if authz_cluster and tls_dir:
+        clusters[0]["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": "localhost",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": f"{tls_dir}/sidecar.crt"},
+                        "private_key": {"filename": f"{tls_dir}/sidecar.key"}}],
+                    "validation_context": {"trusted_ca": {"filename": f"{tls_dir}/ca.pem"}},
+                }}}
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -261,13 +277,21 @@ def main():
     hung_port = hung_receiver()
     admins = {}
     hung_grpc = f"127.0.0.1:{free_port()}"
-    baseline_port, noinput_port = free_port(), free_port()
+    baseline_port, noinput_port, tls_port = free_port(), free_port(), free_port()
+    # The TLS setup's files: dev-pki's central.crt (localhost) serves as
+    # the listener's certificate, its sidecar.crt as Envoy's client one.
+    tls_dir = f"{tmp}/pki"
+    if "sidecar-tls" in SETUPS:
+        subprocess.run([SENTINEL, "dev-pki", "--out", tls_dir], check=True, stdout=subprocess.DEVNULL)
+    tls_flags = ["--grpc-tls-cert", f"{tls_dir}/central.crt", "--grpc-tls-key", f"{tls_dir}/central.key",
+                 "--grpc-client-ca", f"{tls_dir}/ca.pem"]
     for name, grpc, extra in [
         ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
         ("sidecar-uds", f"unix:{uds}", []),
         ("sidecar-hung", hung_grpc, ["--audit-url", f"http://127.0.0.1:{hung_port}/v1/audit/decisions"]),
         ("baseline-tcp", f"127.0.0.1:{baseline_port}", []),
         ("sidecar-noinput", f"127.0.0.1:{noinput_port}", ["--record-input", "0"]),
+        ("sidecar-tls", f"127.0.0.1:{tls_port}", tls_flags),
     ]:
         if name not in SETUPS:
             continue
@@ -287,6 +311,7 @@ def main():
         "sidecar-hung": {"socket_address": {"address": "127.0.0.1", "port_value": int(hung_grpc.split(":")[1])}},
         "baseline-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": baseline_port}},
         "sidecar-noinput": {"socket_address": {"address": "127.0.0.1", "port_value": noinput_port}},
+        "sidecar-tls": {"socket_address": {"address": "127.0.0.1", "port_value": tls_port}},
     }
     for name in SETUPS:
         port, admin = free_port(), free_port()
@@ -295,7 +320,8 @@ def main():
         elif name == "rbac":
             cfg = envoy_config(port, admin, [RBAC])
         else:
-            cfg = envoy_config(port, admin, [EXT_AUTHZ], clusters[name])
+            cfg = envoy_config(port, admin, [EXT_AUTHZ], clusters[name],
+                               tls_dir if name == "sidecar-tls" else None)
         path = Path(tmp) / f"envoy-{name}.json"
         path.write_text(json.dumps(cfg))
         envoy = spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],

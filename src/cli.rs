@@ -374,6 +374,18 @@ struct ServeArgs {
     /// credential headers removed by default).
     #[arg(long, env = "SENTINEL_MASK", value_delimiter = ',')]
     mask: Vec<String>,
+    /// TLS certificate (PEM) of the ext_authz listener; re-read when it
+    /// changes. Without it the listener speaks plain HTTP/2 (loopback or a
+    /// Unix socket).
+    #[arg(long, env = "SENTINEL_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --grpc-tls-cert.
+    #[arg(long, env = "SENTINEL_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// CA (PEM) whose certificates callers of the ext_authz listener must
+    /// present (mTLS); needs --grpc-tls-cert.
+    #[arg(long, env = "SENTINEL_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
+    grpc_client_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -510,10 +522,24 @@ pub fn main() -> i32 {
                     0
                 };
             }
-            // One line, not clap's usage block.
+            // One line, not clap's usage block: the error's first paragraph
+            // (a missing argument is named on the lines after the first).
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("sentinelnet: {}", first.trim_start_matches("error: "));
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.is_empty())
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
+            eprintln!(
+                "sentinelnet: {}",
+                if message.is_empty() {
+                    "invalid arguments"
+                } else {
+                    message
+                }
+            );
             return 2;
         }
     };
@@ -620,8 +646,20 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         principal_from: args.principal_from,
         roles_from: args.roles_from,
     };
+    let grpc_tls = match (args.grpc_tls_cert, args.grpc_tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::reload::ServerFiles {
+            cert,
+            key,
+            client_ca: args.grpc_client_ca,
+            flags: ["--grpc-tls-cert", "--grpc-tls-key", "--grpc-client-ca"],
+            alpn: crate::tls::GRPC_ALPN,
+        }),
+        // clap's `requires` makes the pair complete or absent.
+        _ => None,
+    };
     let config = ServeConfig {
         grpc_addr: args.grpc_addr,
+        grpc_tls,
         admin_addr: args.admin_addr,
         source,
         trusted_keys,
@@ -663,10 +701,12 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
         }
     };
     let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
-        (Some(cert), Some(key), Some(client_ca)) => Some(crate::central::TlsFiles {
+        (Some(cert), Some(key), Some(client_ca)) => Some(crate::tls::reload::ServerFiles {
             cert,
             key,
-            client_ca,
+            client_ca: Some(client_ca),
+            flags: ["--tls-cert", "--tls-key", "--client-ca"],
+            alpn: crate::tls::HTTP_ALPN,
         }),
         (None, None, None) if dev_skip_mtls => None,
         (cert, key, ca) => {

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub bundle_loads_error: IntCounter,
     pub bundle_last_success: Gauge,
     pub audit: AuditCounters,
+    /// `sentinel_tls_reloads_total{files,result}`: certificate files re-read
+    /// (`listener`: the ext_authz listener's; `client`: KERNEL_MTLS_*).
+    pub tls_reloads: IntCounterVec,
 }
 
 /// Per-policy counters of one activated bundle, indexed like its policy set.
@@ -204,7 +207,9 @@ impl Metrics {
                 "Spool lines found corrupt or torn at start and skipped.",
             ),
         };
+        let tls_reloads = registered(&registry, crate::tls::reload_counter().clone());
         Metrics {
+            tls_reloads,
             check_latency,
             decisions,
             policy_matches,

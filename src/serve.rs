@@ -8,7 +8,7 @@
 
 use crate::admin::{self, AdminState, LoadStatus};
 use crate::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
-use crate::authz::server::{self as grpc_server, Endpoint, Listener};
+use crate::authz::server::{self as grpc_server, Endpoint, Listener, ListenerKind};
 use crate::authz::{Authorizer, Engine, EngineSlot, ViewSettings};
 use crate::bundle::fetch::{save_cache, FetchError, Fetched, Fetcher, RemoteSource, LONG_POLL};
 use crate::bundle::signing::TrustedKeys;
@@ -49,6 +49,8 @@ impl std::str::FromStr for ListenAddr {
 
 pub(crate) struct ServeConfig {
     pub grpc_addr: ListenAddr,
+    /// TLS (and with a client CA, mTLS) on the ext_authz listener.
+    pub grpc_tls: Option<crate::tls::reload::ServerFiles>,
     pub admin_addr: SocketAddr,
     /// Where bundles come from; a remote source carries the client
     /// identity toward the registry and the body cap.
@@ -162,8 +164,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         audit: audit_status,
     };
     let admin = start_admin(config.admin_addr, admin_state, stop_rx.clone()).await?;
+    let tls_reloads = metrics.tls_reloads.clone();
     let authorizer = Authorizer::new(engine, config.view, config.on_error, recorder, metrics);
-    let grpc = start_grpc(&config.grpc_addr, authorizer, stop_rx).await?;
+    let grpc = start_grpc(
+        &config.grpc_addr,
+        config.grpc_tls.clone(),
+        authorizer,
+        tls_reloads,
+        stop_rx,
+    )
+    .await?;
 
     crate::shutdown::signal().await;
     tracing::info!("shutting down: finishing in-flight checks");
@@ -258,16 +268,38 @@ async fn start_admin(
 
 async fn start_grpc(
     addr: &ListenAddr,
+    tls_files: Option<crate::tls::reload::ServerFiles>,
     authorizer: Authorizer,
+    tls_reloads: prometheus::IntCounterVec,
     stop: signal_watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = match addr {
+    // Bad TLS files are a start-up error; later bad files keep the config
+    // in use (tls::reload).
+    let tls = match tls_files {
+        Some(files) => {
+            let config = Arc::new(arc_swap::ArcSwap::from_pointee(files.load()?));
+            tracing::info!(
+                mtls = files.client_ca.is_some(),
+                "ext_authz listener speaks TLS"
+            );
+            tokio::spawn(crate::tls::reload::watch(
+                files,
+                config.clone(),
+                tls_reloads,
+                Some("listener"),
+                "ext_authz listener",
+            ));
+            Some(config)
+        }
+        None => None,
+    };
+    let kind = match addr {
         ListenAddr::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on gRPC address {addr}"))?;
             tracing::info!(%addr, "ext_authz gRPC listening");
-            Listener::Tcp(listener)
+            ListenerKind::Tcp(listener)
         }
         ListenAddr::Unix(path) => {
             // A socket file left by a previous run would make bind fail.
@@ -278,11 +310,11 @@ async fn start_grpc(
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
             tracing::info!(path = %path.display(), "ext_authz gRPC listening");
-            Listener::Unix(listener)
+            ListenerKind::Unix(listener)
         }
     };
     Ok(tokio::spawn(grpc_server::serve(
-        listener,
+        Listener { kind, tls },
         Endpoint::new(authorizer),
         stopped(stop),
     )))

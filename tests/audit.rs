@@ -405,10 +405,11 @@ fn records_ship_over_mtls_with_the_kernel_client_identity() {
         "kernel-7f9c",
         Some("spiffe://cluster/ns/kernel/sa/sidecar"),
     );
-    let tls = sentinelnet::tls::mtls_server_config(
+    let tls = sentinelnet::tls::server_config(
         &std::fs::read(&server.cert).expect("cert"),
         &std::fs::read(&server.key).expect("key"),
-        pki.ca_pem.as_bytes(),
+        Some(pki.ca_pem.as_bytes()),
+        sentinelnet::tls::HTTP_ALPN,
     )
     .expect("server TLS config");
     let received = Arc::new(Received::default());

@@ -140,10 +140,11 @@ impl Fixture {
             "kernel-7f9c",
             Some("spiffe://cluster/ns/kernel/sa/sidecar"),
         );
-        let tls = sentinelnet::tls::mtls_server_config(
+        let tls = sentinelnet::tls::server_config(
             &std::fs::read(&server.cert).expect("cert"),
             &std::fs::read(&server.key).expect("key"),
-            pki.ca_pem.as_bytes(),
+            Some(pki.ca_pem.as_bytes()),
+            sentinelnet::tls::HTTP_ALPN,
         )
         .expect("server config");
         let private = dir.join("private");

@@ -11,15 +11,6 @@ use support::central::*;
 use support::pki::Pki;
 use support::*;
 
-/// Point `link` at `target` the way the kubelet updates a Secret volume:
-/// a new symlink renamed over the old one.
-fn flip(link: &Path, target: &Path) {
-    let staged = link.with_extension("staged");
-    let _ = std::fs::remove_file(&staged);
-    std::os::unix::fs::symlink(target, &staged).expect("symlink");
-    std::fs::rename(&staged, link).expect("rename over the link");
-}
-
 #[test]
 fn a_rotated_server_certificate_is_served_without_a_restart() {
     let world = World::new();
@@ -157,7 +148,7 @@ fn a_sidecar_presents_its_rotated_client_certificate() {
     ];
     let trusted = world.path().join("trusted").display().to_string();
     let bundle_url = central.url("/v1/bundles/kernel");
-    let _sidecar = Sidecar::start_with_env(
+    let sidecar = Sidecar::start_with_env(
         Path::new(&bundle_url),
         Grpc::tcp(),
         &["--trusted-keys", &trusted],
@@ -193,4 +184,5 @@ fn a_sidecar_presents_its_rotated_client_certificate() {
         Duration::from_secs(20),
         || fleet_identities().contains(&rotated_id.to_owned()),
     );
+    assert!(sidecar.metric("sentinel_tls_reloads_total{files=\"client\",result=\"ok\"}") >= 1.0);
 }

@@ -242,11 +242,26 @@ fn failure(status: u8, why: &str) -> Response<UnaryBody> {
 /// printable ASCII, and `%` itself.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
-/// Where the endpoint listens.
-pub enum Listener {
+/// Where the endpoint listens, and whether it speaks TLS.
+pub struct Listener {
+    pub kind: ListenerKind,
+    /// Swapped when the certificate files change (`tls::reload`); each
+    /// handshake takes the configuration current when the connection
+    /// arrives.
+    pub tls: Option<Arc<arc_swap::ArcSwap<rustls::ServerConfig>>>,
+}
+
+pub enum ListenerKind {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
+
+/// Most TLS handshakes in progress at once: Envoy opens a handful of
+/// connections, so a crowd of handshakes is someone else.
+const MAX_HANDSHAKES: usize = 64;
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve until `stop` resolves; then stop accepting, send GOAWAY on every
 /// connection, and let in-flight calls finish (for up to 5 s).
@@ -256,26 +271,62 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
             () = &mut stop => break,
-            accepted = accept(&listener) => accepted,
+            accepted = accept(&listener.kind) => accepted,
         };
-        match accepted {
-            Ok(Accepted::Tcp(stream)) => {
-                // Checks are small request/response pairs: never wait for
-                // Nagle to fill a segment.
-                let _ = stream.set_nodelay(true);
-                spawn_connection(&graceful, stream, endpoint.clone());
-            }
-            Ok(Accepted::Unix(stream)) => spawn_connection(&graceful, stream, endpoint.clone()),
+        let connection = match accepted {
+            Ok(connection) => connection,
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "cannot accept an ext_authz connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        if let Accepted::Tcp(stream) = &connection {
+            // Checks are small request/response pairs: never wait for
+            // Nagle to fill a segment.
+            let _ = stream.set_nodelay(true);
         }
+        let Some(tls) = &listener.tls else {
+            match connection {
+                Accepted::Tcp(stream) => spawn_connection(&graceful, stream, endpoint.clone()),
+                Accepted::Unix(stream) => spawn_connection(&graceful, stream, endpoint.clone()),
+            }
+            continue;
+        };
+        // The handshake runs in its own task: a slow or hostile caller
+        // never holds up the accept loop.
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!("too many ext_authz TLS handshakes in flight; closed a new connection");
+            continue;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+        let watcher = graceful.watcher();
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let refused = match connection {
+                Accepted::Tcp(stream) => match handshake(&acceptor, stream).await {
+                    Ok(tls) => {
+                        drop(permit);
+                        return watch_connection(watcher, tls, endpoint).await;
+                    }
+                    Err(why) => why,
+                },
+                Accepted::Unix(stream) => match handshake(&acceptor, stream).await {
+                    Ok(tls) => {
+                        drop(permit);
+                        return watch_connection(watcher, tls, endpoint).await;
+                    }
+                    Err(why) => why,
+                },
+            };
+            tracing::warn!(error = %refused, "refused an ext_authz TLS handshake");
+        });
     }
     drop(listener);
     // A client that opened a call and never finished sending it must not
@@ -288,6 +339,21 @@ pub async fn serve(
     }
 }
 
+/// Complete a server-side TLS handshake within [`HANDSHAKE_TIMEOUT`].
+async fn handshake<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: IO,
+) -> Result<tokio_rustls::server::TlsStream<IO>, String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
+    }
+}
+
 /// How long in-flight calls may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -296,14 +362,20 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+async fn accept(listener: &ListenerKind) -> std::io::Result<Accepted> {
     match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
-        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        ListenerKind::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        ListenerKind::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }
 
-fn spawn_connection<IO>(graceful: &GracefulShutdown, io: IO, endpoint: Arc<Endpoint>)
+/// Serve `io` under the shutdown `watcher`: the future ends with the
+/// connection.
+fn watch_connection<IO>(
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    endpoint: Arc<Endpoint>,
+) -> impl std::future::Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -313,10 +385,17 @@ where
     });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service);
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
+    let connection = watcher.watch(connection);
+    async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "ext_authz connection ended with an error");
         }
-    });
+    }
+}
+
+fn spawn_connection<IO>(graceful: &GracefulShutdown, io: IO, endpoint: Arc<Endpoint>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(watch_connection(graceful.watcher(), io, endpoint));
 }

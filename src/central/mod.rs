@@ -21,7 +21,6 @@ pub(crate) mod registry;
 pub(crate) mod rollout;
 pub(crate) mod server;
 pub(crate) mod store;
-pub(crate) mod tls_reload;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
 use anyhow::{bail, Context};
@@ -30,20 +29,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Server certificate, key, and the CA that issues client certificates.
-#[derive(Debug, Clone)]
-pub(crate) struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: PathBuf,
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct CentralConfig {
     pub addr: SocketAddr,
     pub db: String,
     /// `None` only with `DEV_SKIP_MTLS=true`.
-    pub tls: Option<TlsFiles>,
+    /// Server certificate, key and the CA that issues client certificates.
+    pub tls: Option<crate::tls::reload::ServerFiles>,
     pub rbac: Option<PathBuf>,
     pub signing_key: PathBuf,
     pub approvers: Option<PathBuf>,
@@ -111,7 +103,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     let server_tls = config
         .tls
         .as_ref()
-        .map(tls_reload::load)
+        .map(crate::tls::reload::ServerFiles::load)
         .transpose()?
         .map(|tls| Arc::new(arc_swap::ArcSwap::from_pointee(tls)));
 
@@ -175,7 +167,13 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         match server_tls {
             Some(tls) => {
                 if let Some(files) = config.tls.clone() {
-                    tokio::spawn(tls_reload::watch(files, tls.clone(), metrics.tls_reloads.clone()));
+                    tokio::spawn(crate::tls::reload::watch(
+                        files,
+                        tls.clone(),
+                        metrics.tls_reloads.clone(),
+                        None,
+                        "central",
+                    ));
                 }
                 let listener = identity::TlsListener::spawn(listener, tls, refusals.clone())?;
                 server::serve(listener, app, config.connections, refusals, stop, grace).await

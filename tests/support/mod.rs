@@ -119,6 +119,15 @@ pub(crate) fn client() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
+/// Point `link` at `target` the way the kubelet updates a Secret volume:
+/// a new symlink renamed over the old one.
+pub(crate) fn flip(link: &Path, target: &Path) {
+    let staged = link.with_extension("staged");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(target, &staged).expect("symlink");
+    std::fs::rename(&staged, link).expect("rename over the link");
+}
+
 /// A blocking HTTP GET returning (status, body); None when nothing answers.
 pub(crate) fn http_get(url: &str) -> Option<(u16, String)> {
     let response = client().get(url).send().ok()?;
@@ -313,8 +322,6 @@ impl Envoy {
     /// Start Envoy from `envoy/envoy.yaml` (TCP sidecar) or
     /// `envoy/envoy-uds.yaml` (Unix socket), with this test's ports.
     pub(crate) fn start(sidecar: &Grpc, kernel_port: u16, dir: &Path) -> Envoy {
-        let port = free_port();
-        let admin_port = free_port();
         let (template, target) = match sidecar {
             Grpc::Tcp(p) => (
                 "envoy/envoy.yaml",
@@ -328,12 +335,47 @@ impl Envoy {
                 ),
             ),
         };
-        let config = std::fs::read_to_string(repo().join(template))
+        Envoy::start_rendered(template, &[target], kernel_port, dir)
+    }
+
+    /// Start Envoy from `envoy/envoy-mtls.yaml`: the sidecar on
+    /// `sidecar_port` over mutual TLS, with `ca.pem`, `envoy.crt` and
+    /// `envoy.key` in `tls_dir`.
+    pub(crate) fn start_mtls(
+        sidecar_port: u16,
+        tls_dir: &Path,
+        kernel_port: u16,
+        dir: &Path,
+    ) -> Envoy {
+        let replacements = [
+            (
+                "port_value: 9191".to_owned(),
+                format!("port_value: {sidecar_port}"),
+            ),
+            (
+                "/etc/sentinelnet/tls".to_owned(),
+                tls_dir.display().to_string(),
+            ),
+        ];
+        Envoy::start_rendered("envoy/envoy-mtls.yaml", &replacements, kernel_port, dir)
+    }
+
+    fn start_rendered(
+        template: &str,
+        replacements: &[(String, String)],
+        kernel_port: u16,
+        dir: &Path,
+    ) -> Envoy {
+        let port = free_port();
+        let admin_port = free_port();
+        let mut config = std::fs::read_to_string(repo().join(template))
             .expect("envoy config")
             .replace("port_value: 10000", &format!("port_value: {port}"))
             .replace("port_value: 8080", &format!("port_value: {kernel_port}"))
-            .replace("port_value: 9901", &format!("port_value: {admin_port}"))
-            .replace(&target.0, &target.1);
+            .replace("port_value: 9901", &format!("port_value: {admin_port}"));
+        for (from, to) in replacements {
+            config = config.replace(from, to);
+        }
         let config_path = dir.join(format!("envoy-{port}.yaml"));
         std::fs::write(&config_path, config).expect("write envoy config");
         let access_log = dir.join(format!("envoy-{port}.log"));

@@ -1,5 +1,7 @@
 //! TLS plumbing shared by every rustls user in the process.
 
+pub mod reload;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
@@ -34,12 +36,38 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
-/// A server config that requires client certificates issued by
-/// `client_ca_pem`, speaking h2 and http/1.1.
-pub fn mtls_server_config(
+/// `sentinel_tls_reloads_total{files,result}`: changed certificate files
+/// re-read by this process (`files`: `listener` for a TLS listener's own,
+/// `client` for the KERNEL_MTLS_* identity; `result`: `ok`, or `error` when
+/// the previous ones stay in use). One family for the process, because the
+/// clients that reload live in the bundle fetcher and the audit shipper;
+/// the sidecar's metrics registry exposes it.
+pub fn reload_counter() -> &'static prometheus::IntCounterVec {
+    static COUNTER: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "sentinel_tls_reloads_total",
+                "Changed certificate files re-read, by files (listener, client) and result (ok; error: the previous ones stay in use).",
+            ),
+            &["files", "result"],
+        )
+        .expect("valid counter")
+    })
+}
+
+/// ALPN for HTTP servers (central, test receivers).
+pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN for gRPC servers (the ext_authz listener): HTTP/2 only.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
+/// A server config presenting `cert_pem`/`key_pem`, speaking `alpn`; with
+/// `client_ca_pem`, callers must present a certificate it issued (mTLS).
+pub fn server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
-    client_ca_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+    alpn: &[&[u8]],
 ) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
     let chain = certificates(cert_pem, "server certificate")?;
@@ -47,27 +75,33 @@ pub fn mtls_server_config(
         what: "server key",
         message: e.to_string(),
     })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certificates(client_ca_pem, "client CA")? {
-        roots.add(ca).map_err(|e| TlsError::Invalid {
-            what: "client CA",
-            message: e.to_string(),
-        })?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|e| TlsError::Invalid {
-            what: "client CA",
-            message: e.to_string(),
-        })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca_pem {
+        Some(client_ca_pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates(client_ca_pem, "client CA")? {
+                roots.add(ca).map_err(|e| TlsError::Invalid {
+                    what: "client CA",
+                    message: e.to_string(),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| TlsError::Invalid {
+                    what: "client CA",
+                    message: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Invalid {
             what: "server certificate",
             message: e.to_string(),
         })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
@@ -180,9 +214,13 @@ impl ReloadingClient {
                 match self.identity.client_for(&self.url, self.timeout) {
                     Ok(client) => {
                         state.client = client;
+                        reload_counter().with_label_values(&["client", "ok"]).inc();
                         tracing::info!(url = %self.url, "client certificate files changed: new connections use them");
                     }
                     Err(e) => {
+                        reload_counter()
+                            .with_label_values(&["client", "error"])
+                            .inc();
                         tracing::warn!(url = %self.url, error = %e, "new client certificate files do not load; still using the previous ones")
                     }
                 }
