@@ -505,6 +505,12 @@ impl From<bundle::BundleError> for Failure {
 
 /// Parse the command line, run, and return the process exit code.
 pub fn main() -> i32 {
+    // NAME_FILE settings become NAME before clap reads the environment
+    // (one thread so far, so writing the environment is safe).
+    if let Err(e) = crate::secrets::resolve_env_files() {
+        eprintln!("sentinelnet: {e}");
+        return 2;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -10,7 +10,7 @@
 //! the command line and the only place settings are read.
 //!
 //! Layers, lowest first; a module only uses those before it:
-//! helpers (`ids`, `timestamp`, `retry`, [`tls`], `shutdown`) → [`policy`]
+//! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `shutdown`) → [`policy`]
 //! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
 //! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`].
 
@@ -26,6 +26,7 @@ mod ids;
 pub mod metrics;
 pub mod policy;
 mod retry;
+mod secrets;
 mod serve;
 mod shutdown;
 pub mod simulate;

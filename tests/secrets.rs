@@ -80,3 +80,69 @@ fn a_db_file_that_cannot_be_read_is_one_line() {
     assert!(err.contains("--db-file /nonexistent/db-url"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// A sidecar reads its audit URL, credentials and all, from
+/// `SENTINEL_AUDIT_URL_FILE`; records arrive; the password is in no log
+/// line (debug level) and not in `/v1/status`. Both the variable and its
+/// `_FILE` set is refused with one line.
+#[test]
+fn the_audit_url_comes_from_a_file_and_its_password_is_never_shown() {
+    use std::path::Path;
+    use std::sync::Arc;
+    use support::receiver::{Received, Receiver};
+    use support::*;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let received = Arc::new(Received::default());
+    let receiver = Receiver::start(0, received.clone());
+    let password = "pw-secret-8812";
+    let url = format!(
+        "http://audit-writer:{password}@{}/v1/audit/decisions",
+        receiver.addr
+    );
+    let file = dir.path().join("audit-url");
+    std::fs::write(&file, format!("{url}\n")).expect("write");
+    let env: Vec<(&str, &Path)> = vec![
+        ("SENTINEL_AUDIT_URL_FILE", file.as_path()),
+        ("DEV_SKIP_MTLS", Path::new("true")),
+        ("SENTINEL_LOG", Path::new("debug")),
+    ];
+    let kernel = Kernel::start();
+    let grpc = Grpc::tcp();
+    let sidecar = Sidecar::start_with_env(
+        &repo().join("policies"),
+        grpc.clone(),
+        &["--principal-from", "header:x-user"],
+        &env,
+        dir.path(),
+    );
+    let envoy = Envoy::start(&grpc, kernel.port, dir.path());
+    let response = client()
+        .get(envoy.url("/v1/kernels"))
+        .header("x-user", "alice")
+        .send()
+        .expect("Envoy answers");
+    assert_eq!(response.status(), 200);
+    wait_until(
+        "the record at the receiver",
+        std::time::Duration::from_secs(10),
+        || !received.records().is_empty(),
+    );
+    let status = sidecar.status().to_string();
+    assert!(!status.contains(password), "{status}");
+    let log = sidecar.log_text();
+    assert!(log.contains("DEBUG"), "the run logged at debug level");
+    assert!(!log.contains(password), "the password leaked into the log");
+
+    let out = std::process::Command::new(sentinelnet())
+        .args(["serve", "--bundle", "policies"])
+        .env("SENTINEL_AUDIT_URL_FILE", &file)
+        .env("SENTINEL_AUDIT_URL", "http://elsewhere")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "sentinelnet: SENTINEL_AUDIT_URL_FILE and SENTINEL_AUDIT_URL are both set; set one"
+    );
+}

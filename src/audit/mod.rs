@@ -173,7 +173,7 @@ impl Pipeline {
             ),
         };
         status.update(|s| {
-            s.destination.clone_from(&config.url);
+            s.destination = config.url.as_deref().map(crate::secrets::redact_url);
             s.spool_dir = config.spool_dir.as_ref().map(|d| d.display().to_string());
             s.chain_id.clone_from(&chain.chain_id);
         });

@@ -65,7 +65,9 @@ pub(super) async fn post(
         .body(body)
         .send()
         .await
-        .map_err(|e| ShipError::Transport(error_chain(&e)))?;
+        // Without the URL: it may carry credentials, and the status shows
+        // the (redacted) destination already.
+        .map_err(|e| ShipError::Transport(error_chain(&e.without_url())))?;
     let status = response.status();
     if status.is_success() {
         Ok(())

@@ -101,7 +101,8 @@ impl Fetcher {
             Some(wait) => format!("{base}?wait={}", wait.as_secs()),
             None => base.clone(),
         };
-        let transport = |e: reqwest::Error| FetchError::Transport(e.to_string());
+        let transport =
+            |e: reqwest::Error| FetchError::Transport(crate::secrets::redact_url(&e.to_string()));
         let mut request = self.client.get().get(url);
         if let Some(etag) = etag {
             request = request.header("if-none-match", etag);

@@ -207,7 +207,7 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Directory(p) | Source::Archive(p) => write!(f, "{}", p.display()),
-            Source::Remote(remote) => f.write_str(&remote.url),
+            Source::Remote(remote) => f.write_str(&crate::secrets::redact_url(&remote.url)),
         }
     }
 }

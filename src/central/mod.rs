@@ -159,7 +159,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
             .with_context(|| format!("--addr {}: cannot listen", config.addr))?;
         let local = listener.local_addr()?;
         let stop = crate::shutdown::signal();
-        tracing::info!(addr = %local, db = %store::redact(&config.db), mtls = server_tls.is_some(), "central: listening");
+        tracing::info!(addr = %local, db = %crate::secrets::redact_url(&config.db), mtls = server_tls.is_some(), "central: listening");
         // Long polls hold requests open for up to a minute; give in-flight
         // requests a short grace period rather than waiting for all of them.
         let grace = Duration::from_secs(3);

@@ -215,13 +215,13 @@ impl ReloadingClient {
                     Ok(client) => {
                         state.client = client;
                         reload_counter().with_label_values(&["client", "ok"]).inc();
-                        tracing::info!(url = %self.url, "client certificate files changed: new connections use them");
+                        tracing::info!(url = %crate::secrets::redact_url(&self.url), "client certificate files changed: new connections use them");
                     }
                     Err(e) => {
                         reload_counter()
                             .with_label_values(&["client", "error"])
                             .inc();
-                        tracing::warn!(url = %self.url, error = %e, "new client certificate files do not load; still using the previous ones")
+                        tracing::warn!(url = %crate::secrets::redact_url(&self.url), error = %e, "new client certificate files do not load; still using the previous ones")
                     }
                 }
             }

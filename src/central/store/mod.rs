@@ -42,24 +42,12 @@ pub(crate) struct Store {
     pool: AnyPool,
 }
 
-/// The URL without a password, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl Store {
     /// Connect (creating an SQLite file if needed) and migrate.
     pub(crate) async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let open_err = |message: String| StoreError::Open {
-            url: redact(url),
+            url: crate::secrets::redact_url(url),
             message,
         };
         let sqlite = url.starts_with("sqlite:");
@@ -108,10 +96,18 @@ impl Store {
         } else {
             options
         };
-        let pool = options
-            .connect(url)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
+        let pool = options.connect(url).await.map_err(|e| {
+            let message = e.to_string();
+            // rustls names the failure; say what it means for the URL.
+            let hint = if message.contains("UnknownIssuer") {
+                " (the server's certificate is not issued by the CA in sslrootcert)"
+            } else if message.contains("NotValidForName") {
+                " (the server's certificate does not name the host in the URL; verify-full checks it)"
+            } else {
+                ""
+            };
+            open_err(format!("{message}{hint}"))
+        })?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
     }
@@ -503,19 +499,4 @@ pub(crate) async fn insert_revision(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords_in_store_urls() {
-        assert_eq!(
-            super::redact("postgres://app:s3cret@db:5432/central"),
-            "postgres://app:***@db:5432/central"
-        );
-        assert_eq!(
-            super::redact("sqlite://./central.db"),
-            "sqlite://./central.db"
-        );
-    }
 }
