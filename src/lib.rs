@@ -12,7 +12,8 @@
 //! Layers, lowest first; a module only uses those before it:
 //! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `shutdown`) → [`policy`]
 //! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
-//! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`].
+//! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`]; `fuzzing` (entry
+//! points of the fuzz targets) sits beside `cli` at the top.
 
 mod admin;
 pub mod audit;
@@ -22,6 +23,8 @@ mod central;
 pub mod cli;
 pub mod ctl;
 pub mod decision;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod metrics;
 pub mod policy;

@@ -15,6 +15,13 @@ mod ship;
 mod spool;
 pub(crate) mod verify;
 
+/// Records and corrupt lines recovery finds in one spool segment's bytes
+/// (for the fuzz targets; the spool itself stays private).
+pub(crate) fn spool_segment_lines(bytes: &[u8]) -> (usize, usize) {
+    let (records, corruptions) = spool::read_segment(bytes, "seg-0.log");
+    (records.len(), corruptions.len())
+}
+
 use crate::decision::DecisionEvent;
 use crate::metrics::AuditCounters;
 use crate::policy::{Mode, Reason};

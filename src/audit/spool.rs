@@ -61,15 +61,15 @@ struct Acked {
 /// The fields recovery needs from a record line.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RecordHead {
-    seq: u64,
-    chain_id: String,
-    hash: String,
+pub(crate) struct RecordHead {
+    pub seq: u64,
+    pub chain_id: String,
+    pub hash: String,
 }
 
 /// What recovery found wrong, for the log and a counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Corruption {
+pub(crate) struct Corruption {
     pub file: String,
     pub line: usize,
     pub reason: String,
@@ -150,6 +150,43 @@ fn unframe(line: &[u8]) -> Result<&[u8], String> {
     Ok(json)
 }
 
+/// The records of one segment file's bytes, in order, and the lines found
+/// corrupt (a torn tail, a bad checksum, a payload that is no record).
+/// Pure, so recovery's parsing can be fuzzed (`tests/fuzz`).
+pub(crate) fn read_segment(bytes: &[u8], file: &str) -> (Vec<RecordHead>, Vec<Corruption>) {
+    let mut records = Vec::new();
+    let mut corruptions = Vec::new();
+    let mut start = 0;
+    let mut line_no = 0;
+    while start < bytes.len() {
+        line_no += 1;
+        let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
+            corruptions.push(Corruption {
+                file: file.to_owned(),
+                line: line_no,
+                reason: format!(
+                    "torn tail: {} bytes without a newline",
+                    bytes.len() - start
+                ),
+            });
+            break;
+        };
+        let line = &bytes[start..start + len];
+        start += len + 1;
+        match unframe(line).and_then(|json| {
+            serde_json::from_slice::<RecordHead>(json).map_err(|e| format!("invalid record: {e}"))
+        }) {
+            Ok(record) => records.push(record),
+            Err(reason) => corruptions.push(Corruption {
+                file: file.to_owned(),
+                line: line_no,
+                reason,
+            }),
+        }
+    }
+    (records, corruptions)
+}
+
 impl Spool {
     /// Open (creating) a spool directory and recover what is in it.
     /// Returns the spool, the chain head to continue from, and what was
@@ -181,47 +218,21 @@ impl Spool {
         let mut head: Option<ChainHead> = None;
         for (id, path) in names {
             let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-            let mut seqs = Vec::new();
             let file = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let mut start = 0;
-            let mut line_no = 0;
-            while start < bytes.len() {
-                line_no += 1;
-                let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
-                    corruptions.push(Corruption {
-                        file: file.clone(),
-                        line: line_no,
-                        reason: format!(
-                            "torn tail: {} bytes without a newline",
-                            bytes.len() - start
-                        ),
+            let (records, found) = read_segment(&bytes, &file);
+            corruptions.extend(found);
+            let mut seqs = Vec::with_capacity(records.len());
+            for record in records {
+                seqs.push(record.seq);
+                if head.as_ref().is_none_or(|h| record.seq >= h.seq) {
+                    head = Some(ChainHead {
+                        chain_id: record.chain_id,
+                        seq: record.seq,
+                        hash: record.hash,
                     });
-                    break;
-                };
-                let line = &bytes[start..start + len];
-                start += len + 1;
-                match unframe(line).and_then(|json| {
-                    serde_json::from_slice::<RecordHead>(json)
-                        .map_err(|e| format!("invalid record: {e}"))
-                }) {
-                    Ok(record) => {
-                        seqs.push(record.seq);
-                        if head.as_ref().is_none_or(|h| record.seq >= h.seq) {
-                            head = Some(ChainHead {
-                                chain_id: record.chain_id,
-                                seq: record.seq,
-                                hash: record.hash,
-                            });
-                        }
-                    }
-                    Err(reason) => corruptions.push(Corruption {
-                        file: file.clone(),
-                        line: line_no,
-                        reason,
-                    }),
                 }
             }
             segments.push_back(Segment {

@@ -6,7 +6,7 @@
 //! becomes a complete [`Bundle`] or a single [`BundleError`] naming the file,
 //! policy and JSON pointer at fault.
 
-mod archive;
+pub(crate) mod archive;
 pub(crate) mod fetch;
 pub mod signing;
 pub(crate) mod watch;

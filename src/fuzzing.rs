@@ -1,0 +1,184 @@
+//! Entry points for the coverage-guided fuzz targets in `tests/fuzz/`
+//! (cargo-fuzz, libFuzzer), and for `tests/fuzz_seeds.rs`, which runs the
+//! committed seed corpora through them on every `cargo test`.
+//!
+//! Each takes arbitrary bytes, drives one parser that reads outside input
+//! the way the product does, and checks what must hold for every input: no
+//! panic, and where a parser produced something, that it is well formed (a
+//! CheckResponse that decodes, an input document that is JSON). A panic is
+//! a finding. Not part of the API: `#[doc(hidden)]`, no stability.
+
+use crate::audit::inputs::Masks;
+use crate::audit::log::DecisionLog;
+use crate::audit::{AuditConfig, AuditStatus, Pipeline};
+use crate::authz::message::CheckMessage;
+use crate::authz::view::RequestView;
+use crate::authz::{Authorizer, Engine, ViewSettings};
+use crate::bundle::{archive, Bundle, Source};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyDocument, PolicySet, Verdict};
+use bytes::Bytes;
+use prost::Message;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+/// The policy compiler: a policy document (JSON) compiled, then evaluated
+/// on two fixed inputs (a compiled policy must evaluate or fail cleanly).
+pub fn policy_document(data: &[u8]) {
+    let Ok(document) = serde_json::from_slice::<PolicyDocument>(data) else {
+        return;
+    };
+    let Ok(policy) = Policy::compile(document) else {
+        return;
+    };
+    let set = PolicySet::new(vec![policy], Verdict::Deny);
+    for input in fixed_inputs() {
+        let _ = set.decide(input, Verdict::Deny);
+    }
+}
+
+fn fixed_inputs() -> &'static [serde_json::Value] {
+    static INPUTS: OnceLock<Vec<serde_json::Value>> = OnceLock::new();
+    INPUTS.get_or_init(|| {
+        vec![
+            serde_json::json!({
+                "request": {"method": "DELETE", "path": "/v1/kernels/k1",
+                            "headers": {"x-user": "alice", "content-type": "application/json"},
+                            "body": {"name": "k1", "replicas": 3}, "time": 1_700_000_000},
+                "principal": {"id": "alice", "roles": ["reader", "admin"]},
+                "source": {"address": "10.0.0.7"},
+            }),
+            serde_json::json!({}),
+        ]
+    })
+}
+
+/// The bundle archive reader: a `.tar.gz` unpacked and, when it unpacks,
+/// validated and compiled into a bundle.
+pub fn bundle_archive(data: &[u8]) {
+    if let Ok(files) = archive::unpack(data) {
+        let _ = Bundle::from_files(&files);
+    }
+}
+
+/// The example bundle (`policies/`), the sidecar that decides with it and
+/// the settings its views use.
+struct Sidecar {
+    authorizer: Authorizer,
+    settings: ViewSettings,
+    masks: Masks,
+    // Keeps the audit thread alive for the authorizer's records.
+    _pipeline: Pipeline,
+}
+
+fn sidecar() -> &'static Sidecar {
+    static SIDECAR: OnceLock<Sidecar> = OnceLock::new();
+    SIDECAR.get_or_init(|| {
+        let settings = ViewSettings {
+            principal_from: "header:x-user".parse().expect("a valid identity source"),
+            roles_from: "jwt:envoy.filters.http.jwt_authn:jwt_payload.roles"
+                .parse()
+                .expect("a valid identity source"),
+        };
+        let bundle = Source::Directory(concat!(env!("CARGO_MANIFEST_DIR"), "/policies").into())
+            .load()
+            .expect("the example bundle loads");
+        let metrics = Arc::new(Metrics::new());
+        let (recorder, pipeline) = Pipeline::start(
+            "fuzz".into(),
+            AuditConfig {
+                max_bytes: 1 << 20,
+                ..AuditConfig::default()
+            },
+            Arc::new(DecisionLog::default()),
+            metrics.audit.clone(),
+            Arc::new(AuditStatus::default()),
+        )
+        .expect("an audit pipeline in memory");
+        let engine = Engine {
+            counters: metrics.policy_counters(&bundle),
+            bundle: Arc::new(bundle),
+            source: "policies".into(),
+            activated_at: SystemTime::now(),
+        };
+        let slot = Arc::new(arc_swap::ArcSwapOption::from_pointee(engine));
+        Sidecar {
+            authorizer: Authorizer::new(slot, settings.clone(), Verdict::Deny, recorder, metrics),
+            settings,
+            masks: Masks::with_defaults(&["request.body.password".to_owned()])
+                .expect("valid masks"),
+            _pipeline: pipeline,
+        }
+    })
+}
+
+/// The CheckRequest decoder and everything a Check does with the request:
+/// decoded, decided by the example bundle into an encoded CheckResponse
+/// (which must decode as Envoy's), and written as the recorded input
+/// document (which must be JSON).
+pub fn check_request(data: &[u8]) {
+    let raw = Bytes::copy_from_slice(data);
+    let Ok(request) = CheckMessage::decode_from(raw.clone()) else {
+        return;
+    };
+    let sidecar = sidecar();
+    let mut response = Vec::new();
+    sidecar
+        .authorizer
+        .check_into(&request, &raw, &mut response);
+    if let Err(e) =
+        envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(response.as_slice())
+    {
+        panic!("the sidecar encoded a CheckResponse Envoy cannot decode: {e}");
+    }
+    let view = RequestView::new(&request, &sidecar.settings, 1_700_000_000);
+    let mut document = Vec::new();
+    view.write_document(sidecar.masks.root(), &mut document);
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&document) {
+        panic!(
+            "the input document is not JSON ({e}): {}",
+            String::from_utf8_lossy(&document)
+        );
+    }
+}
+
+/// The spool segment reader (recovery at start): every line is a record
+/// or a reported corruption, never both and never lost.
+pub fn spool_segment(data: &[u8]) {
+    let (records, corruptions) = crate::audit::spool_segment_lines(data);
+    let lines = data.split(|&b| b == b'\n').count();
+    assert!(
+        records + corruptions <= lines,
+        "{records} records and {corruptions} corruptions from {lines} lines"
+    );
+}
+
+/// The record verifier (`audit verify`): any bytes give a report.
+pub fn record_verify(data: &[u8]) {
+    if let Err(e) = crate::audit::verify::verify_reader(data) {
+        panic!("reading from memory failed: {e}");
+    }
+}
+
+/// Central's ingest body and line parser: the first byte says whether the
+/// rest is gzip (as `Content-Encoding: gzip`); every line is accepted or
+/// refused with its line number.
+pub fn ingest_batch(data: &[u8]) {
+    let Some((&flags, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(body) = crate::central::decisions::parse::body_bytes(body, flags & 1 == 1) else {
+        return;
+    };
+    let (accepted, refused) = crate::central::decisions::parse::parse_batch(&body);
+    let lines = body.split(|&b| b == b'\n').count();
+    assert!(
+        accepted.len() + refused.len() <= lines,
+        "{} accepted and {} refused from {lines} lines",
+        accepted.len(),
+        refused.len()
+    );
+    for refusal in &refused {
+        assert!(refusal.line >= 1 && refusal.line <= lines, "line {}", refusal.line);
+    }
+}
