@@ -123,9 +123,7 @@ pub fn check_request(data: &[u8]) {
     };
     let sidecar = sidecar();
     let mut response = Vec::new();
-    sidecar
-        .authorizer
-        .check_into(&request, &raw, &mut response);
+    sidecar.authorizer.check_into(&request, &raw, &mut response);
     if let Err(e) =
         envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(response.as_slice())
     {
@@ -179,6 +177,10 @@ pub fn ingest_batch(data: &[u8]) {
         refused.len()
     );
     for refusal in &refused {
-        assert!(refusal.line >= 1 && refusal.line <= lines, "line {}", refusal.line);
+        assert!(
+            refusal.line >= 1 && refusal.line <= lines,
+            "line {}",
+            refusal.line
+        );
     }
 }

@@ -61,8 +61,8 @@ fn seeds_are_what_they_claim() {
         assert!(!http.method.is_empty(), "{}", path.display());
     }
     for (path, bytes) in seeds("policy_document") {
-        let document: sentinelnet::policy::PolicyDocument = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let document: sentinelnet::policy::PolicyDocument =
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         sentinelnet::policy::Policy::compile(document)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }

@@ -284,7 +284,16 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
     let mut closed = false;
     while !closed {
         ticker.tick().await;
+        // What waits at each drain: records a crash of the process would
+        // lose (they are in no file yet). Read before draining, and again
+        // while the writer catches up, so the gauge shows the lag (reading
+        // it after a drain would always say 0).
+        shared.counters.queue_depth.set(rx.len() as i64);
         loop {
+            let waiting = rx.len();
+            if waiting > 0 {
+                shared.counters.queue_depth.set(waiting as i64);
+            }
             while events.len() < 1024 {
                 match rx.try_recv() {
                     Ok(event) => events.push(event),
@@ -319,8 +328,8 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
                 shared.wake.notify_one();
             }
         }
-        shared.counters.queue_depth.set(rx.len() as i64);
     }
+    shared.counters.queue_depth.set(0);
     shared.closing.store(true, Ordering::SeqCst);
     shared.wake.notify_one();
 }

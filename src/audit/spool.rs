@@ -164,10 +164,7 @@ pub(crate) fn read_segment(bytes: &[u8], file: &str) -> (Vec<RecordHead>, Vec<Co
             corruptions.push(Corruption {
                 file: file.to_owned(),
                 line: line_no,
-                reason: format!(
-                    "torn tail: {} bytes without a newline",
-                    bytes.len() - start
-                ),
+                reason: format!("torn tail: {} bytes without a newline", bytes.len() - start),
             });
             break;
         };
