@@ -27,9 +27,12 @@ fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     seeds
 }
 
+/// A fuzz target's name and its entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_seed_runs_through_its_target() {
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [Target; 6] = [
         ("policy_document", sentinelnet::fuzzing::policy_document),
         ("bundle_archive", sentinelnet::fuzzing::bundle_archive),
         ("check_request", sentinelnet::fuzzing::check_request),
