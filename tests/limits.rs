@@ -209,3 +209,77 @@ fn slow_clients_time_out_and_connections_are_capped() {
         "{text}"
     );
 }
+
+/// A body that counts how much of it was read, handing out 64 KiB at a
+/// time up to `total` bytes.
+struct CountedBody {
+    left: usize,
+    read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::io::Read for CountedBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.left).min(64 << 10);
+        buf[..n].fill(b' ');
+        self.left -= n;
+        let before = self.read.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        // 5 ms per 256 KiB: slow enough that a central reading the body
+        // would be waiting for it, fast enough for a whole body in ~0.3 s.
+        if (before + n) >> 18 != before >> 18 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(n)
+    }
+}
+
+/// An identity the RBAC file does not know is refused before central reads
+/// its body: a 15 MiB batch from it is cut off after a small part was sent
+/// (the client sees the 403 or, still writing, a closed stream), while a
+/// known sidecar's batch of the same size is read to its end.
+#[test]
+fn unknown_identities_are_refused_before_their_body_is_read() {
+    let world = World::new();
+    let (central, _db) =
+        Central::start_sqlite(&world, &["--rate-limit", "0", "--ingest-rate-limit", "0"]);
+    let stranger_id = "spiffe://cluster/ns/x/sa/stranger";
+    let stranger = world.pki.issue("stranger", "stranger", Some(stranger_id));
+    let total = 15 << 20;
+    let post = |leaf: &support::pki::Leaf| {
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let body = CountedBody {
+            left: total,
+            read: read.clone(),
+        };
+        let answer = caller(Some(leaf), &world.pki.ca_path())
+            .post(central.url("/v1/audit/decisions"))
+            .header("content-type", "application/x-ndjson")
+            .body(reqwest::blocking::Body::sized(body, total as u64))
+            .send()
+            .map(|r| r.status().as_u16());
+        (answer, read.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (answer, sent) = post(&stranger);
+    assert!(matches!(answer, Ok(403)) || answer.is_err(), "{answer:?}");
+    assert!(
+        sent < total / 4,
+        "central stopped the stranger after {sent} of {total} bytes"
+    );
+    assert!(central.log_text().contains(stranger_id));
+    // The answer itself, for a body small enough to be sent whole.
+    let (status, body) = call(
+        caller(Some(&stranger), &world.pki.ca_path())
+            .post(central.url("/v1/audit/decisions"))
+            .body("{}\n"),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is not in the RBAC file")),
+        "{body}"
+    );
+    // A known sidecar's body is read to its end (blank lines store nothing).
+    let (answer, sent) = post(&world.sidecar);
+    assert_eq!(answer.as_ref().ok(), Some(&200), "{answer:?}");
+    assert_eq!(sent, total);
+}

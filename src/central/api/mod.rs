@@ -230,7 +230,7 @@ type ApiResult<T> = Result<T, ApiError>;
 impl AppState {
     /// The caller's identity if it holds one of `allowed`; otherwise a
     /// logged, counted 403.
-    fn authorize(&self, peer: &Peer, route: &str, allowed: &[Role]) -> ApiResult<String> {
+    fn identify(&self, peer: &Peer, route: &str, allowed: &[Role]) -> ApiResult<String> {
         let outcome = match &peer.identity {
             None => Err(Refusal::NoIdentity),
             Some(identity) => self
@@ -252,6 +252,12 @@ impl AppState {
             };
             ApiError::new(StatusCode::FORBIDDEN, message)
         })?;
+        Ok(identity)
+    }
+
+    /// [`Self::identify`], then the identity's rate limit for `route`.
+    fn authorize(&self, peer: &Peer, route: &str, allowed: &[Role]) -> ApiResult<String> {
+        let identity = self.identify(peer, route, allowed)?;
         // Sidecars' record batches and bundle polls have their own budget.
         let budget = match route {
             "POST /v1/audit/decisions" | "GET /v1/bundles/{name}" => Budget::Ingest,
@@ -306,6 +312,35 @@ where
 }
 
 const PUBLISHERS: &[Role] = &[Role::Publisher];
+/// Any role: an identity the RBAC file knows.
+const KNOWN: &[Role] = &[Role::Sidecar, Role::Publisher, Role::Approver, Role::Admin];
+
+/// Refuse a caller whose certificate names no identity, or one the RBAC
+/// file does not know, before its request body is read: an anonymous
+/// certificate from the CA must not make central read and parse megabytes.
+/// Roles per route are checked by each handler; `/healthz` and `/metrics`
+/// need no role.
+async fn admit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    matched: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = matched.as_str();
+    if matches!(path, "/healthz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let route = format!("{} {path}", request.method());
+    match state.identify(&peer, &route, KNOWN) {
+        Ok(_) => next.run(request).await,
+        Err(refused) => {
+            let response = refused.into_response();
+            state.count(&route, response.status());
+            response
+        }
+    }
+}
 const ANYONE: &[Role] = &[Role::Sidecar, Role::Publisher, Role::Approver];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -336,6 +371,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/simulate", post(simulate))
         .route("/openapi.json", get(openapi))
         .merge(decisions::routes(state.max_body))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY))
         .fallback(|| async {
             ApiError::new(
