@@ -310,8 +310,14 @@ struct CentralArgs {
     /// new identity would have its records refused.
     #[arg(long, env = "SENTINEL_CENTRAL_PIN_NODE_IDENTITY", action = ArgAction::SetTrue, value_parser = switch)]
     pin_node_identity: bool,
+    /// NATS JetStream to consume decision records from (nats://HOST:PORT,
+    /// or tls://HOST:PORT with KERNEL_MTLS_* as the client identity).
+    #[arg(long, env = "SENTINEL_CENTRAL_DECISION_STREAM", value_name = "URL")]
+    decision_stream: Option<String>,
+    /// Client identity toward the decision stream (KERNEL_MTLS_*), and
+    /// DEV_SKIP_MTLS.
     #[command(flatten)]
-    dev: DevSkipMtls,
+    identity: ClientIdentityArgs,
 }
 
 /// A duration (`500ms`, `5m`, `1h`), or `0` for "off".
@@ -689,7 +695,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 fn run_central(args: CentralArgs) -> Result<(), Failure> {
-    let dev_skip_mtls = args.dev.dev_skip_mtls;
+    let dev_skip_mtls = args.identity.dev.dev_skip_mtls;
     let db = match &args.db_file {
         None => args.db.clone(),
         Some(file) => {
@@ -731,7 +737,22 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
             )));
         }
     };
+    let decision_stream = match &args.decision_stream {
+        Some(url) if !url.is_empty() => {
+            let identity = args.identity.identity();
+            // Checked now: a bad URL or identity is a start-up error.
+            crate::nats::connect_options(url, &identity, "sentinel-central")
+                .map_err(|e| Failure::Usage(format!("--decision-stream {e}")))?;
+            Some(crate::central::stream::StreamSettings {
+                url: url.clone(),
+                identity,
+                retention: args.decision_retention,
+            })
+        }
+        _ => None,
+    };
     crate::central::run(crate::central::CentralConfig {
+        decision_stream,
         addr: args.addr,
         db,
         tls,

@@ -10,7 +10,7 @@
 //! the command line and the only place settings are read.
 //!
 //! Layers, lowest first; a module only uses those before it:
-//! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `shutdown`) → [`policy`]
+//! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `nats`, `shutdown`) → [`policy`]
 //! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
 //! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`]; `fuzzing` (entry
 //! points of the fuzz targets) sits beside `cli` at the top.
@@ -27,6 +27,7 @@ pub mod decision;
 pub mod fuzzing;
 mod ids;
 pub mod metrics;
+mod nats;
 pub mod policy;
 mod retry;
 mod secrets;

@@ -20,6 +20,8 @@ pub(crate) const SECRET_ENV: &[&str] = &[
     "SENTINEL_BUNDLE",
     // ctl: central's URL.
     "SENTINEL_CENTRAL_URL",
+    // central: the decision stream (a NATS URL may carry user:password).
+    "SENTINEL_CENTRAL_DECISION_STREAM",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -12,6 +12,7 @@ pub mod inputs;
 pub mod log;
 pub(crate) mod record;
 mod ship;
+mod sink;
 mod spool;
 pub(crate) mod verify;
 
@@ -153,11 +154,10 @@ impl Pipeline {
         counters: AuditCounters,
         status: Arc<AuditStatus>,
     ) -> anyhow::Result<(Recorder, Pipeline)> {
-        let client = match &config.url {
-            Some(url) => Some(
-                crate::tls::ReloadingClient::new(config.tls.clone(), url, ship::REQUEST_TIMEOUT)
-                    .map_err(anyhow::Error::msg)?,
-            ),
+        let sink = match &config.url {
+            Some(url) => {
+                Some(sink::Sink::for_url(url, &config.tls, &node).map_err(anyhow::Error::msg)?)
+            }
             None => None,
         };
         let (backlog, chain): (Box<dyn Backlog>, Chain) = match &config.spool_dir {
@@ -198,7 +198,7 @@ impl Pipeline {
             counters,
         });
         let spooled = config.spool_dir.is_some();
-        let destination = config.url.clone().zip(client);
+        let destination = sink;
         let thread = std::thread::Builder::new()
             .name("sentinel-audit".into())
             .spawn(move || {
@@ -224,8 +224,8 @@ impl Pipeline {
                     );
                     let syncer = sync_periodically(shared.clone());
                     match destination {
-                        Some((url, client)) => {
-                            let shipper = ship_records(shared.clone(), client, url, status, spooled);
+                        Some(sink) => {
+                            let shipper = ship_records(shared.clone(), sink, status, spooled);
                             tokio::join!(writer, shipper, syncer);
                         }
                         None => {
@@ -343,8 +343,7 @@ async fn sync_periodically(shared: Arc<Shared>) {
 
 async fn ship_records(
     shared: Arc<Shared>,
-    client: crate::tls::ReloadingClient,
-    url: String,
+    sink: sink::Sink,
     status: Arc<AuditStatus>,
     spooled: bool,
 ) {
@@ -384,8 +383,7 @@ async fn ship_records(
             continue;
         };
         let started = Instant::now();
-        let http = client.get();
-        let post = ship::post(&http, &url, &chain_id, &batch);
+        let post = sink.send(&chain_id, &batch);
         // Shutting down: a hung receiver may not hold the flush past its deadline.
         let result = match close_deadline {
             Some(deadline) => {

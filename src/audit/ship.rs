@@ -22,6 +22,9 @@ pub(super) enum ShipError {
     Status(u16),
     #[error("audit service unreachable: {0}")]
     Transport(String),
+    /// The destination can never take these records as they are.
+    #[error("audit destination refused the records: {0}")]
+    Refused(String),
 }
 
 impl Retriable for ShipError {
@@ -37,6 +40,7 @@ impl Retriable for ShipError {
                 status_is_retriable(*status) || matches!(status, 401 | 403 | 404 | 405 | 407)
             }
             ShipError::Transport(_) => true,
+            ShipError::Refused(_) => false,
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod registry;
 pub(crate) mod rollout;
 pub(crate) mod server;
 pub(crate) mod store;
+pub(crate) mod stream;
 
 use crate::bundle::signing::{SigningKey, TrustedKeys};
 use anyhow::{bail, Context};
@@ -50,6 +51,8 @@ pub(crate) struct CentralConfig {
     pub max_body: usize,
     /// Open connections and slow clients.
     pub connections: server::ConnectionLimits,
+    /// `--decision-stream`: consume records from NATS JetStream.
+    pub decision_stream: Option<stream::StreamSettings>,
     /// Records of a node only from the identity that first posted them.
     pub pin_node_identity: bool,
 }
@@ -137,6 +140,13 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
             metrics.rollout.clone(),
         ));
         tokio::spawn(rollout.clone().run());
+        if let Some(settings) = config.decision_stream {
+            tokio::spawn(stream::consume(
+                settings,
+                decisions.clone(),
+                metrics.stream_pending.clone(),
+            ));
+        }
         let state = api::AppState {
             limiter: Arc::new(limits::RateLimiter::new(config.rate_limits)),
             max_body: config.max_body,

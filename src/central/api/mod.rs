@@ -41,6 +41,8 @@ pub(crate) struct CentralMetrics {
     pub rollout: RolloutMetrics,
     pub rate_limited: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    /// Messages on the decision stream not yet delivered to any replica.
+    pub stream_pending: prometheus::IntGauge,
 }
 
 impl CentralMetrics {
@@ -141,7 +143,14 @@ impl CentralMetrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(tls_reloads.clone()));
+        let stream_pending = prometheus::IntGauge::new(
+            "sentinel_central_stream_pending",
+            "Messages on the decision stream not yet delivered to any central replica (read every 5 s; 0 without --decision-stream)",
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(stream_pending.clone()));
         CentralMetrics {
+            stream_pending,
             tls_reloads,
             rate_limited,
             rollout,

@@ -1,0 +1,145 @@
+//! The decision stream on NATS JetStream: names both ends agree on, and one
+//! way to connect.
+//!
+//! Past one machine, sidecars publish each record as one message on
+//! `sentinel.decisions.<node>` (message id = record id, so JetStream drops
+//! a re-publish inside its duplicate window) into the stream
+//! `SENTINEL_DECISIONS`, and every central replica consumes it through one
+//! shared durable pull consumer. Other readers (a SIEM, an archiver) attach
+//! consumers of their own to the same stream.
+//!
+//! Connections: `tls://HOST:PORT` (TLS required, client identity from
+//! `KERNEL_MTLS_*`, the CA from `KERNEL_MTLS_CA_PATH`) or `nats://HOST:PORT`
+//! (plain, only with `DEV_SKIP_MTLS=true`). The client reconnects forever
+//! with backoff and re-reads the certificate files on every connection, so
+//! a rotated identity is used from the next reconnect.
+
+use crate::tls::ClientIdentity;
+use std::time::Duration;
+
+/// The stream every record goes to.
+pub(crate) const STREAM: &str = "SENTINEL_DECISIONS";
+/// Subjects of the stream; a record of node N is published on
+/// `sentinel.decisions.N`.
+pub(crate) const SUBJECTS: &str = "sentinel.decisions.>";
+/// The durable pull consumer every central replica shares.
+pub(crate) const CONSUMER: &str = "sentinel-central";
+/// How long JetStream remembers message ids to drop re-publishes: at least
+/// two minutes (a sidecar retries a batch within its backoff cap of 10 s,
+/// a restart re-publishes what was not acknowledged).
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Whether `url` names the decision stream rather than an HTTP receiver.
+pub(crate) fn is_stream_url(url: &str) -> bool {
+    url.starts_with("nats://") || url.starts_with("tls://")
+}
+
+/// The subject of `node`'s records: NATS subjects are dot-separated tokens
+/// without spaces or wildcards, so anything else in a node name becomes `_`.
+pub(crate) fn subject_for(node: &str) -> String {
+    let token: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "sentinel.decisions.{}",
+        if token.is_empty() { "_" } else { &token }
+    )
+}
+
+/// Connection options for `url` with this identity, or why not (checked
+/// at start, before anything connects).
+pub(crate) fn connect_options(
+    url: &str,
+    identity: &ClientIdentity,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, String> {
+    crate::tls::install_crypto_provider();
+    let shown = crate::secrets::redact_url(url);
+    let rest = if let Some(rest) = url.strip_prefix("tls://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("nats://") {
+        if !identity.allow_plain_http {
+            return Err(format!(
+                "{shown}: plain nats:// is refused; use tls:// with KERNEL_MTLS_CERT_PATH/KEY_PATH (or DEV_SKIP_MTLS=true for development)"
+            ));
+        }
+        rest
+    } else {
+        return Err(format!(
+            "{shown}: not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)"
+        ));
+    };
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "{shown}: give HOST:PORT after the scheme, nothing else"
+        ));
+    }
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(3))
+        // Start without the server: records wait in the spool meanwhile.
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100u64 << attempts.min(7)).min(10_000))
+        })
+        .event_callback(|event| async move {
+            tracing::info!(%event, "decision stream connection");
+        });
+    if url.starts_with("tls://") {
+        let (Some(cert), Some(key)) = (&identity.cert, &identity.key) else {
+            return Err(format!(
+                "{shown}: tls:// needs a client identity: set KERNEL_MTLS_CERT_PATH and KERNEL_MTLS_KEY_PATH"
+            ));
+        };
+        for path in [cert, key].into_iter().chain(identity.ca.as_ref()) {
+            std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        options = options
+            .require_tls(true)
+            .add_client_certificate(cert.clone(), key.clone());
+        if let Some(ca) = &identity.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_become_one_subject_token() {
+        assert_eq!(subject_for("kernel-7f9c"), "sentinel.decisions.kernel-7f9c");
+        assert_eq!(
+            subject_for("pod.ns.svc cluster*>"),
+            "sentinel.decisions.pod_ns_svc_cluster__"
+        );
+        assert_eq!(subject_for(""), "sentinel.decisions._");
+    }
+
+    #[test]
+    fn urls_are_checked_before_connecting() {
+        let plain = ClientIdentity::default();
+        let dev = ClientIdentity {
+            allow_plain_http: true,
+            ..ClientIdentity::default()
+        };
+        let refused = connect_options("nats://127.0.0.1:4222", &plain, "t").unwrap_err();
+        assert!(refused.contains("DEV_SKIP_MTLS"), "{refused}");
+        assert!(connect_options("nats://127.0.0.1:4222", &dev, "t").is_ok());
+        let refused = connect_options("tls://127.0.0.1:4222", &dev, "t").unwrap_err();
+        assert!(refused.contains("KERNEL_MTLS_CERT_PATH"), "{refused}");
+        let refused = connect_options("nats://u:pw@h:4222/x", &dev, "t").unwrap_err();
+        assert!(!refused.contains("pw"), "{refused}");
+        assert!(is_stream_url("tls://h:1") && !is_stream_url("https://h/x"));
+    }
+}
