@@ -4,8 +4,16 @@
 //! rows inserted raw by the same parse and store code without verification
 //! (`sentinelnet::raw_insert_rate`). On SQLite and on PostgreSQL, one run.
 //!
+//! `stream` (on PostgreSQL): the same records from 8 simulated sidecars
+//! through NATS JetStream (a `nats-server` started here, TLS with client
+//! certificates, one message per record with its id, every publish of a
+//! batch in flight) into one central and into two centrals consuming the
+//! shared durable consumer, next to HTTP ingest into one central, each on a
+//! fresh database in the same run; timed until central's
+//! `sentinel_central_ingested_records_total` says all are stored.
+//!
 //!   cargo build --release --bin sentinelnet --example ingest-bench
-//!   target/release/examples/ingest-bench [sqlite] [postgres]
+//!   target/release/examples/ingest-bench [sqlite] [postgres] [stream]
 //!
 //! Environment: BATCHES (per sidecar, default 12), SENTINEL_BENCH_POSTGRES
 //! (default postgres://postgres@127.0.0.1:5432).
@@ -199,6 +207,258 @@ impl Drop for PgDb {
     }
 }
 
+/// A central on `db`, optionally consuming the stream at `nats`.
+fn start_central(bin: &Path, tmp: &Path, db: &str, nats: Option<&str>) -> (Central, u16) {
+    let port = free_port();
+    let pki = tmp.join("pki");
+    let mut command = Command::new(bin);
+    command
+        .args([
+            "central",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            db,
+        ])
+        .arg("--tls-cert")
+        .arg(pki.join("central.crt"))
+        .arg("--tls-key")
+        .arg(pki.join("central.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--rbac")
+        .arg(pki.join("rbac.json"))
+        .arg("--signing-key")
+        .arg(tmp.join("keys/central.key"))
+        .args(["--rate-limit", "0", "--ingest-rate-limit", "0"])
+        .env("SENTINEL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = nats {
+        command
+            .args(["--decision-stream", url])
+            .arg("--mtls-cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--mtls-key")
+            .arg(pki.join("admin.key"))
+            .arg("--mtls-ca")
+            .arg(pki.join("ca.pem"));
+    }
+    let central = Central(command.spawn().expect("central starts"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "central did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (central, port)
+}
+
+/// Records central on `port` has stored (its ingest counter).
+async fn stored(client: &reqwest::Client, port: u16) -> u64 {
+    let Ok(response) = client
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sentinel_central_ingested_records_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Publish every record of `work` to JetStream at `url` (8 publishers, each
+/// batch's messages in flight together, as the sidecar's sink does) and
+/// wait until the centrals on `ports` stored them all: records/s.
+fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64 {
+    let pki = tmp.join("pki");
+    let read = |name: &str| std::fs::read(pki.join(name)).expect("pki file");
+    let mut identity = read("admin.crt");
+    identity.push(b'\n');
+    identity.extend(read("admin.key"));
+    let metrics_client = reqwest::Client::builder()
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&read("ca.pem")).expect("ca"))
+        .build()
+        .expect("client");
+    let total: u64 = work
+        .iter()
+        .flatten()
+        .map(|b| b.lines().count() as u64)
+        .sum();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let connect = || async {
+            async_nats::ConnectOptions::new()
+                .require_tls(true)
+                .add_client_certificate(pki.join("sidecar.crt"), pki.join("sidecar.key"))
+                .add_root_certificates(pki.join("ca.pem"))
+                .connect(url)
+                .await
+                .expect("NATS answers")
+        };
+        let mut before = 0;
+        for port in ports {
+            before += stored(&metrics_client, *port).await;
+        }
+        // Messages ready before the clock starts (a sidecar's spool holds
+        // the lines; their ids are read the same way by its sink).
+        let messages: Vec<Vec<Vec<(String, bytes::Bytes)>>> = work
+            .iter()
+            .map(|batches| {
+                batches
+                    .iter()
+                    .map(|batch| {
+                        batch
+                            .lines()
+                            .map(|line| {
+                                let id = serde_json::from_str::<Value>(line).expect("record")["id"]
+                                    .as_str()
+                                    .expect("id")
+                                    .to_owned();
+                                (id, bytes::Bytes::copy_from_slice(line.as_bytes()))
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut contexts = Vec::new();
+        for _ in 0..messages.len() {
+            contexts.push(async_nats::jetstream::new(connect().await));
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (n, (batches, context)) in messages.into_iter().zip(contexts).enumerate() {
+            let subject = format!("sentinel.decisions.kernel-{n}");
+            tasks.push(tokio::spawn(async move {
+                for batch in batches {
+                    let mut acks = Vec::with_capacity(BATCH);
+                    for (id, payload) in batch {
+                        let message = async_nats::jetstream::message::PublishMessage::build()
+                            .message_id(id)
+                            .payload(payload);
+                        acks.push(
+                            context
+                                .send_publish(subject.clone(), message)
+                                .await
+                                .expect("publish"),
+                        );
+                    }
+                    for ack in acks {
+                        ack.await.expect("JetStream acknowledges");
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("publisher");
+        }
+        loop {
+            let mut now = 0;
+            for port in ports {
+                now += stored(&metrics_client, *port).await;
+            }
+            if now - before >= total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// A nats-server with JetStream and TLS (clients need a certificate from
+/// the dev CA), stopped on drop.
+fn start_nats(tmp: &Path) -> (Central, String) {
+    let port = free_port();
+    let pki = tmp.join("pki");
+    let config = tmp.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\ntls {{ cert_file: \"{}\"\n key_file: \"{}\"\n ca_file: \"{}\"\n verify: true }}\n",
+            tmp.join("nats-store").display(),
+            pki.join("central.crt").display(),
+            pki.join("central.key").display(),
+            pki.join("ca.pem").display()
+        ),
+    )
+    .expect("nats config");
+    let server = Central(
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (apt-get install nats-server)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("tls://127.0.0.1:{port}"))
+}
+
+/// HTTP ingest vs the stream into one and two centrals, on PostgreSQL.
+fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]) {
+    println!("\n| path (PostgreSQL, fresh database each) | records/s | × HTTP ingest |");
+    println!("| --- | ---: | ---: |");
+    let http = {
+        let db = PgDb::create(pg_base, "http");
+        let (_central, port) = start_central(bin, tmp, &db.url(), None);
+        post_all(tmp, port, work).0
+    };
+    println!("| HTTP ingest, one central | {http:.0} | 1.00 |");
+    let (_nats, url) = start_nats(tmp);
+    for (label, centrals) in [
+        ("JetStream, one central", 1),
+        ("JetStream, two centrals", 2),
+    ] {
+        let db = PgDb::create(pg_base, &format!("stream{centrals}"));
+        let running: Vec<(Central, u16)> = (0..centrals)
+            .map(|_| start_central(bin, tmp, &db.url(), Some(&url)))
+            .collect();
+        // The stream and consumer exist once a central has started on them.
+        std::thread::sleep(Duration::from_secs(2));
+        let ports: Vec<u16> = running.iter().map(|(_, p)| *p).collect();
+        let rate = stream_all(tmp, &url, &ports, work);
+        println!("| {label} | {rate:.0} | {:.2} |", rate / http);
+        // The next run starts from an empty stream: a new record set would
+        // collide with these ids inside the duplicate window.
+        drop(running);
+        purge_stream(tmp, &url);
+    }
+}
+
+/// Empty the stream and remove the consumer between runs.
+fn purge_stream(tmp: &Path, url: &str) {
+    let pki = tmp.join("pki");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_client_certificate(pki.join("admin.crt"), pki.join("admin.key"))
+            .add_root_certificates(pki.join("ca.pem"))
+            .connect(url)
+            .await
+            .expect("NATS answers");
+        let context = async_nats::jetstream::new(client);
+        let _ = context.delete_stream("SENTINEL_DECISIONS").await;
+    });
+}
+
 fn main() {
     let stores: Vec<String> = std::env::args().skip(1).collect();
     let stores = if stores.is_empty() {
@@ -233,6 +493,17 @@ fn main() {
         ],
     );
     let work = workload(batches);
+    if stores.iter().any(|s| s == "stream") {
+        println!(
+            "{SIDECARS} simulated sidecars × {batches} batches × {BATCH} records = {} records",
+            SIDECARS * batches * BATCH
+        );
+        sentinelnet::tls::install_crypto_provider();
+        stream_comparison(&bin, tmp.path(), &pg_base, &work);
+        if stores.len() == 1 {
+            return;
+        }
+    }
     let bytes: usize = work.iter().flatten().map(String::len).sum();
     let records = SIDECARS * batches * BATCH;
     println!(
@@ -241,7 +512,7 @@ fn main() {
     );
     println!("\n| store | ingest via central (mTLS, gzip, dedupe, index, chains) | p99 per batch | raw insert, same store code | ingest ÷ raw |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for store in &stores {
+    for store in stores.iter().filter(|s| *s != "stream") {
         let mut guards = Vec::new();
         let mut db_url = |tag: &str| -> String {
             if store == "postgres" {

@@ -17,6 +17,10 @@ response so no upstream adds noise):
   sidecar-uds   ext_authz -> sentinelnet serve, same bundle, Unix socket
   sidecar-tls   as sidecar-tcp over mutual TLS (--grpc-tls-*, Envoy's
                 UpstreamTlsContext as in envoy/envoy-mtls.yaml)
+  sidecar-http  as sidecar-tcp, shipping records to a real central's HTTP
+                ingest (plain HTTP, development mode, SQLite)
+  sidecar-nats  as sidecar-tcp, publishing records to NATS JetStream
+                (nats-server -js, plain), consumed by the same central
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
                 accepts connections and never answers
 
@@ -65,7 +69,7 @@ SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,s
 if BASELINE and "baseline-tcp" not in SETUPS:
     SETUPS.append("baseline-tcp")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput", "sidecar-tls"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats"}
 
 procs = []
 
@@ -285,6 +289,21 @@ def main():
         subprocess.run([SENTINEL, "dev-pki", "--out", tls_dir], check=True, stdout=subprocess.DEVNULL)
     tls_flags = ["--grpc-tls-cert", f"{tls_dir}/central.crt", "--grpc-tls-key", f"{tls_dir}/central.key",
                  "--grpc-client-ca", f"{tls_dir}/ca.pem"]
+    # Record destinations: one central taking HTTP ingest and consuming the
+    # stream, and a nats-server with JetStream.
+    http_port, nats_port = free_port(), free_port()
+    http_grpc, nats_grpc = free_port(), free_port()
+    if "sidecar-http" in SETUPS or "sidecar-nats" in SETUPS:
+        os.environ["DEV_SKIP_MTLS"] = "true"
+        servers["nats-server"] = spawn(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port), "-js",
+                                        "-sd", f"{tmp}/nats-store"], f"{tmp}/nats.log")
+        subprocess.run([SENTINEL, "keygen", "--out", f"{tmp}/keys", "--name", "central"], check=True,
+                       stdout=subprocess.DEVNULL)
+        servers["central"] = spawn([SENTINEL, "central", "--addr", f"127.0.0.1:{http_port}",
+                                    "--db", f"sqlite://{tmp}/central.db", "--signing-key", f"{tmp}/keys/central.key",
+                                    "--rate-limit", "0", "--ingest-rate-limit", "0",
+                                    "--decision-stream", f"nats://127.0.0.1:{nats_port}"], f"{tmp}/central.log")
+        wait_http(f"http://127.0.0.1:{http_port}/healthz")
     for name, grpc, extra in [
         ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
         ("sidecar-uds", f"unix:{uds}", []),
@@ -292,6 +311,9 @@ def main():
         ("baseline-tcp", f"127.0.0.1:{baseline_port}", []),
         ("sidecar-noinput", f"127.0.0.1:{noinput_port}", ["--record-input", "0"]),
         ("sidecar-tls", f"127.0.0.1:{tls_port}", tls_flags),
+        ("sidecar-http", f"127.0.0.1:{http_grpc}",
+         ["--audit-url", f"http://127.0.0.1:{http_port}/v1/audit/decisions"]),
+        ("sidecar-nats", f"127.0.0.1:{nats_grpc}", ["--audit-url", f"nats://127.0.0.1:{nats_port}"]),
     ]:
         if name not in SETUPS:
             continue
@@ -312,6 +334,8 @@ def main():
         "baseline-tcp": {"socket_address": {"address": "127.0.0.1", "port_value": baseline_port}},
         "sidecar-noinput": {"socket_address": {"address": "127.0.0.1", "port_value": noinput_port}},
         "sidecar-tls": {"socket_address": {"address": "127.0.0.1", "port_value": tls_port}},
+        "sidecar-http": {"socket_address": {"address": "127.0.0.1", "port_value": http_grpc}},
+        "sidecar-nats": {"socket_address": {"address": "127.0.0.1", "port_value": nats_grpc}},
     }
     for name in SETUPS:
         port, admin = free_port(), free_port()

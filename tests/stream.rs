@@ -114,9 +114,14 @@ fn central(world: &World, db: &str, url: &str, identity: &Leaf) -> Central {
     )
 }
 
-/// Messages in the stream, read by a client of its own (as a SIEM or an
+/// Run `work` with a JetStream client of the test's own (as a SIEM or an
 /// archiver would attach).
-fn stream_messages(url: &str, identity: &Leaf, ca: &Path) -> u64 {
+fn with_jetstream<T>(
+    url: &str,
+    identity: &Leaf,
+    ca: &Path,
+    work: impl AsyncFnOnce(async_nats::jetstream::Context) -> T,
+) -> T {
     sentinelnet::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,13 +134,35 @@ fn stream_messages(url: &str, identity: &Leaf, ca: &Path) -> u64 {
             .add_root_certificates(ca.to_owned())
             .connect(url)
             .await
-            .expect("a reader connects");
-        let context = async_nats::jetstream::new(client);
+            .expect("a client connects");
+        work(async_nats::jetstream::new(client)).await
+    })
+}
+
+/// Messages the stream holds.
+fn stream_messages(url: &str, identity: &Leaf, ca: &Path) -> u64 {
+    with_jetstream(url, identity, ca, async |context| {
         let mut stream = context
             .get_stream("SENTINEL_DECISIONS")
             .await
             .expect("the stream exists");
         stream.info().await.expect("stream info").state.messages
+    })
+}
+
+/// The shared consumer's (delivered but unacknowledged, redelivered) counts.
+fn consumer_state(url: &str, identity: &Leaf, ca: &Path) -> (usize, u64) {
+    with_jetstream(url, identity, ca, async |context| {
+        let stream = context
+            .get_stream("SENTINEL_DECISIONS")
+            .await
+            .expect("the stream exists");
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer("sentinel-central")
+            .await
+            .expect("the consumer exists");
+        let info = consumer.get_info().await.expect("consumer info");
+        (info.num_ack_pending, info.num_redelivered as u64)
     })
 }
 
@@ -267,4 +294,28 @@ fn a_sidecar_with_a_certificate_from_another_ca_is_refused() {
         "{}",
         nats.log_text()
     );
+
+    // A message that is no record: quarantined, acknowledged, never
+    // delivered again.
+    with_jetstream(&url, &central_identity, &ca, async |context| {
+        context
+            .publish("sentinel.decisions.node-good", "not a record".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("JetStream acknowledges");
+    });
+    wait_until("the message quarantined", Duration::from_secs(20), || {
+        let (_, body) = call(reader.get(central.url("/v1/audit/quarantine")));
+        body["quarantine"].as_array().is_some_and(|q| {
+            q.iter()
+                .any(|e| e["content"] == "not a record" && e["identity"] == "nats-stream")
+        })
+    });
+    wait_until(
+        "every message acknowledged",
+        Duration::from_secs(20),
+        || consumer_state(&url, &central_identity, &ca).0 == 0,
+    );
+    assert_eq!(consumer_state(&url, &central_identity, &ca), (0, 0));
 }

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// Most messages stored in one transaction.
 const BATCH_MESSAGES: usize = 500;
+/// Batches being stored at once by one replica.
+const INGESTS_IN_FLIGHT: usize = 4;
 /// Once a batch has its first message, how long to wait for more.
 const BATCH_FILL: Duration = Duration::from_millis(20);
 /// How long a delivered message may stay unacknowledged before JetStream
@@ -77,7 +79,8 @@ pub(crate) async fn consume(
         let failure = match consumer(&context, settings.retention).await {
             Ok((consumer, messages)) => {
                 tracing::info!(url = %shown, stream = STREAM, consumer = CONSUMER, "central: consuming the decision stream");
-                run(&consumer, messages, &decisions, &pending, &mut retry).await
+                retry.succeeded();
+                run(&consumer, messages, &decisions, &pending).await
             }
             Err(e) => e,
         };
@@ -146,27 +149,34 @@ async fn consumer(
 }
 
 /// Store batches from `messages` until the subscription fails; return why.
+/// Up to [`INGESTS_IN_FLIGHT`] batches are stored at once, as several
+/// sidecars' posts would be: the store works on one while the next is
+/// parsed and the one after is delivered. Order does not matter (chains are
+/// verified out of order).
 async fn run(
     consumer: &jetstream::consumer::PullConsumer,
     mut messages: pull::Stream,
-    decisions: &Decisions,
+    decisions: &Arc<Decisions>,
     pending: &IntGauge,
-    retry: &mut Retry,
 ) -> StreamError {
     let mut last_info = std::time::Instant::now() - Duration::from_secs(60);
-    loop {
+    let mut ingests = tokio::task::JoinSet::new();
+    let failure = loop {
         if last_info.elapsed() >= Duration::from_secs(5) {
             last_info = std::time::Instant::now();
             if let Ok(info) = consumer.get_info().await {
                 pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
             }
         }
+        while ingests.len() >= INGESTS_IN_FLIGHT {
+            let _ = ingests.join_next().await;
+        }
         // The first message of a batch, then whatever follows at once.
         let mut batch: Vec<jetstream::Message> = Vec::with_capacity(BATCH_MESSAGES);
         match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
             Err(_) => continue,
-            Ok(None) => return StreamError("the subscription ended".into()),
-            Ok(Some(Err(e))) => return StreamError(format!("consumer {CONSUMER}: {e}")),
+            Ok(None) => break StreamError("the subscription ended".into()),
+            Ok(Some(Err(e))) => break StreamError(format!("consumer {CONSUMER}: {e}")),
             Ok(Some(Ok(message))) => batch.push(message),
         }
         while batch.len() < BATCH_MESSAGES {
@@ -175,42 +185,48 @@ async fn run(
                 _ => break,
             }
         }
-        // One record per message and line; a newline inside a payload
-        // (never in a record) must not split it into two lines.
-        let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 1).sum());
-        for message in &batch {
-            body.extend(
-                message
-                    .payload
-                    .iter()
-                    .map(|&b| if b == b'\n' { b' ' } else { b }),
-            );
-            body.push(b'\n');
-        }
-        match decisions.ingest(body, STREAM_IDENTITY).await {
-            Ok(report) => {
-                retry.succeeded();
-                if !report.rejected.is_empty() {
-                    tracing::warn!(
-                        quarantined = report.rejected.len(),
-                        "central: messages on the decision stream that are no records were quarantined"
-                    );
-                }
-                for message in &batch {
-                    if let Err(e) = message.ack().await {
-                        // Redelivered later and then counted as a duplicate.
-                        tracing::debug!(error = %e, "central: cannot acknowledge a stream message");
-                    }
+        ingests.spawn(store_batch(decisions.clone(), batch));
+    };
+    // What was delivered is stored (and acknowledged) before reconnecting.
+    while ingests.join_next().await.is_some() {}
+    failure
+}
+
+/// Store one batch and acknowledge its messages, or give them back.
+async fn store_batch(decisions: Arc<Decisions>, batch: Vec<jetstream::Message>) {
+    // One record per message and line; a newline inside a payload (never
+    // in a record) must not split it into two lines.
+    let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 1).sum());
+    for message in &batch {
+        body.extend(
+            message
+                .payload
+                .iter()
+                .map(|&b| if b == b'\n' { b' ' } else { b }),
+        );
+        body.push(b'\n');
+    }
+    match decisions.ingest(body, STREAM_IDENTITY).await {
+        Ok(report) => {
+            if !report.rejected.is_empty() {
+                tracing::warn!(
+                    quarantined = report.rejected.len(),
+                    "central: messages on the decision stream that are no records were quarantined"
+                );
+            }
+            for message in &batch {
+                if let Err(e) = message.ack().await {
+                    // Redelivered later and then counted as a duplicate.
+                    tracing::debug!(error = %e, "central: cannot acknowledge a stream message");
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, messages = batch.len(), "central: cannot store records from the decision stream; they come back");
-                for message in &batch {
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                        .await;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = batch.len(), "central: cannot store records from the decision stream; they come back");
+            for message in &batch {
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
             }
         }
     }
