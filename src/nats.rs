@@ -81,6 +81,9 @@ pub(crate) fn connect_options(
             "{shown}: give HOST:PORT after the scheme, nothing else"
         ));
     }
+    let address: async_nats::ServerAddr = url
+        .parse()
+        .map_err(|e| format!("{shown}: not a NATS server address: {e}"))?;
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(3))
@@ -93,6 +96,19 @@ pub(crate) fn connect_options(
         .event_callback(|event| async move {
             tracing::info!(%event, "decision stream connection");
         });
+    // The client ignores credentials written in the URL: pass them on.
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match (address.username(), address.password()) {
+        (Some(user), Some(password)) => {
+            options = options.user_and_password(decode(user), decode(password));
+        }
+        (Some(token), None) => options = options.token(decode(token)),
+        _ => {}
+    }
     if url.starts_with("tls://") {
         let (Some(cert), Some(key)) = (&identity.cert, &identity.key) else {
             return Err(format!(
@@ -141,5 +157,8 @@ mod tests {
         let refused = connect_options("nats://u:pw@h:4222/x", &dev, "t").unwrap_err();
         assert!(!refused.contains("pw"), "{refused}");
         assert!(is_stream_url("tls://h:1") && !is_stream_url("https://h/x"));
+        let refused = connect_options("nats://127.0.0.1:abc", &dev, "t").unwrap_err();
+        assert!(refused.contains("not a NATS server address"), "{refused}");
+        assert!(connect_options("nats://app:p%40ss@127.0.0.1:4222", &dev, "t").is_ok());
     }
 }

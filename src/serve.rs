@@ -277,13 +277,15 @@ async fn start_grpc(
     // in use (tls::reload).
     let tls = match tls_files {
         Some(files) => {
-            let config = Arc::new(arc_swap::ArcSwap::from_pointee(files.load()?));
+            let (loaded, stamp) = files.load_stamped()?;
+            let config = Arc::new(arc_swap::ArcSwap::from_pointee(loaded));
             tracing::info!(
                 mtls = files.client_ca.is_some(),
                 "ext_authz listener speaks TLS"
             );
             tokio::spawn(crate::tls::reload::watch(
                 files,
+                stamp,
                 config.clone(),
                 tls_reloads,
                 Some("listener"),

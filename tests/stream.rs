@@ -151,7 +151,10 @@ fn stream_messages(url: &str, identity: &Leaf, ca: &Path) -> u64 {
 }
 
 /// The shared consumer's (delivered but unacknowledged, redelivered) counts.
-fn consumer_state(url: &str, identity: &Leaf, ca: &Path) -> (usize, u64) {
+/// The shared consumer's messages delivered and not yet acknowledged, and
+/// its last delivery's consumer and stream sequences (equal while nothing
+/// was delivered twice).
+fn consumer_state(url: &str, identity: &Leaf, ca: &Path) -> (usize, u64, u64) {
     with_jetstream(url, identity, ca, async |context| {
         let stream = context
             .get_stream("SENTINEL_DECISIONS")
@@ -162,7 +165,11 @@ fn consumer_state(url: &str, identity: &Leaf, ca: &Path) -> (usize, u64) {
             .await
             .expect("the consumer exists");
         let info = consumer.get_info().await.expect("consumer info");
-        (info.num_ack_pending, info.num_redelivered as u64)
+        (
+            info.num_ack_pending,
+            info.delivered.consumer_sequence,
+            info.delivered.stream_sequence,
+        )
     })
 }
 
@@ -198,20 +205,37 @@ fn every_record_is_stored_once_through_a_central_crash_and_a_nats_restart() {
         })
         .collect();
 
-    // The first half; then one central dies without a goodbye and the NATS
-    // server restarts while records are on their way.
+    // The first half, stored by both centrals.
     for (node, _, envoy) in &nodes {
         traffic(envoy, &format!("{node}-a"), 500);
     }
-    wait_until("some records stored", Duration::from_secs(30), || {
-        export(&reader, &central_b, "?limit=10").len() >= 10
+    wait_until("the first half stored", Duration::from_secs(60), || {
+        export(&reader, &central_b, "").len() >= 1500
     });
-    let _ = central_a.proc.child.kill();
-    let _ = central_a.proc.child.wait();
-    nats.restart();
+    // NATS goes down: the second half waits in the sidecars' spools.
+    nats.stop();
     for (node, _, envoy) in &nodes {
         traffic(envoy, &format!("{node}-b"), 500);
     }
+    for (node, sidecar, _) in &nodes {
+        wait_until(
+            &format!("{node} to fail publishing"),
+            Duration::from_secs(30),
+            || sidecar.status()["audit"]["shipFailures"].as_u64() >= Some(1),
+        );
+        assert!(
+            sidecar.status()["audit"]["unacknowledged"].as_u64() > Some(0),
+            "{node}: records wait in the spool"
+        );
+    }
+    // NATS comes back; the backlog floods in, and one central dies without
+    // a goodbye while it is being stored.
+    nats.start_again();
+    wait_until("storing to resume", Duration::from_secs(60), || {
+        export(&reader, &central_b, "").len() > 1500
+    });
+    let _ = central_a.proc.child.kill();
+    let _ = central_a.proc.child.wait();
 
     wait_until("all 3,000 records stored", Duration::from_secs(90), || {
         export(&reader, &central_b, "").len() >= 3000
@@ -295,27 +319,55 @@ fn a_sidecar_with_a_certificate_from_another_ca_is_refused() {
         nats.log_text()
     );
 
-    // A message that is no record: quarantined, acknowledged, never
-    // delivered again.
+    // Messages that are no records (one with a NUL, which PostgreSQL's
+    // text refuses), and a good record on another node's subject: each
+    // quarantined and acknowledged, none delivered twice.
+    let stored = export(&reader, &central, "?node=node-good&limit=1");
+    let record = stored[0].to_string();
     with_jetstream(&url, &central_identity, &ca, async |context| {
-        context
-            .publish("sentinel.decisions.node-good", "not a record".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("JetStream acknowledges");
+        for (subject, payload) in [
+            ("sentinel.decisions.node-good", "not a record".to_owned()),
+            ("sentinel.decisions.node-good", "nul\u{0}inside".to_owned()),
+            ("sentinel.decisions.intruder", record.clone()),
+        ] {
+            context
+                .publish(subject, payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("JetStream acknowledges");
+        }
     });
-    wait_until("the message quarantined", Duration::from_secs(20), || {
+    let quarantined = || -> Vec<Value> {
         let (_, body) = call(reader.get(central.url("/v1/audit/quarantine")));
-        body["quarantine"].as_array().is_some_and(|q| {
-            q.iter()
-                .any(|e| e["content"] == "not a record" && e["identity"] == "nats-stream")
-        })
-    });
+        body["quarantine"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["identity"] == "nats-stream")
+            .collect()
+    };
+    wait_until(
+        "three messages quarantined",
+        Duration::from_secs(20),
+        || quarantined().len() == 3,
+    );
+    let entries = quarantined();
+    assert!(entries.iter().any(|e| e["content"] == "not a record"));
+    assert!(entries.iter().any(|e| e["content"] == "nul\u{fffd}inside"));
+    assert!(
+        entries.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("arrived on subject \"sentinel.decisions.intruder\""))),
+        "{entries:?}"
+    );
     wait_until(
         "every message acknowledged",
         Duration::from_secs(20),
         || consumer_state(&url, &central_identity, &ca).0 == 0,
     );
-    assert_eq!(consumer_state(&url, &central_identity, &ca), (0, 0));
+    let (_, consumer_seq, stream_seq) = consumer_state(&url, &central_identity, &ca);
+    assert_eq!(consumer_seq, stream_seq, "nothing was delivered twice");
+    assert_eq!(stream_seq, 23, "20 records and 3 others");
 }

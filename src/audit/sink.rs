@@ -38,11 +38,13 @@ impl Sink {
         node: &str,
     ) -> Result<Sink, String> {
         if crate::nats::is_stream_url(url) {
-            let options =
-                crate::nats::connect_options(url, identity, &format!("sentinel-sidecar {node}"))?;
+            let name = format!("sentinel-sidecar {node}");
+            // Checked now; built again for each connection attempt.
+            crate::nats::connect_options(url, identity, &name)?;
             return Ok(Sink::Stream(Box::new(StreamSink {
                 url: url.to_owned(),
-                options: std::sync::Mutex::new(Some(options)),
+                identity: identity.clone(),
+                name,
                 context: tokio::sync::OnceCell::new(),
                 subject: crate::nats::subject_for(node),
             })));
@@ -67,7 +69,9 @@ impl Sink {
 /// itself from then on.
 pub(super) struct StreamSink {
     url: String,
-    options: std::sync::Mutex<Option<async_nats::ConnectOptions>>,
+    identity: ClientIdentity,
+    /// The connection's name, as the NATS server shows it.
+    name: String,
     context: tokio::sync::OnceCell<async_nats::jetstream::Context>,
     subject: String,
 }
@@ -86,14 +90,8 @@ impl StreamSink {
     async fn context(&self) -> Result<&async_nats::jetstream::Context, ShipError> {
         self.context
             .get_or_try_init(|| async {
-                let options = self
-                    .options
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .ok_or_else(|| {
-                        ShipError::Transport("the NATS connection failed before".into())
-                    })?;
+                let options = crate::nats::connect_options(&self.url, &self.identity, &self.name)
+                    .map_err(ShipError::Transport)?;
                 let client = options.connect(self.url.as_str()).await.map_err(|e| {
                     ShipError::Transport(format!("{}: {e}", crate::secrets::redact_url(&self.url)))
                 })?;

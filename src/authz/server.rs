@@ -258,10 +258,12 @@ pub enum ListenerKind {
 
 /// Most TLS handshakes in progress at once: Envoy opens a handful of
 /// connections, so a crowd of handshakes is someone else.
-const MAX_HANDSHAKES: usize = 64;
+const MAX_HANDSHAKES: usize = 256;
 
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a TLS handshake may take: Envoy completes one in milliseconds;
+/// a caller that holds a place longer only keeps Envoy's next connection
+/// waiting.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serve until `stop` resolves; then stop accepting, send GOAWAY on every
 /// connection, and let in-flight calls finish (for up to 5 s).
@@ -272,6 +274,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refused_handshakes = Arc::new(Refusals::default());
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -302,12 +305,13 @@ pub async fn serve(
         // The handshake runs in its own task: a slow or hostile caller
         // never holds up the accept loop.
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!("too many ext_authz TLS handshakes in flight; closed a new connection");
+            refused_handshakes.note("too many TLS handshakes in flight");
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
         let watcher = graceful.watcher();
         let endpoint = endpoint.clone();
+        let refusals = refused_handshakes.clone();
         tokio::spawn(async move {
             let refused = match connection {
                 Accepted::Tcp(stream) => match handshake(&acceptor, stream).await {
@@ -325,7 +329,7 @@ pub async fn serve(
                     Err(why) => why,
                 },
             };
-            tracing::warn!(error = %refused, "refused an ext_authz TLS handshake");
+            refusals.note(&refused);
         });
     }
     drop(listener);
@@ -336,6 +340,24 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("ext_authz calls still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+}
+
+/// Refused TLS handshakes, logged on the first and every 100th, so a port
+/// scanner cannot flood the log.
+#[derive(Default)]
+struct Refusals(std::sync::atomic::AtomicU64);
+
+impl Refusals {
+    fn note(&self, why: &str) {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n == 1 || n % 100 == 0 {
+            tracing::warn!(
+                error = why,
+                refused = n,
+                "refused an ext_authz TLS handshake"
+            );
+        }
     }
 }
 

@@ -106,9 +106,9 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     let server_tls = config
         .tls
         .as_ref()
-        .map(crate::tls::reload::ServerFiles::load)
+        .map(crate::tls::reload::ServerFiles::load_stamped)
         .transpose()?
-        .map(|tls| Arc::new(arc_swap::ArcSwap::from_pointee(tls)));
+        .map(|(tls, stamp)| (Arc::new(arc_swap::ArcSwap::from_pointee(tls)), stamp));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,10 +175,11 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         let grace = Duration::from_secs(3);
         let refusals = metrics.refusals.clone();
         match server_tls {
-            Some(tls) => {
+            Some((tls, stamp)) => {
                 if let Some(files) = config.tls.clone() {
                     tokio::spawn(crate::tls::reload::watch(
                         files,
+                        stamp,
                         tls.clone(),
                         metrics.tls_reloads.clone(),
                         None,

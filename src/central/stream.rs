@@ -206,7 +206,16 @@ async fn store_batch(decisions: Arc<Decisions>, batch: Vec<jetstream::Message>) 
         );
         body.push(b'\n');
     }
-    match decisions.ingest(body, STREAM_IDENTITY).await {
+    let subjects: Vec<String> = batch.iter().map(|m| m.subject.to_string()).collect();
+    match decisions
+        .ingest(
+            body,
+            super::decisions::Source::Stream {
+                subjects: &subjects,
+            },
+        )
+        .await
+    {
         Ok(report) => {
             if !report.rejected.is_empty() {
                 tracing::warn!(

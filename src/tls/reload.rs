@@ -35,7 +35,7 @@ pub struct ServerFiles {
 }
 
 /// What identifies a version of the files: their contents' digests.
-type Stamp = Vec<Option<[u8; 32]>>;
+pub type Stamp = Vec<Option<[u8; 32]>>;
 
 impl ServerFiles {
     fn stamp(&self) -> Stamp {
@@ -44,6 +44,14 @@ impl ServerFiles {
                 .into_iter()
                 .chain(self.client_ca.as_ref()),
         )
+    }
+
+    /// [`Self::load`], with the stamp of the files taken just before, to
+    /// hand to [`watch`]: a rotation between loading and watching is then
+    /// still seen.
+    pub fn load_stamped(&self) -> anyhow::Result<(rustls::ServerConfig, Stamp)> {
+        let stamp = self.stamp();
+        Ok((self.load()?, stamp))
     }
 
     /// Read and check the files into a server configuration.
@@ -69,11 +77,13 @@ impl ServerFiles {
 }
 
 /// Poll `files` and swap a new configuration into `current` when they
-/// change and load; count each reload in `reloads{result}` (`ok`/`error`),
-/// or `reloads{files, result}` when `files_label` is given. `who` names the
+/// differ from `seen` (the stamp [`ServerFiles::load_stamped`] gave) and
+/// load; count each reload in `reloads{result}` (`ok`/`error`), or
+/// `reloads{files, result}` when `files_label` is given. `who` names the
 /// listener in log lines.
 pub async fn watch(
     files: ServerFiles,
+    mut seen: Stamp,
     current: Arc<ArcSwap<rustls::ServerConfig>>,
     reloads: IntCounterVec,
     files_label: Option<&'static str>,
@@ -84,7 +94,6 @@ pub async fn watch(
         None => reloads.with_label_values(&[result]).inc(),
     };
     let files = Arc::new(files);
-    let mut seen = files.stamp();
     loop {
         tokio::time::sleep(POLL).await;
         let polled = files.clone();

@@ -74,12 +74,17 @@ impl NatsServer {
         });
     }
 
-    /// Stop the server (SIGTERM) and start it again on the same port and
-    /// store: JetStream keeps its streams and consumers.
-    pub(crate) fn restart(&mut self) {
+    /// Stop the server (SIGTERM).
+    pub(crate) fn stop(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.terminate();
         }
+    }
+
+    /// Start it again on the same port and store: JetStream keeps its
+    /// streams and consumers.
+    pub(crate) fn start_again(&mut self) {
+        self.stop();
         self.run();
     }
 

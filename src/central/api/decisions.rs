@@ -54,7 +54,15 @@ async fn ingest(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let body = parse::body_bytes(&body, gzip)
             .map_err(|e| bad_request(format!("request body: {e}")))?;
-        let report = state.decisions.ingest(body, &identity).await?;
+        let report = state
+            .decisions
+            .ingest(
+                body,
+                crate::central::decisions::Source::Posted {
+                    identity: &identity,
+                },
+            )
+            .await?;
         Ok(Json(report).into_response())
     })
     .await

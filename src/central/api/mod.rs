@@ -340,7 +340,13 @@ async fn admit(
     if matches!(path, "/healthz" | "/metrics") {
         return next.run(request).await;
     }
-    let route = format!("{} {path}", request.method());
+    // A fixed set of methods: the route is a metric label, and any token is
+    // a valid HTTP method.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "OTHER",
+    };
+    let route = format!("{method} {path}");
     match state.identify(&peer, &route, KNOWN) {
         Ok(_) => next.run(request).await,
         Err(refused) => {

@@ -60,6 +60,58 @@ pub(crate) struct RejectedLine {
     pub error: String,
 }
 
+/// Where a batch comes from.
+pub(crate) enum Source<'a> {
+    /// `POST /v1/audit/decisions` by this client identity.
+    Posted { identity: &'a str },
+    /// The decision stream: the subject each line (message) arrived on.
+    Stream { subjects: &'a [String] },
+}
+
+impl Source<'_> {
+    /// The identity records and quarantine entries are stored under.
+    fn identity(&self) -> &str {
+        match self {
+            Source::Posted { identity } => identity,
+            Source::Stream { .. } => crate::central::stream::STREAM_IDENTITY,
+        }
+    }
+}
+
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// Keep the stream records that arrived on their node's subject
+/// (`sentinel.decisions.<node>`); refuse the others, naming both, so a
+/// publisher allowed on one node's subject cannot write another's chain.
+fn on_their_subjects(
+    incoming: Vec<Incoming>,
+    subjects: &[String],
+    refused: &mut Vec<Refused>,
+) -> Vec<Incoming> {
+    let mut kept = Vec::with_capacity(incoming.len());
+    for record in incoming {
+        let arrived = subjects
+            .get(record.line.saturating_sub(1))
+            .map_or("", String::as_str);
+        let expected = crate::nats::subject_for(&record.row.node);
+        if arrived == expected {
+            kept.push(record);
+        } else {
+            refused.push(Refused {
+                line: record.line,
+                error: format!(
+                    "a record of node \"{}\" arrived on subject \"{arrived}\", not \"{expected}\"",
+                    record.row.node
+                ),
+                content: record.row.record.clone(),
+            });
+        }
+    }
+    kept
+}
+
 pub(crate) struct Decisions {
     store: Store,
     metrics: DecisionMetrics,
@@ -77,12 +129,13 @@ impl Decisions {
         }
     }
 
-    /// Store a batch of NDJSON records posted by `identity`.
+    /// Store a batch of NDJSON records from `source`.
     pub(crate) async fn ingest(
         &self,
         body: Vec<u8>,
-        identity: &str,
+        source: Source<'_>,
     ) -> Result<IngestReport, StoreError> {
+        let identity = source.identity();
         // Parsing and hashing 500 records is CPU work: off the runtime, so
         // long polls and other requests are not held behind it.
         let (incoming, mut refused) =
@@ -94,9 +147,15 @@ impl Decisions {
                         "parsing the batch failed: {e}"
                     )))
                 })?;
+        let incoming = match &source {
+            Source::Stream { subjects } => on_their_subjects(incoming, subjects, &mut refused),
+            Source::Posted { .. } => incoming,
+        };
         let (incoming, mut duplicates, mut conflicts) = first_of_each_id(incoming, &mut refused);
         let mut tx = self.store.begin().await?;
-        let incoming = if self.pin_nodes {
+        // Pinning is about who posts; on the stream NATS's authorization
+        // says who may publish on a node's subject.
+        let incoming = if self.pin_nodes && matches!(source, Source::Posted { .. }) {
             owned_by(&mut tx, incoming, identity, &mut refused).await?
         } else {
             incoming
@@ -149,8 +208,11 @@ impl Decisions {
                 received_us: unix_micros(now),
                 identity: identity.to_owned(),
                 line: r.line as i64,
-                error: r.error.clone(),
-                content: r.content.clone(),
+                error: without_nul(&r.error),
+                // PostgreSQL's text cannot hold NUL: a line carrying one
+                // would fail the whole batch, and a retried batch would
+                // fail forever.
+                content: without_nul(&r.content),
             })
             .collect();
         sql::insert_quarantine(&mut tx, &quarantined).await?;
