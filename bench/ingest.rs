@@ -408,16 +408,37 @@ fn start_nats(tmp: &Path) -> (Central, String) {
     (server, format!("tls://127.0.0.1:{port}"))
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(child: &Child) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after the
+    // name (state is 0).
+    let field = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    let ticks = field(11) + field(12);
+    Duration::from_millis(ticks * 10)
+}
+
 /// HTTP ingest vs the stream into one and two centrals, on PostgreSQL.
 fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]) {
-    println!("\n| path (PostgreSQL, fresh database each) | records/s | × HTTP ingest |");
-    println!("| --- | ---: | ---: |");
+    let total = (work.iter().flatten().count() * BATCH) as f64;
+    let per_thousand = |cpu: Duration| cpu.as_secs_f64() * 1e3 / (total / 1e3);
+    println!("\n| path (PostgreSQL, fresh database each) | records/s | × HTTP ingest | central CPU ms / 1k records (all replicas) | nats-server CPU ms / 1k records |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     let http = {
         let db = PgDb::create(pg_base, "http");
-        let (_central, port) = start_central(bin, tmp, &db.url(), None);
-        post_all(tmp, port, work).0
+        let (central, port) = start_central(bin, tmp, &db.url(), None);
+        let before = cpu_time(&central.0);
+        let rate = post_all(tmp, port, work).0;
+        let used = cpu_time(&central.0) - before;
+        println!(
+            "| HTTP ingest, one central | {rate:.0} | 1.00 | {:.0} | |",
+            per_thousand(used)
+        );
+        rate
     };
-    println!("| HTTP ingest, one central | {http:.0} | 1.00 |");
     let (_nats, url) = start_nats(tmp);
     for (label, centrals) in [
         ("JetStream, one central", 1),
@@ -430,8 +451,21 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
         // The stream and consumer exist once a central has started on them.
         std::thread::sleep(Duration::from_secs(2));
         let ports: Vec<u16> = running.iter().map(|(_, p)| *p).collect();
+        let cpu = |running: &[(Central, u16)]| -> Duration {
+            running.iter().map(|(c, _)| cpu_time(&c.0)).sum()
+        };
+        let (central_before, nats_before) = (cpu(&running), cpu_time(&_nats.0));
         let rate = stream_all(tmp, &url, &ports, work);
-        println!("| {label} | {rate:.0} | {:.2} |", rate / http);
+        let (central_used, nats_used) = (
+            cpu(&running) - central_before,
+            cpu_time(&_nats.0) - nats_before,
+        );
+        println!(
+            "| {label} | {rate:.0} | {:.2} | {:.0} | {:.0} |",
+            rate / http,
+            per_thousand(central_used),
+            per_thousand(nats_used)
+        );
         // The next run starts from an empty stream: a new record set would
         // collide with these ids inside the duplicate window.
         drop(running);

@@ -198,6 +198,11 @@ impl Pipeline {
             counters,
         });
         let spooled = config.spool_dir.is_some();
+        // What a restart found in the spool is waiting from the start.
+        {
+            let backlog = shared.backlog();
+            shared.publish_sizes(backlog.as_ref(), spooled);
+        }
         let destination = sink;
         let thread = std::thread::Builder::new()
             .name("sentinel-audit".into())

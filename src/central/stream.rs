@@ -29,6 +29,8 @@ use std::time::Duration;
 const BATCH_MESSAGES: usize = 500;
 /// Batches being stored at once by one replica.
 const INGESTS_IN_FLIGHT: usize = 4;
+/// Messages asked for in one pull request.
+const PULL_MESSAGES: usize = 2 * BATCH_MESSAGES;
 /// Once a batch has its first message, how long to wait for more.
 const BATCH_FILL: Duration = Duration::from_millis(20);
 /// How long a delivered message may stay unacknowledged before JetStream
@@ -139,7 +141,9 @@ async fn consumer(
         .map_err(|e| StreamError(format!("consumer {CONSUMER}: {e}")))?;
     let messages = consumer
         .stream()
-        .max_messages_per_batch(BATCH_MESSAGES)
+        // Pull several batches' worth at a time: the next ones are on
+        // their way while these are stored.
+        .max_messages_per_batch(PULL_MESSAGES)
         .expires(Duration::from_secs(5))
         .heartbeat(Duration::from_secs(2))
         .messages()
