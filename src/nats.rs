@@ -159,6 +159,7 @@ mod tests {
         assert!(is_stream_url("tls://h:1") && !is_stream_url("https://h/x"));
         let refused = connect_options("nats://127.0.0.1:abc", &dev, "t").unwrap_err();
         assert!(refused.contains("not a NATS server address"), "{refused}");
+        // pragma: allowlist nextline secret
         assert!(connect_options("nats://app:p%40ss@127.0.0.1:4222", &dev, "t").is_ok());
     }
 }
