@@ -207,6 +207,15 @@ impl Drop for PgDb {
     }
 }
 
+/// Wait until something listens on `port`.
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A central on `db`, optionally consuming the stream at `nats`.
 fn start_central(bin: &Path, tmp: &Path, db: &str, nats: Option<&str>) -> (Central, u16) {
     let port = free_port();
@@ -245,11 +254,7 @@ fn start_central(bin: &Path, tmp: &Path, db: &str, nats: Option<&str>) -> (Centr
             .arg(pki.join("ca.pem"));
     }
     let central = Central(command.spawn().expect("central starts"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "central did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "central");
     (central, port)
 }
 
@@ -400,11 +405,7 @@ fn start_nats(tmp: &Path) -> (Central, String) {
             .spawn()
             .expect("nats-server starts (apt-get install nats-server)"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(port, "nats-server");
     (server, format!("tls://127.0.0.1:{port}"))
 }
 
@@ -563,38 +564,7 @@ fn main() {
         };
         let central_db = db_url("central");
         let raw_db = db_url("raw");
-        let port = free_port();
-        let pki = tmp.path().join("pki");
-        let _central = Central(
-            Command::new(&bin)
-                .args([
-                    "central",
-                    "--addr",
-                    &format!("127.0.0.1:{port}"),
-                    "--db",
-                    &central_db,
-                ])
-                .arg("--tls-cert")
-                .arg(pki.join("central.crt"))
-                .arg("--tls-key")
-                .arg(pki.join("central.key"))
-                .arg("--client-ca")
-                .arg(pki.join("ca.pem"))
-                .arg("--rbac")
-                .arg(pki.join("rbac.json"))
-                .arg("--signing-key")
-                .arg(tmp.path().join("keys/central.key"))
-                .env("SENTINEL_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("central starts"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "central did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (_central, port) = start_central(&bin, tmp.path(), &central_db, None);
         let (ingest_rate, p99) = post_all(tmp.path(), port, &work);
         let all: Vec<String> = work.iter().flatten().cloned().collect();
         let (inserted, took) =
