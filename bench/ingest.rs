@@ -89,17 +89,7 @@ fn free_port() -> u16 {
 /// Post every sidecar's batches concurrently; records/s and the 99th
 /// percentile batch latency.
 fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
-    let pki = tmp.join("pki");
-    let read = |name: &str| std::fs::read(pki.join(name)).expect("pki file");
-    sentinelnet::tls::install_crypto_provider();
-    let mut identity = read("sidecar.crt");
-    identity.push(b'\n');
-    identity.extend(read("sidecar.key"));
-    let client = reqwest::Client::builder()
-        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&read("ca.pem")).expect("ca"))
-        .build()
-        .expect("client");
+    let client = dev_client(tmp, "sidecar");
     let url = format!("https://127.0.0.1:{port}/v1/audit/decisions");
     let bodies: Vec<Vec<Vec<u8>>> = work
         .iter()
@@ -207,6 +197,21 @@ impl Drop for PgDb {
     }
 }
 
+/// An HTTPS client with the `dev-pki` identity `stem` (`sidecar`, `admin`).
+fn dev_client(tmp: &Path, stem: &str) -> reqwest::Client {
+    let pki = tmp.join("pki");
+    let read = |name: &str| std::fs::read(pki.join(name)).expect("pki file");
+    sentinelnet::tls::install_crypto_provider();
+    let mut identity = read(&format!("{stem}.crt"));
+    identity.push(b'\n');
+    identity.extend(read(&format!("{stem}.key")));
+    reqwest::Client::builder()
+        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&read("ca.pem")).expect("ca"))
+        .build()
+        .expect("client")
+}
+
 /// Wait until something listens on `port`.
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -279,15 +284,7 @@ async fn stored(client: &reqwest::Client, port: u16) -> u64 {
 /// wait until the centrals on `ports` stored them all: records/s.
 fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64 {
     let pki = tmp.join("pki");
-    let read = |name: &str| std::fs::read(pki.join(name)).expect("pki file");
-    let mut identity = read("admin.crt");
-    identity.push(b'\n');
-    identity.extend(read("admin.key"));
-    let metrics_client = reqwest::Client::builder()
-        .identity(reqwest::Identity::from_pem(&identity).expect("identity"))
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&read("ca.pem")).expect("ca"))
-        .build()
-        .expect("client");
+    let metrics_client = dev_client(tmp, "admin");
     let total: u64 = work
         .iter()
         .flatten()
