@@ -81,8 +81,7 @@ pub(crate) async fn consume(
         let failure = match consumer(&context, settings.retention).await {
             Ok((consumer, messages)) => {
                 tracing::info!(url = %shown, stream = STREAM, consumer = CONSUMER, "central: consuming the decision stream");
-                retry.succeeded();
-                run(&consumer, messages, &decisions, &pending).await
+                run(&consumer, messages, &decisions, &pending, &mut retry).await
             }
             Err(e) => e,
         };
@@ -162,6 +161,7 @@ async fn run(
     mut messages: pull::Stream,
     decisions: &Arc<Decisions>,
     pending: &IntGauge,
+    retry: &mut Retry,
 ) -> StreamError {
     let mut last_info = std::time::Instant::now() - Duration::from_secs(60);
     let mut ingests = tokio::task::JoinSet::new();
@@ -189,6 +189,9 @@ async fn run(
                 _ => break,
             }
         }
+        // Only messages arriving count as recovered: a subscription that
+        // fails at once keeps backing off.
+        retry.succeeded();
         ingests.spawn(store_batch(decisions.clone(), batch));
     };
     // What was delivered is stored (and acknowledged) before reconnecting.
