@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the decision path without transport:
-//! input view construction, deciding with 1, 20 and 1,000 policies, and a
+//! input view construction, deciding with 1, 20, 1,004 and 10,004 policies
+//! (with the policy index, and by scanning every policy), and a
 //! whole in-process `Check` (view, decision, response, metrics, record
 //! hand-off), also with the protobuf decode and encode around it. After criterion, a per-iteration timing pass prints
 //! p50/p99/p99.9, which criterion does not report.
@@ -20,11 +21,16 @@ use sentinelnet::authz::{Authorizer, Engine, ViewSettings};
 use sentinelnet::bundle::{Bundle, BundleFiles, Source};
 use sentinelnet::metrics::Metrics;
 use sentinelnet::policy::input::{Input, VarPath};
-use sentinelnet::policy::Verdict;
+use sentinelnet::policy::{IndexSettings, Policy, PolicySet, Verdict};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+// The bench uses only the bundles, not the counts the other users check.
+#[allow(dead_code)]
+#[path = "bundlegen.rs"]
+mod bundlegen;
 
 const KERNEL_20: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/bundles/kernel-20");
 
@@ -101,32 +107,10 @@ fn one_policy() -> Bundle {
     Bundle::from_files(&files).expect("1-policy bundle")
 }
 
-/// 1,000 policies: the 20 realistic ones, 50 times over, each copy on its
-/// own path prefix (copy 0 keeps the real prefix and matches the sample).
-pub fn thousand_policies() -> Bundle {
-    let base = kernel_files();
-    let mut files = BundleFiles::new();
-    files.insert("bundle.json".into(), base["bundle.json"].clone());
-    for copy in 0..50 {
-        for (name, bytes) in base.range("policies/".to_owned()..) {
-            let text = String::from_utf8_lossy(bytes);
-            let mut doc: serde_json::Value = serde_json::from_str(&text).expect("policy JSON");
-            let id = format!("{}.{copy:02}", doc["id"].as_str().unwrap_or("p"));
-            doc["id"] = serde_json::Value::String(id.clone());
-            let mut rendered = doc.to_string();
-            if copy > 0 {
-                rendered = rendered.replace("/v1/", &format!("/v1/c{copy}/"));
-            }
-            let stem = name
-                .trim_start_matches("policies/")
-                .trim_end_matches(".json");
-            files.insert(
-                format!("policies/{stem}.{copy:02}.json"),
-                rendered.into_bytes(),
-            );
-        }
-    }
-    Bundle::from_files(&files).expect("1,000-policy bundle")
+/// The generated bundles of bench/bundlegen.rs: `services × 10 + 4`
+/// policies (100 services: 1,004; 1,000 services: 10,004).
+pub fn generated(services: usize) -> Bundle {
+    Bundle::from_files(&bundlegen::services(services)).expect("generated bundle")
 }
 
 fn authorizer(bundle: Bundle) -> (Authorizer, Pipeline) {
@@ -184,13 +168,46 @@ fn benches(c: &mut Criterion) {
                 .load()
                 .expect("bundle"),
         ),
-        ("decide/1000 policies", thousand_policies()),
+        ("decide/1,004 policies", generated(100)),
+        ("decide/10,004 policies", generated(1000)),
     ];
     for (name, bundle) in &bundles {
         c.bench_function(name, |b| {
             b.iter(|| {
                 let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
                 black_box(bundle.policies.decide(&view, Verdict::Deny))
+            })
+        });
+    }
+    // The 20-policy bundle indexed anyway (below IndexSettings'
+    // min_policies it is scanned): whether the threshold is right.
+    let twenty = &bundles[1].1.policies;
+    let recompiled = twenty
+        .policies()
+        .iter()
+        .map(|p| Policy::compile(p.document.clone()).expect("compiles"))
+        .collect();
+    let twenty_indexed = PolicySet::with_index(
+        recompiled,
+        twenty.default_decision(),
+        IndexSettings {
+            min_policies: 1,
+            min_per_field: 1,
+        },
+    );
+    c.bench_function("decide/20 policies, indexed", |b| {
+        b.iter(|| {
+            let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
+            black_box(twenty_indexed.decide(&view, Verdict::Deny))
+        })
+    });
+    // The same bundles without the index (every evaluated policy, as
+    // before it): what the index saves, measured in the same run.
+    for (name, bundle) in &bundles[1..] {
+        c.bench_function(&format!("{name}, scan"), |b| {
+            b.iter(|| {
+                let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
+                black_box(bundle.policies.decide_by_scan(&view, Verdict::Deny))
             })
         });
     }
@@ -251,11 +268,14 @@ fn percentiles() {
         let view = RequestView::new(&request, &settings, 1_795_000_000);
         black_box(twenty.policies.decide(&view, Verdict::Deny));
     });
-    let thousand = thousand_policies();
-    distribution("decide/1000 policies", 20_000, || {
-        let view = RequestView::new(&request, &settings, 1_795_000_000);
-        black_box(thousand.policies.decide(&view, Verdict::Deny));
-    });
+    for services in [100, 1000] {
+        let bundle = generated(services);
+        let name = format!("decide/{} policies", bundle.policies.policies().len());
+        distribution(&name, 200_000, || {
+            let view = RequestView::new(&request, &settings, 1_795_000_000);
+            black_box(bundle.policies.decide(&view, Verdict::Deny));
+        });
+    }
     let (authorizer, _pipeline) = authorizer(twenty);
     distribution("check/in-process handler, 20 policies", 200_000, || {
         let mut out = Vec::with_capacity(512);

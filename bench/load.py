@@ -23,6 +23,11 @@ response so no upstream adds noise):
                 (nats-server -js, plain), consumed by the same central
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
                 accepts connections and never answers
+  sidecar-9     as sidecar-tcp with the demo bundle (policies/: 9 evaluated)
+  sidecar-1k    as sidecar-tcp with a generated 1,004-policy bundle
+                (bench/bundlegen.rs: 100 services × 10 policies + 4 global;
+                the policy index narrows each check to ~15 candidates)
+  sidecar-10k   the same with 10,004 policies (1,000 services)
 
 Loads: one connection (wrk -c1), fixed rates of 1k and 5k req/s (h2load
 --rps, per-request log for percentiles), and saturation (wrk -c16).
@@ -30,13 +35,14 @@ Loads: one connection (wrk -c1), fixed rates of 1k and 5k req/s (h2load
 Printed: req/s, p50/p99/p99.9, authz-server CPU µs per Check (from
 /proc/PID/task/*/schedstat, all threads, so audit work is included), Envoy's
 CPU µs per request (all its threads), and ratios to the no-authz baseline
-and to the floor (the stock-tonic one, as the targets are stated). Then the 1,000-policy
-bundle: resident memory, and a bundle swap under load (failed requests,
-time until the new revision is live).
+and to the floor (the stock-tonic one, as the targets are stated). Then the
+10,004-policy bundle: resident memory, and bundle swaps under load (failed
+requests, time until the new revision is live, which includes reading and
+compiling every policy).
 
 Environment: ROUNDS (3), DURATION seconds per run (5), OUT (a JSON file),
 SETUPS and LOADS (comma-separated subsets; noauthz and floor are needed
-for the ratios), THOUSAND=0 to skip the 1,000-policy checks,
+for the ratios), LARGE=0 to skip the 10,004-policy checks,
 BASELINE_BIN=PATH to add a `baseline-tcp` setup: the same sidecar setup
 run by another build (e.g. the previous commit's release binary), so a
 change is measured against what it replaces in the same run.
@@ -61,7 +67,9 @@ ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / "target/envoy-venv/bin/envoy"))
 SENTINEL = ROOT / "target/release/sentinelnet"
 FLOOR = ROOT / "target/release/examples/authz-floor"
 FLOOR_HYPER = ROOT / "target/release/examples/authz-floor-hyper"
+GEN_BUNDLE = ROOT / "target/release/examples/gen-bundle"
 BUNDLE = ROOT / "bench/bundles/kernel-20"
+DEMO_BUNDLE = ROOT / "policies"
 PATH = "/v1/kernels?limit=10"
 HEADERS = ["x-user: spiffe://cluster/ns/app/sa/bench", "x-roles: reader"]
 BASELINE = os.environ.get("BASELINE_BIN")
@@ -69,7 +77,9 @@ SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,s
 if BASELINE and "baseline-tcp" not in SETUPS:
     SETUPS.append("baseline-tcp")
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
-AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp", "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats"}
+AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp",
+                 "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats", "sidecar-9", "sidecar-1k",
+                 "sidecar-10k"}
 
 procs = []
 
@@ -106,6 +116,14 @@ def cpu_ns(pid):
         except (OSError, ValueError, IndexError):
             pass
     return total
+
+
+def generated_bundle(tmp, services):
+    """A bench/bundlegen.rs bundle directory of services × 10 + 4 policies."""
+    out = Path(tmp) / f"generated-{services}"
+    if not out.exists():
+        subprocess.run([GEN_BUNDLE, str(services), out], check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def rss_kib(pid):
@@ -207,8 +225,8 @@ end
 """
 
 
-def run_wrk(url, connections, lua):
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}s", "-s", lua, url]
+def run_wrk(url, connections, lua, duration=None):
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration or DURATION}s", "-s", lua, url]
     for h in HEADERS:
         args += ["-H", h]
     out = subprocess.run(args, capture_output=True, text=True).stdout
@@ -282,6 +300,9 @@ def main():
     admins = {}
     hung_grpc = f"127.0.0.1:{free_port()}"
     baseline_port, noinput_port, tls_port = free_port(), free_port(), free_port()
+    size_ports = {"sidecar-9": free_port(), "sidecar-1k": free_port(), "sidecar-10k": free_port()}
+    size_bundles = {"sidecar-9": lambda: DEMO_BUNDLE, "sidecar-1k": lambda: generated_bundle(tmp, 100),
+                    "sidecar-10k": lambda: generated_bundle(tmp, 1000)}
     # The TLS setup's files: dev-pki's central.crt (localhost) serves as
     # the listener's certificate, its sidecar.crt as Envoy's client one.
     tls_dir = f"{tmp}/pki"
@@ -314,12 +335,15 @@ def main():
         ("sidecar-http", f"127.0.0.1:{http_grpc}",
          ["--audit-url", f"http://127.0.0.1:{http_port}/v1/audit/decisions"]),
         ("sidecar-nats", f"127.0.0.1:{nats_grpc}", ["--audit-url", f"nats://127.0.0.1:{nats_port}"]),
-    ]:
+    ] + [(name, f"127.0.0.1:{port}", []) for name, port in size_ports.items()]:
         if name not in SETUPS:
             continue
         admins[name] = free_port()
         binary = [BASELINE] if name == "baseline-tcp" else [SENTINEL]
-        env_args = binary + common[1:] + ["--grpc-addr", grpc, "--admin-addr", f"127.0.0.1:{admins[name]}"] + extra
+        args = common[1:]
+        if name in size_bundles:
+            args = [size_bundles[name]() if a == BUNDLE else a for a in args]
+        env_args = binary + args + ["--grpc-addr", grpc, "--admin-addr", f"127.0.0.1:{admins[name]}"] + extra
         os.environ["DEV_SKIP_MTLS"] = "true"
         servers[name] = spawn(env_args, f"{tmp}/{name}.log")
         wait_http(f"http://127.0.0.1:{admins[name]}/readyz")
@@ -337,6 +361,8 @@ def main():
         "sidecar-http": {"socket_address": {"address": "127.0.0.1", "port_value": http_grpc}},
         "sidecar-nats": {"socket_address": {"address": "127.0.0.1", "port_value": nats_grpc}},
     }
+    for name, port in size_ports.items():
+        clusters[name] = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
     for name in SETUPS:
         port, admin = free_port(), free_port()
         if name == "noauthz":
@@ -375,10 +401,10 @@ def main():
                       f"p50 {res['p50']:>6} µs  p99 {res['p99']:>6} µs  errors {res['errors']}", flush=True)
 
     report(results)
-    extra = thousand_policy_checks(tmp, lua) if os.environ.get("THOUSAND", "1") != "0" else None
+    extra = large_bundle_checks(tmp, lua) if os.environ.get("LARGE", "1") != "0" else None
     if os.environ.get("OUT"):
         Path(os.environ["OUT"]).write_text(json.dumps({
-            "results": {f"{s}/{l}": v for (s, l), v in results.items()}, "thousand": extra}, indent=2))
+            "results": {f"{s}/{l}": v for (s, l), v in results.items()}, "large": extra}, indent=2))
 
 
 def median(values):
@@ -406,31 +432,20 @@ def report(results):
                   f"{rps / base if base else 0:.2f} | {rps / floor if floor else 0:.2f} |")
 
 
-def thousand_policy_checks(tmp, lua):
-    """RSS of a sidecar holding 1,000 policies, and a swap under load."""
-    bundle = Path(tmp) / "thousand"
-    (bundle / "policies").mkdir(parents=True)
-    base = json.loads((BUNDLE / "bundle.json").read_text())
-    (bundle / "bundle.json").write_text(json.dumps(base))
-    templates = sorted((BUNDLE / "policies").glob("*.json"))
-    for copy in range(50):
-        for t in templates:
-            doc = json.loads(t.read_text())
-            doc["id"] = f"{doc['id']}.{copy:02}"
-            text = json.dumps(doc)
-            if copy:
-                text = text.replace("/v1/", f"/v1/c{copy}/")
-            (bundle / "policies" / f"{doc['id']}.json").write_text(text)
+def large_bundle_checks(tmp, lua):
+    """RSS of a sidecar holding 10,004 policies, and swaps under load."""
+    bundle = generated_bundle(tmp, 1000)
+    base = json.loads((bundle / "bundle.json").read_text())
     grpc, admin = free_port(), free_port()
     sidecar = spawn([SENTINEL, "serve", "--bundle", bundle, "--grpc-addr", f"127.0.0.1:{grpc}",
                      "--admin-addr", f"127.0.0.1:{admin}", "--principal-from", "header:x-user",
-                     "--roles-from", "header:x-roles"], f"{tmp}/thousand.log")
+                     "--roles-from", "header:x-roles"], f"{tmp}/large.log")
     wait_http(f"http://127.0.0.1:{admin}/readyz")
     port, eadmin = free_port(), free_port()
     cfg = envoy_config(port, eadmin, [EXT_AUTHZ], {"socket_address": {"address": "127.0.0.1", "port_value": grpc}})
-    (Path(tmp) / "envoy-thousand.json").write_text(json.dumps(cfg))
-    spawn([ENVOY, "-c", Path(tmp) / "envoy-thousand.json", "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
-          f"{tmp}/envoy-thousand.log")
+    (Path(tmp) / "envoy-large.json").write_text(json.dumps(cfg))
+    spawn([ENVOY, "-c", Path(tmp) / "envoy-large.json", "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+          f"{tmp}/envoy-large.log")
     wait_http(f"http://127.0.0.1:{eadmin}/ready")
     rss_idle = rss_kib(sidecar.pid)
 
@@ -440,7 +455,8 @@ def thousand_policy_checks(tmp, lua):
     result = {}
 
     def load():
-        result.update(run_wrk(f"http://127.0.0.1:{port}{PATH}", 16, lua))
+        # Long enough for five swaps of ~1 s each, spaced by 0.5 s.
+        result.update(run_wrk(f"http://127.0.0.1:{port}{PATH}", 16, lua, duration=max(DURATION, 12)))
     worker = threading.Thread(target=load)
     worker.start()
     time.sleep(1)
@@ -459,7 +475,7 @@ def thousand_policy_checks(tmp, lua):
         time.sleep(0.5)
     worker.join()
     rss_loaded = rss_kib(sidecar.pid)
-    print(f"\n1,000-policy bundle: RSS {rss_idle / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB after load and swaps")
+    print(f"\n10,004-policy bundle: RSS {rss_idle / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB after load and swaps")
     print(f"swap under saturation load: {result.get('requests', 0)} requests, {result.get('errors', 0)} failed, "
           f"{result.get('rps', 0):.0f} req/s; new revision live after "
           + ", ".join(f"{s:.0f}" for s in swaps) + " ms (includes the watch debounce of 20 ms)")

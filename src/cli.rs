@@ -818,7 +818,7 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let explain = args.explain.then(|| explain(&bundle, &outcome));
+    let explain = args.explain.then(|| explain(&bundle, &outcome, &input));
     // The same description of a decision as the check path: the status
     // printed is the status the sidecar answers.
     let mut event = DecisionEvent::decided(
@@ -832,33 +832,57 @@ fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     event.latency_us = started.elapsed().as_micros() as u64;
     let record = to_record("eval", event, None);
     let mut out = serde_json::to_value(&record).unwrap_or(Value::Null);
-    if let (Some(explain), Value::Object(map)) = (explain, &mut out) {
-        map.insert("explain".into(), Value::Array(explain));
+    if let (Some((policies, index)), Value::Object(map)) = (explain, &mut out) {
+        map.insert("explain".into(), Value::Array(policies));
+        map.insert("index".into(), index);
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
 }
 
-/// Every policy's part in `outcome`, for `eval --explain`.
-fn explain(bundle: &Bundle, outcome: &crate::policy::Outcome) -> Vec<Value> {
-    bundle
-        .policies
+/// Every policy's part in `outcome`, for `eval --explain`, and what the
+/// policy index did: each evaluated policy says why it was a candidate or
+/// why the index skipped it (a skipped policy cannot match this input).
+fn explain(
+    bundle: &Bundle,
+    outcome: &crate::policy::Outcome,
+    input: &Value,
+) -> (Vec<Value>, Value) {
+    let set = &bundle.policies;
+    let (mut candidates, mut skipped) = (0, 0);
+    let policies = set
         .policies()
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let matched = outcome.matches.iter().find(|m| m.policy == i);
+            let evaluated = p.state().is_evaluated();
+            let candidacy = evaluated.then(|| set.candidacy(i, input));
+            match &candidacy {
+                Some(c) if c.candidate => candidates += 1,
+                Some(_) => skipped += 1,
+                None => {}
+            }
             json!({
                 "policyId": &*p.id,
                 "state": p.state().as_str(),
                 "effect": p.effect().as_str(),
-                "evaluated": p.state().is_evaluated(),
+                "evaluated": evaluated,
+                "candidate": candidacy.as_ref().map(|c| c.candidate),
+                "why": candidacy.map(|c| c.why),
                 "matched": matched.is_some(),
                 "failed": outcome.errors.contains(&i),
                 "mode": matched.map(|m| m.mode.name(p.state())),
             })
         })
-        .collect()
+        .collect();
+    let summary = set.index_summary();
+    let index = json!({
+        "enabled": summary.enabled,
+        "candidates": candidates,
+        "skipped": skipped,
+    });
+    (policies, index)
 }
 
 fn run_ctl(args: CtlArgs) -> Result<(), Failure> {

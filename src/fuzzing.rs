@@ -23,7 +23,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// The policy compiler: a policy document (JSON) compiled, then evaluated
-/// on two fixed inputs (a compiled policy must evaluate or fail cleanly).
+/// on two fixed inputs (a compiled policy must evaluate or fail cleanly),
+/// and indexed however small the set: the policy index must decide exactly
+/// as the scan of every policy (policy/index.rs), or it is a finding.
 pub fn policy_document(data: &[u8]) {
     let Ok(document) = serde_json::from_slice::<PolicyDocument>(data) else {
         return;
@@ -31,9 +33,17 @@ pub fn policy_document(data: &[u8]) {
     let Ok(policy) = Policy::compile(document) else {
         return;
     };
-    let set = PolicySet::new(vec![policy], Verdict::Deny);
+    let every_size = crate::policy::IndexSettings {
+        min_policies: 1,
+        min_per_field: 1,
+    };
+    let set = PolicySet::with_index(vec![policy], Verdict::Deny, every_size);
     for input in fixed_inputs() {
-        let _ = set.decide(input, Verdict::Deny);
+        assert_eq!(
+            set.decide(input, Verdict::Deny),
+            set.decide_by_scan(input, Verdict::Deny),
+            "index and scan disagree on {input}"
+        );
     }
 }
 
@@ -49,6 +59,9 @@ fn fixed_inputs() -> &'static [serde_json::Value] {
                 "source": {"address": "10.0.0.7"},
             }),
             serde_json::json!({}),
+            // Indexed fields that are no strings: every policy keyed on
+            // them must stay a candidate (`["DELETE"] == "DELETE"`).
+            serde_json::json!({"request": {"method": ["DELETE"], "path": 5, "host": null}}),
         ]
     })
 }

@@ -92,6 +92,17 @@ async fn metrics_text(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// How the active bundle's policies are indexed (policy/index.rs): how
+/// many are keyed on a field and how many every check evaluates.
+fn index_status(summary: &crate::policy::IndexSummary) -> Value {
+    json!({
+        "enabled": summary.enabled,
+        "indexed": summary.indexed,
+        "alwaysEvaluated": summary.always_evaluated,
+        "fields": summary.fields.iter().map(|(f, n)| (f.clone(), json!(n))).collect::<serde_json::Map<String, Value>>(),
+    })
+}
+
 async fn status(State(state): State<AdminState>) -> Json<Value> {
     let load = state.status.snapshot();
     let engine = state.engine.load_full();
@@ -110,6 +121,7 @@ async fn status(State(state): State<AdminState>) -> Json<Value> {
             "activatedAt": format_timestamp(e.activated_at),
             "defaultDecision": e.bundle.policies.default_decision().as_str(),
             "policies": by_state,
+            "index": index_status(&e.bundle.policies.index_summary()),
         })
     });
     let audit = &state.metrics.audit;
@@ -218,7 +230,7 @@ async fn explain(State(state): State<AdminState>, Path(id): Path<String>) -> Res
         "effect": doc.effect.as_str(),
         "canaryPercent": doc.canary_percent,
         "canaryKey": doc.canary_key,
-        "rule": doc.when,
+        "rule": doc.when.to_value(),
         "response": doc.response,
         "evidence": doc.evidence,
         "file": engine.bundle.policy_files.get(&id),

@@ -1,9 +1,12 @@
 //! Policies: the document format (docs/bundles.md), compilation into a
 //! [`PolicySet`], and the decision algorithm.
 
+pub mod index;
 pub mod input;
 pub mod logic;
 
+use index::Index;
+pub use index::{Candidacy, IndexSettings, IndexSummary};
 use input::{Input, VarPath};
 use logic::{evaluate, Rule, Val};
 use serde::{Deserialize, Serialize};
@@ -63,6 +66,48 @@ impl Verdict {
     }
 }
 
+/// A policy's `when`, kept as compact JSON text once read. A parsed `Value`
+/// costs a B-tree node (~600 bytes) per operator object, ~13 KB for a
+/// typical policy and 130 MB for 10,000; the compiled rule is what decides,
+/// and only explain and the registry show the text.
+#[derive(Debug, Clone)]
+pub struct RuleText(Box<serde_json::value::RawValue>);
+
+impl RuleText {
+    /// The rule as a JSON value (parsed again: explain, compilation).
+    pub fn to_value(&self) -> Value {
+        // The text was rendered from a `Value`, so it parses.
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Display for RuleText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl Serialize for RuleText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RuleText {
+    /// Through `Value`, so any deserializer works (raw values need a
+    /// text one) and the text is canonical: compact, keys sorted.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        serde_json::value::RawValue::from_string(value.to_string())
+            .map(RuleText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A policy file, as written (docs/bundles.md, "Policy document").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -78,7 +123,7 @@ pub struct PolicyDocument {
     #[serde(default = "default_canary_key")]
     pub canary_key: String,
     pub effect: Verdict,
-    pub when: Value,
+    pub when: RuleText,
     #[serde(default)]
     pub response: ResponseSpec,
     #[serde(default)]
@@ -181,7 +226,7 @@ impl Policy {
                 ));
             }
         }
-        let rule = Rule::compile(&document.when).map_err(|e| {
+        let rule = Rule::compile(&document.when.to_value()).map_err(|e| {
             let pointer = if e.pointer == "/" {
                 "/when".to_owned()
             } else {
@@ -349,13 +394,25 @@ pub struct PolicySet {
     policies: Vec<Policy>,
     /// Indices of the policies that are evaluated (simulating, canary, active).
     evaluated: Vec<usize>,
+    /// Which evaluated policies could match a request (policy/index.rs).
+    index: Index,
     default_decision: Verdict,
 }
 
 impl PolicySet {
     /// Build a set; policy ids must be unique (checked by the caller, which
     /// knows the files to name).
-    pub fn new(mut policies: Vec<Policy>, default_decision: Verdict) -> PolicySet {
+    pub fn new(policies: Vec<Policy>, default_decision: Verdict) -> PolicySet {
+        PolicySet::with_index(policies, default_decision, IndexSettings::default())
+    }
+
+    /// [`PolicySet::new`] with the index built as `settings` say (tests use
+    /// this to index bundles of any size).
+    pub fn with_index(
+        mut policies: Vec<Policy>,
+        default_decision: Verdict,
+        settings: IndexSettings,
+    ) -> PolicySet {
         policies.sort_by(|a, b| a.id.cmp(&b.id));
         let evaluated: Vec<usize> = policies
             .iter()
@@ -363,9 +420,11 @@ impl PolicySet {
             .filter(|(_, p)| p.state().is_evaluated())
             .map(|(i, _)| i)
             .collect();
+        let index = Index::build(&policies, &evaluated, settings);
         PolicySet {
             policies,
             evaluated,
+            index,
             default_decision,
         }
     }
@@ -393,13 +452,49 @@ impl PolicySet {
     /// policy matches, else allow if any enforced allow policy matches, else
     /// the default. An enforced policy that fails to evaluate makes the
     /// decision `on_error`.
+    ///
+    /// Only the index's candidates are evaluated; the others cannot match
+    /// or fail (policy/index.rs), so the outcome is the scan's.
     pub fn decide<I: Input>(&self, input: &I, on_error: Verdict) -> Outcome {
+        if !self.index.is_used() {
+            return self.decide_among(self.evaluated.iter().copied(), input, on_error);
+        }
+        let mut candidates = Vec::with_capacity(32);
+        self.index.candidates(input, &mut candidates);
+        self.decide_among(candidates.iter().map(|&i| i as usize), input, on_error)
+    }
+
+    /// Decide by evaluating every evaluated policy, ignoring the index: the
+    /// oracle the index is tested against.
+    #[doc(hidden)]
+    pub fn decide_by_scan<I: Input>(&self, input: &I, on_error: Verdict) -> Outcome {
+        self.decide_among(self.evaluated.iter().copied(), input, on_error)
+    }
+
+    /// Why each evaluated policy is or is not a candidate for `input`
+    /// (`eval --explain`), in set order.
+    pub fn candidacy<I: Input>(&self, policy: usize, input: &I) -> Candidacy {
+        self.index.candidacy(policy, &self.policies[policy], input)
+    }
+
+    /// How this set is indexed (`/v1/status`).
+    pub fn index_summary(&self) -> IndexSummary {
+        self.index.summary()
+    }
+
+    /// The decision over `indices` (ascending policy indices).
+    fn decide_among<I: Input>(
+        &self,
+        indices: impl Iterator<Item = usize>,
+        input: &I,
+        on_error: Verdict,
+    ) -> Outcome {
         let mut matches = Vec::new();
         let mut errors = Vec::new();
         let mut deny: Option<usize> = None;
         let mut allow: Option<usize> = None;
         let mut enforced_error: Option<usize> = None;
-        for &index in &self.evaluated {
+        for index in indices {
             let policy = &self.policies[index];
             let matched = match evaluate(&policy.rule.root, input) {
                 Ok(value) => value.truthy(),

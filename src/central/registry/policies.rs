@@ -323,7 +323,7 @@ impl Registry {
             "severity": document.severity,
             "effect": document.effect,
             "description": document.description,
-            "rule": document.when,
+            "rule": document.when.to_value(),
             "ruleText": document.when.to_string(),
             "versions": version_list,
             "transitions": transitions,

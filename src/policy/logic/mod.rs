@@ -16,6 +16,36 @@ pub(crate) use eval::evaluate;
 pub use eval::EvalError;
 pub use value::Val;
 
+/// Compiled regexes by pattern, shared by every policy that uses the same
+/// pattern: a compiled regex holds tens of KB of automata, and generated or
+/// per-service bundles repeat the same pattern in every service (1,000
+/// copies in bench/bundlegen.rs's 10,000-policy bundle, ~35 MB). Bounded:
+/// emptied when full, so patterns of bundles long gone are not kept.
+/// Compilation only (bundle loads); the check path never touches it.
+static REGEXES: std::sync::Mutex<Option<std::collections::HashMap<String, Regex>>> =
+    std::sync::Mutex::new(None);
+const SHARED_REGEXES: usize = 256;
+
+fn shared_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    let mut shared = REGEXES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let shared = shared.get_or_insert_with(Default::default);
+    if let Some(regex) = shared.get(pattern) {
+        // A clone shares the compiled automata (and gets its own search
+        // cache, so policies do not contend).
+        return Ok(regex.clone());
+    }
+    let regex = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()?;
+    if shared.len() >= SHARED_REGEXES {
+        shared.clear();
+    }
+    shared.insert(pattern.to_owned(), regex.clone());
+    Ok(regex)
+}
+
 /// Deepest operator nesting a rule may have; keeps evaluation's recursion bounded.
 const MAX_DEPTH: usize = 64;
 
@@ -383,16 +413,13 @@ impl Compiler {
                 "matches: the pattern must be a literal string".into(),
             ));
         };
-        let regex = regex::RegexBuilder::new(&pattern)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| {
-                let detail = e.to_string().lines().last().unwrap_or("").trim().to_owned();
-                err(
-                    &format!("{pointer}/1"),
-                    format!("invalid regex {pattern:?}: {detail}"),
-                )
-            })?;
+        let regex = shared_regex(&pattern).map_err(|e| {
+            let detail = e.to_string().lines().last().unwrap_or("").trim().to_owned();
+            err(
+                &format!("{pointer}/1"),
+                format!("invalid regex {pattern:?}: {detail}"),
+            )
+        })?;
         Ok(Expr::Matches {
             subject: Box::new(subject),
             regex,
