@@ -284,13 +284,18 @@ impl PgDatabase {
         // Debian on a fresh machine); there is no skipping when it is not.
         let base = std::env::var("SENTINEL_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        // Process, time and a counter: tests of one binary run in parallel,
+        // and two of them asked within one clock tick (this VM's clock is
+        // coarse) once got the same name.
+        static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let name = format!(
-            "sentinel_test_{}_{}",
+            "sentinel_test_{}_{}_{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros())
-                .unwrap_or(0)
+                .unwrap_or(0),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let db = PgDatabase {
             admin_url: format!("{base}/postgres"),
