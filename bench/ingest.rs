@@ -363,6 +363,10 @@ fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64
             task.await.expect("publisher");
         }
         loop {
+            if ports.is_empty() {
+                // Publish only: done when JetStream acknowledged all.
+                break;
+            }
             let mut now = 0;
             for port in ports {
                 now += stored(&metrics_client, *port).await;
@@ -438,6 +442,19 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
         rate
     };
     let (_nats, url) = start_nats(tmp);
+    {
+        // What the publishers and JetStream alone sustain, nobody
+        // consuming: the most any consumer can store in this setup.
+        create_stream(tmp, &url);
+        let nats_before = cpu_time(&_nats.0);
+        let rate = stream_all(tmp, &url, &[], work);
+        println!(
+            "| JetStream publish only (no consumer) | {rate:.0} | {:.2} | | {:.0} |",
+            rate / http,
+            per_thousand(cpu_time(&_nats.0) - nats_before)
+        );
+        purge_stream(tmp, &url);
+    }
     for (label, centrals) in [
         ("JetStream, one central", 1),
         ("JetStream, two centrals", 2),
@@ -469,6 +486,34 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
         drop(running);
         purge_stream(tmp, &url);
     }
+}
+
+/// The stream as central creates it (for the publish-only row).
+fn create_stream(tmp: &Path, url: &str) {
+    let pki = tmp.join("pki");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_client_certificate(pki.join("admin.crt"), pki.join("admin.key"))
+            .add_root_certificates(pki.join("ca.pem"))
+            .connect(url)
+            .await
+            .expect("NATS answers");
+        async_nats::jetstream::new(client)
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: "SENTINEL_DECISIONS".into(),
+                subjects: vec!["sentinel.decisions.>".into()],
+                storage: async_nats::jetstream::stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .expect("stream created");
+    });
 }
 
 /// Empty the stream and remove the consumer between runs.

@@ -205,12 +205,13 @@ async fn store_batch(decisions: Arc<Decisions>, batch: Vec<jetstream::Message>) 
     // in a record) must not split it into two lines.
     let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 1).sum());
     for message in &batch {
-        body.extend(
-            message
-                .payload
-                .iter()
-                .map(|&b| if b == b'\n' { b' ' } else { b }),
-        );
+        let payload = &message.payload[..];
+        if payload.contains(&b'\n') {
+            body.extend(payload.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+        } else {
+            // Every record: compact JSON has no newline; copied at once.
+            body.extend_from_slice(payload);
+        }
         body.push(b'\n');
     }
     let subjects: Vec<String> = batch.iter().map(|m| m.subject.to_string()).collect();
