@@ -488,14 +488,18 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
     }
 }
 
-/// The stream as central creates it (for the publish-only row).
-fn create_stream(tmp: &Path, url: &str) {
+/// A JetStream context as `admin`, on a runtime of its own (the client's
+/// tasks live there), for the bench's own setup of the stream.
+fn admin_jetstream(
+    tmp: &Path,
+    url: &str,
+) -> (tokio::runtime::Runtime, async_nats::jetstream::Context) {
     let pki = tmp.join("pki");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let context = runtime.block_on(async {
         let client = async_nats::ConnectOptions::new()
             .require_tls(true)
             .add_client_certificate(pki.join("admin.crt"), pki.join("admin.key"))
@@ -504,36 +508,30 @@ fn create_stream(tmp: &Path, url: &str) {
             .await
             .expect("NATS answers");
         async_nats::jetstream::new(client)
-            .get_or_create_stream(async_nats::jetstream::stream::Config {
+    });
+    (runtime, context)
+}
+
+/// The stream as central creates it (for the publish-only row).
+fn create_stream(tmp: &Path, url: &str) {
+    let (runtime, context) = admin_jetstream(tmp, url);
+    runtime
+        .block_on(
+            context.get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: "SENTINEL_DECISIONS".into(),
                 subjects: vec!["sentinel.decisions.>".into()],
                 storage: async_nats::jetstream::stream::StorageType::File,
                 duplicate_window: Duration::from_secs(120),
                 ..Default::default()
-            })
-            .await
-            .expect("stream created");
-    });
+            }),
+        )
+        .expect("stream created");
 }
 
 /// Empty the stream and remove the consumer between runs.
 fn purge_stream(tmp: &Path, url: &str) {
-    let pki = tmp.join("pki");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .require_tls(true)
-            .add_client_certificate(pki.join("admin.crt"), pki.join("admin.key"))
-            .add_root_certificates(pki.join("ca.pem"))
-            .connect(url)
-            .await
-            .expect("NATS answers");
-        let context = async_nats::jetstream::new(client);
-        let _ = context.delete_stream("SENTINEL_DECISIONS").await;
-    });
+    let (runtime, context) = admin_jetstream(tmp, url);
+    let _ = runtime.block_on(context.delete_stream("SENTINEL_DECISIONS"));
 }
 
 fn main() {

@@ -349,7 +349,7 @@ fn large_bundles_decide_through_envoy_explain_the_index_and_swap_to_ten_thousand
         .to_string(),
     )
     .expect("input");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sentinelnet"))
+    let out = std::process::Command::new(support::sentinelnet())
         .args(["eval", "--explain", "--bundle"])
         .arg(&bundle)
         .arg("--input")
