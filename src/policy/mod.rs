@@ -79,10 +79,6 @@ impl RuleText {
         // The text was rendered from a `Value`, so it parses.
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
-
-    pub fn as_str(&self) -> &str {
-        self.0.get()
-    }
 }
 
 impl std::fmt::Display for RuleText {
@@ -471,8 +467,8 @@ impl PolicySet {
         self.decide_among(self.evaluated.iter().copied(), input, on_error)
     }
 
-    /// Why each evaluated policy is or is not a candidate for `input`
-    /// (`eval --explain`), in set order.
+    /// Why policy `policy` (an index into [`PolicySet::policies`]) is or is
+    /// not a candidate for `input` (`eval --explain`).
     pub fn candidacy<I: Input>(&self, policy: usize, input: &I) -> Candidacy {
         self.index.candidacy(policy, &self.policies[policy], input)
     }
