@@ -316,6 +316,13 @@ fn large_bundles_decide_through_envoy_explain_the_index_and_swap_to_ten_thousand
         (status, response.text().unwrap_or_default())
     };
 
+    // A 403 whose body names the deciding policy.
+    let denied_by = |method: reqwest::Method, path: &str, roles: &str, policy: &str| {
+        let (status, body) = send(method, path, roles);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains(policy), "{path}: {body}");
+    };
+
     let index = &sidecar.status()["bundle"]["index"];
     assert_eq!(
         index,
@@ -327,12 +334,18 @@ fn large_bundles_decide_through_envoy_explain_the_index_and_swap_to_ten_thousand
         send(reqwest::Method::GET, "/v1/svc0042/items", "reader").0,
         200
     );
-    let (status, body) = send(reqwest::Method::DELETE, "/v1/svc0042/items/7", "editor");
-    assert_eq!(status, 403);
-    assert!(body.contains("svc0042.delete-needs-admin"), "{body}");
-    let (status, body) = send(reqwest::Method::GET, "/v1/svc0099/admin/keys", "admin");
-    assert_eq!(status, 403);
-    assert!(body.contains("svc0099.admin-network"), "{body}");
+    denied_by(
+        reqwest::Method::DELETE,
+        "/v1/svc0042/items/7",
+        "editor",
+        "svc0042.delete-needs-admin",
+    );
+    denied_by(
+        reqwest::Method::GET,
+        "/v1/svc0099/admin/keys",
+        "admin",
+        "svc0099.admin-network",
+    );
     // No service: nothing allows, the default (deny) applies.
     assert_eq!(
         send(reqwest::Method::GET, "/v1/nobody/items", "admin").0,
@@ -410,7 +423,10 @@ fn large_bundles_decide_through_envoy_explain_the_index_and_swap_to_ten_thousand
         send(reqwest::Method::GET, "/v1/svc0999/items", "reader").0,
         200
     );
-    let (status, body) = send(reqwest::Method::DELETE, "/v1/svc0999/items/7", "reader");
-    assert_eq!(status, 403);
-    assert!(body.contains("svc0999.delete-needs-admin"), "{body}");
+    denied_by(
+        reqwest::Method::DELETE,
+        "/v1/svc0999/items/7",
+        "reader",
+        "svc0999.delete-needs-admin",
+    );
 }

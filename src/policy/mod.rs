@@ -384,6 +384,12 @@ impl Outcome {
     }
 }
 
+thread_local! {
+    /// Reused candidate lists for [`PolicySet::decide`] (tens of entries;
+    /// cleared before each use).
+    static CANDIDATES: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Every policy of a bundle, compiled and sorted by id.
 #[derive(Debug)]
 pub struct PolicySet {
@@ -455,9 +461,13 @@ impl PolicySet {
         if !self.index.is_used() {
             return self.decide_among(self.evaluated.iter().copied(), input, on_error);
         }
-        let mut candidates = Vec::with_capacity(32);
+        // The candidate list is this thread's scratch buffer, taken and put
+        // back: the check path does not allocate one per decision.
+        let mut candidates = CANDIDATES.take();
         self.index.candidates(input, &mut candidates);
-        self.decide_among(candidates.iter().map(|&i| i as usize), input, on_error)
+        let outcome = self.decide_among(candidates.iter().map(|&i| i as usize), input, on_error);
+        CANDIDATES.set(candidates);
+        outcome
     }
 
     /// Decide by evaluating every evaluated policy, ignoring the index: the
