@@ -224,6 +224,29 @@ fn benches(c: &mut Criterion) {
     c.bench_function("check/decode, handler, encode, 20 policies", |b| {
         b.iter(|| black_box(decode_check_encode(&authorizer, &wire)))
     });
+    checkpoint_signatures(c);
+}
+
+/// One record checkpoint signature (the audit thread makes about one a
+/// second): with a key file, and with a token key when
+/// `SENTINEL_BENCH_PKCS11_URI` names one (bench/README.md shows how).
+fn checkpoint_signatures(c: &mut Criterion) {
+    use sentinelnet::keys::{KeySource, Signer};
+    let hash = "9f2c41d8aa0b3e5f9f2c41d8aa0b3e5f9f2c41d8aa0b3e5f9f2c41d8aa0b3e5f";
+    let dir = tempfile::tempdir().expect("tempdir");
+    sentinelnet::keys::keygen(dir.path(), "bench").expect("keygen");
+    let file_key = sentinelnet::keys::FileKey::load(&dir.path().join("bench.key")).expect("key");
+    c.bench_function("sign/record checkpoint, key file", |b| {
+        b.iter(|| black_box(file_key.sign(black_box(hash.as_bytes()))))
+    });
+    if let Ok(uri) = std::env::var("SENTINEL_BENCH_PKCS11_URI") {
+        let token_key = KeySource::parse(&uri)
+            .and_then(|source| source.open().map_err(|e| e.to_string()))
+            .expect("SENTINEL_BENCH_PKCS11_URI opens");
+        c.bench_function("sign/record checkpoint, PKCS#11 token (SoftHSM2)", |b| {
+            b.iter(|| black_box(token_key.sign(black_box(hash.as_bytes()))))
+        });
+    }
 }
 
 /// What the gRPC endpoint does with a request message, minus HTTP/2.

@@ -21,6 +21,9 @@ response so no upstream adds noise):
                 ingest (plain HTTP, development mode, SQLite)
   sidecar-nats  as sidecar-tcp, publishing records to NATS JetStream
                 (nats-server -js, plain), consumed by the same central
+  sidecar-signed  as sidecar-http, signing checkpoint records with a key
+                file (--record-signing-key; central verifies, --record-keys)
+  sidecar-hsm   as sidecar-signed, the key in a SoftHSM2 token (pkcs11: URI)
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
                 accepts connections and never answers
   sidecar-9     as sidecar-tcp with the demo bundle (policies/: 9 evaluated)
@@ -79,7 +82,7 @@ if BASELINE and "baseline-tcp" not in SETUPS:
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
 AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp",
                  "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats", "sidecar-9", "sidecar-1k",
-                 "sidecar-10k"}
+                 "sidecar-10k", "sidecar-signed", "sidecar-hsm"}
 
 procs = []
 
@@ -314,7 +317,14 @@ def main():
     # stream, and a nats-server with JetStream.
     http_port, nats_port = free_port(), free_port()
     http_grpc, nats_grpc = free_port(), free_port()
-    if "sidecar-http" in SETUPS or "sidecar-nats" in SETUPS:
+    signed_grpc, hsm_grpc = free_port(), free_port()
+    record_keys, hsm_uri = f"{tmp}/record-keys", None
+    if "sidecar-signed" in SETUPS:
+        subprocess.run([SENTINEL, "keygen", "--out", record_keys, "--name", "bench-node"], check=True,
+                       stdout=subprocess.DEVNULL)
+    if "sidecar-hsm" in SETUPS:
+        hsm_uri = softhsm_key(tmp, record_keys)
+    if {"sidecar-http", "sidecar-nats", "sidecar-signed", "sidecar-hsm"} & set(SETUPS):
         os.environ["DEV_SKIP_MTLS"] = "true"
         servers["nats-server"] = spawn(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port), "-js",
                                         "-sd", f"{tmp}/nats-store"], f"{tmp}/nats.log")
@@ -323,7 +333,9 @@ def main():
         servers["central"] = spawn([SENTINEL, "central", "--addr", f"127.0.0.1:{http_port}",
                                     "--db", f"sqlite://{tmp}/central.db", "--signing-key", f"{tmp}/keys/central.key",
                                     "--rate-limit", "0", "--ingest-rate-limit", "0",
-                                    "--decision-stream", f"nats://127.0.0.1:{nats_port}"], f"{tmp}/central.log")
+                                    "--decision-stream", f"nats://127.0.0.1:{nats_port}"]
+                                   + (["--record-keys", record_keys] if os.path.isdir(record_keys) else []),
+                                   f"{tmp}/central.log")
         wait_http(f"http://127.0.0.1:{http_port}/healthz")
     for name, grpc, extra in [
         ("sidecar-tcp", f"127.0.0.1:{sidecar_tcp}", []),
@@ -335,6 +347,12 @@ def main():
         ("sidecar-http", f"127.0.0.1:{http_grpc}",
          ["--audit-url", f"http://127.0.0.1:{http_port}/v1/audit/decisions"]),
         ("sidecar-nats", f"127.0.0.1:{nats_grpc}", ["--audit-url", f"nats://127.0.0.1:{nats_port}"]),
+        ("sidecar-signed", f"127.0.0.1:{signed_grpc}",
+         ["--audit-url", f"http://127.0.0.1:{http_port}/v1/audit/decisions",
+          "--record-signing-key", f"{record_keys}/bench-node.key"]),
+        ("sidecar-hsm", f"127.0.0.1:{hsm_grpc}",
+         ["--audit-url", f"http://127.0.0.1:{http_port}/v1/audit/decisions",
+          "--record-signing-key", hsm_uri or ""]),
     ] + [(name, f"127.0.0.1:{port}", []) for name, port in size_ports.items()]:
         if name not in SETUPS:
             continue
@@ -360,6 +378,8 @@ def main():
         "sidecar-tls": {"socket_address": {"address": "127.0.0.1", "port_value": tls_port}},
         "sidecar-http": {"socket_address": {"address": "127.0.0.1", "port_value": http_grpc}},
         "sidecar-nats": {"socket_address": {"address": "127.0.0.1", "port_value": nats_grpc}},
+        "sidecar-signed": {"socket_address": {"address": "127.0.0.1", "port_value": signed_grpc}},
+        "sidecar-hsm": {"socket_address": {"address": "127.0.0.1", "port_value": hsm_grpc}},
     }
     for name, port in size_ports.items():
         clusters[name] = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
@@ -407,6 +427,23 @@ def main():
     if os.environ.get("OUT"):
         Path(os.environ["OUT"]).write_text(json.dumps({
             "results": {f"{s}/{l}": v for (s, l), v in results.items()}, "large": extra}, indent=2))
+
+
+def softhsm_key(tmp, record_keys):
+    """A SoftHSM2 token in tmp with an Ed25519 key made by `keygen --pkcs11`;
+    its pkcs11: URI (SOFTHSM2_CONF is set for every process started after)."""
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    if not shutil.which("softhsm2-util") or not os.path.exists(module):
+        sys.exit("softhsm2 is missing: apt-get install softhsm2")
+    os.makedirs(f"{tmp}/tokens")
+    Path(f"{tmp}/softhsm2.conf").write_text(f"directories.tokendir = {tmp}/tokens\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = f"{tmp}/softhsm2.conf"
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234",
+                    "--so-pin", "12345678"], check=True, stdout=subprocess.DEVNULL)
+    uri = f"pkcs11:token=bench;object=bench-hsm?module-path={module}&pin-value=1234"
+    subprocess.run([SENTINEL, "keygen", "--pkcs11", uri, "--out", record_keys, "--name", "bench-hsm"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return uri
 
 
 def median(values):

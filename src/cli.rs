@@ -10,6 +10,7 @@ use crate::bundle::fetch::DEFAULT_MAX_BYTES;
 use crate::bundle::{self, signing, Bundle, RemoteSettings, Source};
 use crate::decision::DecisionEvent;
 use crate::ids;
+use crate::keys::{self, KeySource};
 use crate::policy::Verdict;
 use crate::serve::{self, ListenAddr, ServeConfig};
 use crate::tls::ClientIdentity;
@@ -54,14 +55,19 @@ enum Command {
     /// Central's registry from the command line: push, transition, approve,
     /// explain, decisions, label, simulate, export, fleet, chains.
     Ctl(Box<CtlArgs>),
-    /// Write an Ed25519 key pair NAME.key (0600) and NAME.pub.
+    /// Write an Ed25519 key pair NAME.key (0600) and NAME.pub; with
+    /// --pkcs11, create the pair inside the token and write only NAME.pub.
     Keygen {
         /// Directory to write the keys into.
         #[arg(long, env = "SENTINEL_KEYGEN_OUT")]
         out: PathBuf,
-        /// Key name (file stem and key id).
+        /// Key name (file stem and key id; the key's label in a token).
         #[arg(long, env = "SENTINEL_KEYGEN_NAME")]
         name: String,
+        /// Generate inside this PKCS#11 token (RFC 7512 URI with module-path
+        /// and pin-source); the private key never leaves it.
+        #[arg(long, env = "SENTINEL_KEYGEN_PKCS11", value_parser = parse_pkcs11_uri)]
+        pkcs11: Option<keys::pkcs11::Pkcs11Uri>,
     },
     /// Write a throwaway development PKI (CA, central and per-role client
     /// certificates, rbac.json) for demos and local runs.
@@ -72,9 +78,9 @@ enum Command {
     },
     /// Print the base64 Ed25519 signature of a file.
     Sign {
-        /// The private key (from keygen).
-        #[arg(long, env = "SENTINEL_SIGN_KEY")]
-        key: PathBuf,
+        /// The private key: a file from keygen or a pkcs11: URI.
+        #[arg(long, env = "SENTINEL_SIGN_KEY", value_parser = KeySource::parse)]
+        key: KeySource,
         /// The file to sign.
         file: PathBuf,
     },
@@ -117,6 +123,10 @@ enum AuditCommand {
     Verify {
         /// The records, one JSON object per line.
         file: PathBuf,
+        /// Directory of trusted record-signing keys (*.pub, file stem =
+        /// keyId): every `sig` is checked and each chain's unsigned tail shown.
+        #[arg(long, env = "SENTINEL_AUDIT_TRUSTED_KEYS")]
+        trusted_keys: Option<PathBuf>,
     },
 }
 
@@ -248,12 +258,17 @@ struct CentralArgs {
     /// JSON {"IDENTITY": ["sidecar" | "publisher" | "approver" | "admin", …]}; identity = URI SAN, else CN.
     #[arg(long, env = "SENTINEL_CENTRAL_RBAC")]
     rbac: Option<PathBuf>,
-    /// Ed25519 key (from keygen) that signs published bundles.
-    #[arg(long, env = "SENTINEL_CENTRAL_SIGNING_KEY")]
-    signing_key: PathBuf,
+    /// Ed25519 key that signs published bundles: a file from keygen or a
+    /// pkcs11: URI (the key stays in the token).
+    #[arg(long, env = "SENTINEL_CENTRAL_SIGNING_KEY", value_parser = KeySource::parse)]
+    signing_key: KeySource,
     /// Directory of approver public keys (*.pub, one per approver).
     #[arg(long, env = "SENTINEL_CENTRAL_APPROVERS")]
     approvers: Option<PathBuf>,
+    /// Directory of trusted record-signing keys (*.pub; file stem = keyId):
+    /// every record's `sig` is verified at ingest and chains report signedThrough.
+    #[arg(long, env = "SENTINEL_CENTRAL_RECORD_KEYS")]
+    record_keys: Option<PathBuf>,
     /// Distinct approvals a HIGH/CRITICAL policy version needs before it can become active.
     #[arg(long, env = "SENTINEL_CENTRAL_APPROVALS_REQUIRED", default_value_t = 3)]
     approvals_required: usize,
@@ -380,6 +395,10 @@ struct ServeArgs {
     /// credential headers removed by default).
     #[arg(long, env = "SENTINEL_MASK", value_delimiter = ',')]
     mask: Vec<String>,
+    /// Sign checkpoint records (every second, every 1,000 records and at
+    /// shutdown) with this key: a file from keygen or a pkcs11: URI.
+    #[arg(long, env = "SENTINEL_RECORD_SIGNING_KEY", value_parser = KeySource::parse)]
+    record_signing_key: Option<KeySource>,
     /// TLS certificate (PEM) of the ext_authz listener; re-read when it
     /// changes. Without it the listener speaks plain HTTP/2 (loopback or a
     /// Unix socket).
@@ -470,9 +489,10 @@ enum BundleCommand {
         /// The .tar.gz to write.
         #[arg(short, long, env = "SENTINEL_BUNDLE_OUTPUT")]
         output: PathBuf,
-        /// Sign the bundle with this private key (writes .signatures.json).
-        #[arg(long, env = "SENTINEL_SIGN_KEY")]
-        sign_key: Option<PathBuf>,
+        /// Sign the bundle with this private key, a file or a pkcs11: URI
+        /// (writes .signatures.json).
+        #[arg(long, env = "SENTINEL_SIGN_KEY", value_parser = KeySource::parse)]
+        sign_key: Option<KeySource>,
     },
     /// Verify a bundle's signature and contents.
     Verify {
@@ -598,10 +618,27 @@ fn run(command: Command) -> Result<(), Failure> {
             trusted_keys,
             remote,
         }) => run_bundle_verify(&file, &trusted_keys, &remote.settings()),
-        Command::Keygen { out, name } => {
+        Command::Keygen {
+            out,
+            name,
+            pkcs11: None,
+        } => {
             let (private, public) =
-                signing::keygen(&out, &name).map_err(|e| Failure::Usage(e.to_string()))?;
+                keys::keygen(&out, &name).map_err(|e| Failure::Usage(e.to_string()))?;
             println!("wrote {} and {}", private.display(), public.display());
+            Ok(())
+        }
+        Command::Keygen {
+            out,
+            name,
+            pkcs11: Some(uri),
+        } => {
+            let public = keys::pkcs11::keygen(&uri, &out, &name)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            println!(
+                "created Ed25519 key \"{name}\" in the token; wrote {} (the private key stays in the token)",
+                public.display()
+            );
             Ok(())
         }
         Command::DevPki { out } => {
@@ -615,13 +652,18 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Sign { key, file } => {
-            let key = signing::SigningKey::load(&key).map_err(|e| Failure::Usage(e.to_string()))?;
+            let key = key.open().map_err(|e| Failure::Usage(e.to_string()))?;
             let bytes = std::fs::read(&file)
                 .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
-            println!("{}", key.sign(&bytes));
+            let signature = key
+                .sign_base64(&bytes)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            println!("{signature}");
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify { file }) => run_verify(file),
+        Command::Audit(AuditCommand::Verify { file, trusted_keys }) => {
+            run_verify(file, trusted_keys)
+        }
         Command::Ctl(args) => run_ctl(*args),
     }
 }
@@ -669,6 +711,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         // clap's `requires` makes the pair complete or absent.
         _ => None,
     };
+    let record_signer = args
+        .record_signing_key
+        .as_ref()
+        .map(KeySource::open)
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("--record-signing-key: {e}")))?;
     let config = ServeConfig {
         grpc_addr: args.grpc_addr,
         grpc_tls,
@@ -688,6 +736,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
                 masks: Masks::with_defaults(&args.mask).map_err(Failure::Usage)?,
                 build: crate::authz::input_builder(view),
             }),
+            signer: record_signer,
         },
         bundle_cache: args.bundle_cache,
     };
@@ -759,6 +808,7 @@ fn run_central(args: CentralArgs) -> Result<(), Failure> {
         rbac: args.rbac,
         signing_key: args.signing_key,
         approvers: args.approvers,
+        record_keys: args.record_keys,
         approvals_required: args.approvals_required,
         decision_retention: args.decision_retention,
         guard: crate::central::rollout::windows::GuardSettings {
@@ -1002,7 +1052,7 @@ fn run_test(args: TestArgs) -> Result<(), Failure> {
     }
 }
 
-fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<PathBuf>) -> Result<(), Failure> {
+fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<KeySource>) -> Result<(), Failure> {
     if !dir.is_dir() {
         return Err(Failure::Usage(format!(
             "{}: not a bundle directory",
@@ -1015,9 +1065,10 @@ fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<PathBuf>) -> Result
     files.remove(signing::SIGNATURES_FILE);
     let bundle = Bundle::from_files(&files)?;
     if let Some(key) = sign_key {
-        let key = signing::SigningKey::load(&key).map_err(|e| Failure::Usage(e.to_string()))?;
-        signing::sign_bundle(&mut files, &key);
-        println!("signed with key {}", key.name);
+        let key = key.open().map_err(|e| Failure::Usage(e.to_string()))?;
+        signing::sign_bundle(&mut files, key.as_ref())
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        println!("signed with key {}", key.key_id());
     }
     let packed = bundle::pack(&files).map_err(|e| Failure::Usage(format!("cannot pack: {e}")))?;
     std::fs::write(&output, packed)
@@ -1033,16 +1084,41 @@ fn run_build(dir: PathBuf, output: PathBuf, sign_key: Option<PathBuf>) -> Result
     Ok(())
 }
 
-fn run_verify(file: PathBuf) -> Result<(), Failure> {
+fn run_verify(file: PathBuf, trusted_keys: Option<PathBuf>) -> Result<(), Failure> {
     let display = file.display().to_string();
+    let keys = trusted_keys
+        .as_deref()
+        .map(keys::TrustedKeys::load_dir)
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("--trusted-keys: {e}")))?;
+    let checking_signatures = keys.is_some();
     let reader = std::fs::File::open(&file)
         .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
         .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
-    let report = verify::verify_reader(reader)
+    let report = verify::verify_reader(reader, keys)
         .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
     for chain in &report.chains {
+        let sealing = if !checking_signatures {
+            String::new()
+        } else {
+            match chain.signed_through {
+                Some(through) if through == chain.last_seq => {
+                    format!(", signed through {through}, no unsigned tail")
+                }
+                Some(through) => format!(
+                    ", signed through {through}, unsigned tail seq {}..{} ({} records)",
+                    through + 1,
+                    chain.last_seq,
+                    chain.last_seq - through
+                ),
+                None => format!(
+                    ", no valid signature: unsigned tail seq {}..{} (the whole chain)",
+                    chain.first_seq, chain.last_seq
+                ),
+            }
+        };
         println!(
-            "node {} chain {}: seq {}..{} ({} records)",
+            "node {} chain {}: seq {}..{} ({} records){sealing}",
             chain.node, chain.chain, chain.first_seq, chain.last_seq, chain.records
         );
     }
@@ -1088,4 +1164,8 @@ fn run_bundle_verify(
             Err(Failure::Failed)
         }
     }
+}
+
+fn parse_pkcs11_uri(text: &str) -> Result<keys::pkcs11::Pkcs11Uri, String> {
+    keys::pkcs11::Pkcs11Uri::parse(text).map_err(|e| e.to_string())
 }

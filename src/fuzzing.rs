@@ -169,7 +169,7 @@ pub fn spool_segment(data: &[u8]) {
 
 /// The record verifier (`audit verify`): any bytes give a report.
 pub fn record_verify(data: &[u8]) {
-    if let Err(e) = crate::audit::verify::verify_reader(data) {
+    if let Err(e) = crate::audit::verify::verify_reader(data, None) {
         panic!("reading from memory failed: {e}");
     }
 }
@@ -184,7 +184,7 @@ pub fn ingest_batch(data: &[u8]) {
     let Ok(body) = crate::central::decisions::parse::body_bytes(body, flags & 1 == 1) else {
         return;
     };
-    let (accepted, refused) = crate::central::decisions::parse::parse_batch(&body);
+    let (accepted, refused) = crate::central::decisions::parse::parse_batch(&body, None);
     let lines = body.split(|&b| b == b'\n').count();
     // Every line that is not blank is accepted or refused, once.
     let blank = body

@@ -11,7 +11,7 @@
 //!
 //! Layers, lowest first; a module only uses those before it:
 //! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `nats`, `shutdown`) → [`policy`]
-//! → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
+//! → [`keys`] → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
 //! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`]; `fuzzing` (entry
 //! points of the fuzz targets) sits beside `cli` at the top.
 
@@ -26,6 +26,7 @@ pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
+pub mod keys;
 pub mod metrics;
 mod nats;
 pub mod policy;

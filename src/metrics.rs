@@ -32,6 +32,10 @@ pub struct AuditCounters {
     pub ship_failures: IntCounter,
     pub ship_latency: Histogram,
     pub spool_corrupt: IntCounter,
+    /// Checkpoint signatures made (`--record-signing-key`), and the ones
+    /// the key failed to make (that record went unsigned).
+    pub signatures: IntCounter,
+    pub signature_failures: IntCounter,
 }
 
 pub struct Metrics {
@@ -205,6 +209,14 @@ impl Metrics {
             spool_corrupt: counter(
                 "sentinel_audit_spool_corrupt_records_total",
                 "Spool lines found corrupt or torn at start and skipped.",
+            ),
+            signatures: counter(
+                "sentinel_audit_signatures_total",
+                "Decision records signed as checkpoints (--record-signing-key).",
+            ),
+            signature_failures: counter(
+                "sentinel_audit_signature_failures_total",
+                "Checkpoint signatures the record-signing key failed to make (those records went unsigned; the next one tries again).",
             ),
         };
         let tls_reloads = registered(&registry, crate::tls::reload_counter().clone());

@@ -136,6 +136,7 @@ mod tests {
             prev_hash: String::new(),
             input: None,
             masked: vec![],
+            sig: None,
             hash: String::new(),
         }
     }

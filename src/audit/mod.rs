@@ -11,6 +11,7 @@ mod backlog;
 pub mod inputs;
 pub mod log;
 pub(crate) mod record;
+mod seal;
 mod ship;
 mod sink;
 mod spool;
@@ -68,7 +69,7 @@ impl Recorder {
 }
 
 /// Where records go besides the in-memory decision log.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AuditConfig {
     /// POST target; `None` keeps records in the decision log only.
     pub url: Option<String>,
@@ -79,6 +80,8 @@ pub struct AuditConfig {
     pub max_bytes: u64,
     /// Which records carry their input (`None`: none do).
     pub inputs: Option<InputRecording>,
+    /// Signs checkpoint records (`--record-signing-key`).
+    pub signer: Option<Arc<dyn crate::keys::Signer>>,
 }
 
 /// What `/v1/status` shows about shipping.
@@ -93,6 +96,8 @@ pub struct AuditStatusInner {
     pub destination: Option<String>,
     pub spool_dir: Option<String>,
     pub chain_id: String,
+    /// The `keyId` checkpoint signatures carry (`--record-signing-key`).
+    pub signing_key: Option<String>,
     pub last_shipped_at: Option<String>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
@@ -183,6 +188,7 @@ impl Pipeline {
             s.destination = config.url.as_deref().map(crate::secrets::redact_url);
             s.spool_dir = config.spool_dir.as_ref().map(|d| d.display().to_string());
             s.chain_id.clone_from(&chain.chain_id);
+            s.signing_key = config.signer.as_ref().map(|k| k.key_id().to_owned());
         });
         let (tx, rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
         let inputs = config.inputs.clone().filter(|i| i.percent > 0);
@@ -204,6 +210,7 @@ impl Pipeline {
             shared.publish_sizes(backlog.as_ref(), spooled);
         }
         let destination = sink;
+        let signer = config.signer.clone();
         let thread = std::thread::Builder::new()
             .name("sentinel-audit".into())
             .spawn(move || {
@@ -224,6 +231,7 @@ impl Pipeline {
                             shipping: destination.is_some(),
                             spooled,
                             inputs,
+                            sealer: signer.map(|s| seal::Sealer::new(s, shared.counters.clone())),
                         },
                         rx,
                     );
@@ -267,6 +275,7 @@ struct RecordWriter {
     shipping: bool,
     spooled: bool,
     inputs: Option<InputRecording>,
+    sealer: Option<seal::Sealer>,
 }
 
 async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEvent>) {
@@ -278,6 +287,7 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
         shipping,
         spooled,
         inputs,
+        mut sealer,
     } = writer;
     // Drain on a timer instead of parking in `recv()`: a parked receiver
     // makes every `try_send` on the check path wake this thread (a futex
@@ -310,12 +320,19 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
                 }
             }
             if events.is_empty() {
+                if let Some(entry) = sealer.as_mut().and_then(|s| s.idle(Instant::now())) {
+                    append(&shared, vec![entry], spooled);
+                }
                 break;
             }
-            let mut entries = Vec::with_capacity(events.len());
+            let mut entries = Vec::with_capacity(events.len() + 1);
+            let now = Instant::now();
             for event in events.drain(..) {
                 let mut record = to_record(&node, event, inputs.as_ref());
-                let line = chain.link(&mut record);
+                let mut line = chain.link(&mut record);
+                if let Some(sealer) = sealer.as_mut() {
+                    sealer.linked(&mut record, &mut line, now);
+                }
                 if shipping {
                     entries.push(Entry {
                         seq: record.seq,
@@ -325,17 +342,32 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
                 log.push(record);
             }
             if shipping {
-                let mut backlog = shared.backlog();
-                let dropped = backlog.append(entries);
-                shared.counters.dropped.inc_by(dropped);
-                shared.publish_sizes(backlog.as_ref(), spooled);
-                drop(backlog);
-                shared.wake.notify_one();
+                if let Some(sealer) = sealer.as_mut() {
+                    sealer.hold_newest(&mut entries, &chain.last_hash);
+                }
+                append(&shared, entries, spooled);
             }
         }
     }
+    // The chain's last record before a clean shutdown is signed.
+    if let Some(entry) = sealer.as_mut().and_then(seal::Sealer::finish) {
+        append(&shared, vec![entry], spooled);
+    }
     shared.counters.queue_depth.set(0);
     shared.closing.store(true, Ordering::SeqCst);
+    shared.wake.notify_one();
+}
+
+/// Hand linked records to the backlog and wake the shipper.
+fn append(shared: &Shared, entries: Vec<Entry>, spooled: bool) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut backlog = shared.backlog();
+    let dropped = backlog.append(entries);
+    shared.counters.dropped.inc_by(dropped);
+    shared.publish_sizes(backlog.as_ref(), spooled);
+    drop(backlog);
     shared.wake.notify_one();
 }
 
@@ -570,6 +602,7 @@ pub(crate) fn to_record(
         latency_us: event.latency_us,
         seq: 0,
         prev_hash: String::new(),
+        sig: None,
         hash: String::new(),
         id,
         input,

@@ -61,22 +61,40 @@ pub struct DecisionRecord {
     pub request_id: String,
     pub seq: u64,
     pub shadow: Vec<ShadowEntry>,
+    /// A checkpoint signature over `hash` (`--record-signing-key`); never
+    /// covered by `hash`, so it can seal the chain up to here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<RecordSignature>,
     pub status: u16,
     pub ts: String,
     #[serde(rename = "type")]
     pub kind: Cow<'static, str>,
 }
 
+/// `sig`: an Ed25519 signature by the node's key over the bytes of the
+/// record's `hash` (its 64 hex characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordSignature {
+    pub alg: String,
+    pub key_id: String,
+    /// Base64.
+    pub value: String,
+}
+
+pub(crate) const SIGNATURE_ALG: &str = "Ed25519";
+
 impl DecisionRecord {
     /// SHA-256 (hex) of the record's canonical JSON without its `hash`
-    /// field: object keys in byte order at every level, no whitespace.
-    /// Any verifier, in any language, recomputes the same bytes.
+    /// and `sig` fields: object keys in byte order at every level, no
+    /// whitespace. Any verifier, in any language, recomputes the same bytes.
     pub fn compute_hash(&self) -> String {
-        if self.hash.is_empty() {
+        if self.hash.is_empty() && self.sig.is_none() {
             return self.hash_unhashed();
         }
         let mut unhashed = self.clone();
         unhashed.hash.clear();
+        unhashed.sig = None;
         unhashed.hash_unhashed()
     }
 
@@ -167,6 +185,7 @@ impl Chain {
         record.seq = self.next_seq;
         record.prev_hash.clone_from(&self.last_hash);
         record.hash.clear();
+        record.sig = None;
         // Serialising plain data into a Vec cannot fail.
         let mut line = serde_json::to_vec(&*record).unwrap_or_default();
         record.hash = hex::encode(Sha256::digest(&line));
@@ -177,6 +196,18 @@ impl Chain {
         self.next_seq += 1;
         self.last_hash.clone_from(&record.hash);
         line
+    }
+}
+
+/// Add `"sig"` as the last key of a linked record's line (which
+/// [`Chain::link`] wrote ending in `"hash":"…"}`).
+pub(crate) fn seal_line(line: &mut Vec<u8>, signature: &RecordSignature) {
+    if line.last() == Some(&b'}') {
+        line.pop();
+        line.extend_from_slice(b",\"sig\":");
+        // Serialising three strings cannot fail.
+        let _ = serde_json::to_writer(&mut *line, signature);
+        line.push(b'}');
     }
 }
 
@@ -204,6 +235,7 @@ pub(crate) fn sample_record(id: &str) -> DecisionRecord {
         latency_us: 3,
         seq: 0,
         prev_hash: String::new(),
+        sig: None,
         hash: String::new(),
         input: None,
         masked: vec![],

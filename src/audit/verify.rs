@@ -6,8 +6,14 @@
 //! its `hash`, link to its predecessor's hash, and no `seq` may be missing
 //! or claimed twice. Lines are read one at a time and only each record's
 //! place, id and hashes are kept, so a large export verifies in little memory.
+//!
+//! With trusted record keys (`--trusted-keys`), every `sig` must be an
+//! Ed25519 signature over the record's `hash` by the key it names; each
+//! chain then reports how far it is sealed (the last signed record of its
+//! unbroken prefix) and its unsigned tail.
 
-use super::record::{DecisionRecord, GENESIS_HASH};
+use super::record::{DecisionRecord, GENESIS_HASH, SIGNATURE_ALG};
+use crate::keys::TrustedKeys;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -48,6 +54,14 @@ pub(crate) enum Problem {
         chain: String,
         seq: u64,
     },
+    /// A `sig` that is not a trusted key's signature over the record's hash.
+    BadSignature {
+        line: usize,
+        node: String,
+        chain: String,
+        seq: u64,
+        why: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -77,6 +91,9 @@ impl fmt::Display for Problem {
                 "line {line}: node {node} chain {chain} seq {seq}: prevHash does not match the hash of seq {}",
                 seq.saturating_sub(1)
             ),
+            Problem::BadSignature { line, node, chain, seq, why } => {
+                write!(f, "line {line}: node {node} chain {chain} seq {seq}: bad signature: {why}")
+            }
         }
     }
 }
@@ -89,6 +106,9 @@ pub(crate) struct ChainSummary {
     pub first_seq: u64,
     pub last_seq: u64,
     pub records: usize,
+    /// With trusted keys: the last record of the chain's unbroken prefix
+    /// that carries a valid signature (everything up to it is sealed).
+    pub signed_through: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +129,10 @@ struct Seen {
     id: Box<str>,
     hash: Box<str>,
     prev_hash: Box<str>,
+    /// Its content matches its hash and a trusted key signed that hash.
+    sealed: bool,
+    /// Its content matches its hash (an edited record breaks the chain).
+    intact: bool,
 }
 
 /// Records of one chain by seq.
@@ -118,6 +142,8 @@ type ChainRecords = BTreeMap<u64, Seen>;
 #[derive(Default)]
 pub(crate) struct Verifier {
     report: Report,
+    /// Record-signing keys; without them signatures are not checked.
+    keys: Option<TrustedKeys>,
     /// Record id → its hash (to tell a duplicate from a conflicting copy).
     by_id: HashMap<Box<str>, Box<str>>,
     chains: BTreeMap<(String, String), ChainRecords>,
@@ -125,6 +151,39 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier that also checks every `sig` against `keys`.
+    pub(crate) fn with_keys(keys: Option<TrustedKeys>) -> Verifier {
+        Verifier {
+            keys,
+            ..Verifier::default()
+        }
+    }
+
+    /// Whether `record`'s signature verifies; `Err` says why not.
+    fn check_signature(
+        keys: Option<&TrustedKeys>,
+        record: &DecisionRecord,
+    ) -> Result<bool, String> {
+        let (Some(sig), Some(keys)) = (&record.sig, keys) else {
+            return Ok(false);
+        };
+        if sig.alg != SIGNATURE_ALG {
+            return Err(format!("algorithm {:?} is not {SIGNATURE_ALG}", sig.alg));
+        }
+        match keys.verify_by(&sig.key_id, record.hash.as_bytes(), &sig.value) {
+            None => Err(format!(
+                "key {:?} is not a trusted key ({})",
+                sig.key_id,
+                keys.names().join(", ")
+            )),
+            Some(false) => Err(format!(
+                "does not verify with key {:?} (altered signature or hash)",
+                sig.key_id
+            )),
+            Some(true) => Ok(true),
+        }
+    }
+
     /// Check line number `line` (1-based).
     pub(crate) fn add_line(&mut self, line: usize, raw: &str) {
         let report = &mut self.report;
@@ -157,6 +216,19 @@ impl Verifier {
             .insert(record.id.as_str().into(), record.hash.as_str().into());
         report.records += 1;
         let key = (record.node.clone(), record.chain_id.clone());
+        let signed = match Verifier::check_signature(self.keys.as_ref(), &record) {
+            Ok(signed) => signed,
+            Err(why) => {
+                report.problems.push(Problem::BadSignature {
+                    line,
+                    node: key.0.clone(),
+                    chain: key.1.clone(),
+                    seq: record.seq,
+                    why,
+                });
+                false
+            }
+        };
         if !content_matches {
             report.problems.push(Problem::Edited {
                 line,
@@ -191,6 +263,8 @@ impl Verifier {
                 id: record.id.into(),
                 hash: record.hash.into(),
                 prev_hash: record.prev_hash.into(),
+                sealed: signed && content_matches,
+                intact: content_matches && (record.sig.is_none() || signed || self.keys.is_none()),
             },
         );
     }
@@ -198,9 +272,15 @@ impl Verifier {
     /// Walk every chain in seq order: gaps and links.
     pub(crate) fn finish(self) -> Report {
         let mut report = self.report;
+        let checking_signatures = self.keys.is_some();
         for ((node, chain_id), records) in self.chains {
             let mut previous: Option<(u64, &Seen)> = None;
+            // Sealed: the last signed record with nothing missing, edited
+            // or unlinked before it.
+            let mut signed_through = None;
+            let mut unbroken = true;
             for (&seq, record) in &records {
+                let before = report.problems.len();
                 match previous {
                     None if seq > 0 => report.problems.push(Problem::Gap {
                         node: node.clone(),
@@ -238,6 +318,10 @@ impl Verifier {
                     }
                 }
                 previous = Some((seq, record));
+                unbroken &= report.problems.len() == before && record.intact;
+                if unbroken && record.sealed {
+                    signed_through = Some(seq);
+                }
             }
             if let (Some(first), Some(last)) = (records.keys().next(), records.keys().last()) {
                 report.chains.push(ChainSummary {
@@ -246,6 +330,7 @@ impl Verifier {
                     first_seq: *first,
                     last_seq: *last,
                     records: records.len(),
+                    signed_through: signed_through.filter(|_| checking_signatures),
                 });
             }
         }
@@ -255,8 +340,11 @@ impl Verifier {
 
 /// Verify NDJSON read from `reader`, one line in memory at a time. A line
 /// that is not UTF-8 is reported as unreadable, like any other bad line.
-pub(crate) fn verify_reader<R: std::io::BufRead>(mut reader: R) -> std::io::Result<Report> {
-    let mut verifier = Verifier::default();
+pub(crate) fn verify_reader<R: std::io::BufRead>(
+    mut reader: R,
+    keys: Option<TrustedKeys>,
+) -> std::io::Result<Report> {
+    let mut verifier = Verifier::with_keys(keys);
     let mut buffer = Vec::new();
     let mut line = 0;
     loop {
@@ -317,6 +405,7 @@ mod tests {
                     prev_hash: String::new(),
                     input: None,
                     masked: vec![],
+                    sig: None,
                     hash: String::new(),
                 };
                 chain.link(&mut r);
@@ -336,7 +425,7 @@ mod tests {
     fn a_line_that_is_not_utf8_is_one_problem_and_the_rest_verifies() {
         let mut text = ndjson(&chain_of(3)).into_bytes();
         text.extend_from_slice(b"\xff\xfe not utf-8\n");
-        let report = verify_reader(std::io::Cursor::new(text)).expect("reads");
+        let report = verify_reader(std::io::Cursor::new(text), None).expect("reads");
         assert_eq!(report.records, 3);
         assert!(
             matches!(&report.problems[..], [Problem::Unreadable { line: 4, .. }]),
@@ -376,5 +465,87 @@ mod tests {
             to: 5
         }));
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    }
+
+    /// A chain of `n` whose records at `signed` carry a signature by `key`.
+    fn signed_chain(n: u64, signed: &[u64], key: &crate::keys::FileKey) -> Vec<DecisionRecord> {
+        use crate::keys::Signer;
+        let mut records = chain_of(n);
+        for r in records.iter_mut().filter(|r| signed.contains(&r.seq)) {
+            r.sig = Some(super::super::record::RecordSignature {
+                alg: SIGNATURE_ALG.into(),
+                key_id: key.key_id().into(),
+                value: key.sign_base64(r.hash.as_bytes()).expect("signs"),
+            });
+        }
+        records
+    }
+
+    #[test]
+    fn signatures_seal_chains_and_bad_ones_are_named() {
+        use crate::keys::Signer;
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::keys::keygen(dir.path(), "node-a").expect("keygen");
+        let stranger_dir = tempfile::tempdir().expect("tempdir");
+        crate::keys::keygen(stranger_dir.path(), "node-a").expect("keygen");
+        let key = crate::keys::FileKey::load(&dir.path().join("node-a.key")).expect("key");
+        let stranger =
+            crate::keys::FileKey::load(&stranger_dir.path().join("node-a.key")).expect("key");
+        let keys = || Some(TrustedKeys::load_dir(dir.path()).expect("trusted"));
+        let check = |records: &[DecisionRecord]| {
+            let text = ndjson(records);
+            verify_reader(std::io::Cursor::new(text.into_bytes()), keys()).expect("reads")
+        };
+
+        // Signed at 2 and 5 of 0..7: sealed through 5, tail 6..7.
+        let records = signed_chain(8, &[2, 5], &key);
+        let report = check(&records);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.chains[0].signed_through, Some(5));
+        // Without keys signatures are not checked and nothing is "sealed".
+        let unchecked = verify(&ndjson(&records));
+        assert_eq!(unchecked.chains[0].signed_through, None);
+
+        // One altered signature: a problem at its line, sealed only before it.
+        let mut altered = records.clone();
+        if let Some(sig) = altered[5].sig.as_mut() {
+            sig.value = key.sign_base64(b"something else").expect("signs");
+        }
+        let report = check(&altered);
+        assert!(
+            matches!(&report.problems[..], [Problem::BadSignature { seq: 5, why, .. }] if why.contains("does not verify")),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.chains[0].signed_through, Some(2));
+
+        // A signature by a key nobody trusts, under a trusted key's name.
+        let forged = signed_chain(8, &[2, 5], &stranger);
+        let report = check(&forged);
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert_eq!(report.chains[0].signed_through, None);
+        // A key id that is not trusted at all.
+        let mut unknown = records.clone();
+        if let Some(sig) = unknown[2].sig.as_mut() {
+            sig.key_id = "node-z".into();
+        }
+        let report = check(&unknown);
+        assert!(
+            matches!(&report.problems[..], [Problem::BadSignature { seq: 2, why, .. }] if why.contains("not a trusted key")),
+            "{:?}",
+            report.problems
+        );
+
+        // Content edited under a valid signature: the hash no longer
+        // matches, so the signature seals nothing from there on.
+        let mut edited = records.clone();
+        edited[4].decision = "deny".into();
+        let report = check(&edited);
+        assert!(
+            matches!(&report.problems[..], [Problem::Edited { seq: 4, .. }]),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.chains[0].signed_through, Some(2));
     }
 }

@@ -34,7 +34,7 @@ pub fn raw_insert_rate(
                     let Some(text) = next else {
                         return Ok::<usize, String>(inserted);
                     };
-                    let (records, _) = parse::parse_batch(text.as_bytes());
+                    let (records, _) = parse::parse_batch(text.as_bytes(), None);
                     let rows: Vec<&sql::DecisionRow> = records.iter().map(|r| &r.row).collect();
                     let mut tx = store.begin().await.map_err(|e| e.to_string())?;
                     inserted += sql::insert_decisions(&mut tx, &rows, "bench")

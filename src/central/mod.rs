@@ -23,7 +23,7 @@ pub(crate) mod server;
 pub(crate) mod store;
 pub(crate) mod stream;
 
-use crate::bundle::signing::{SigningKey, TrustedKeys};
+use crate::keys::{KeySource, TrustedKeys};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,8 +38,11 @@ pub(crate) struct CentralConfig {
     /// Server certificate, key and the CA that issues client certificates.
     pub tls: Option<crate::tls::reload::ServerFiles>,
     pub rbac: Option<PathBuf>,
-    pub signing_key: PathBuf,
+    /// Signs every published revision: a key file or a `pkcs11:` URI.
+    pub signing_key: KeySource,
     pub approvers: Option<PathBuf>,
+    /// `--record-keys`: public keys of sidecars' record-signing keys.
+    pub record_keys: Option<PathBuf>,
     pub approvals_required: usize,
     /// Stored decision records older than this are pruned.
     pub decision_retention: Duration,
@@ -60,13 +63,19 @@ pub(crate) struct CentralConfig {
 /// Check the settings, open the store, and serve until SIGTERM / Ctrl-C.
 pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
-    let signer = SigningKey::load(&config.signing_key).context("--signing-key")?;
+    let signer = config.signing_key.open().context("--signing-key")?;
     let approvers = config
         .approvers
         .as_deref()
         .map(TrustedKeys::load_dir)
         .transpose()
         .context("--approvers")?;
+    let record_keys = config
+        .record_keys
+        .as_deref()
+        .map(TrustedKeys::load_dir)
+        .transpose()
+        .context("--record-keys")?;
     if config.decision_retention.is_zero() {
         bail!("--decision-retention must be longer than 0 (e.g. 7d)");
     }
@@ -122,6 +131,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
             store.clone(),
             metrics.decisions.clone(),
             config.pin_node_identity,
+            record_keys,
         ));
         let fleet = Arc::new(fleet::Fleet::new(
             store.clone(),
@@ -129,7 +139,7 @@ pub(crate) fn run(config: CentralConfig) -> anyhow::Result<()> {
         ));
         let registry = Arc::new(registry::Registry::new(
             store.clone(),
-            Arc::new(signer),
+            signer,
             approvers,
             config.approvals_required,
         ));

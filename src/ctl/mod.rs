@@ -7,7 +7,7 @@
 
 mod render;
 
-use crate::bundle::{signing, Bundle, Source};
+use crate::bundle::{Bundle, Source};
 use crate::policy::{Policy, PolicyDocument};
 use crate::simulate::Report;
 use crate::tls::ClientIdentity;
@@ -63,9 +63,10 @@ pub enum CtlCommand {
     /// key file's name is the approver's name.
     Approve {
         id: String,
-        /// The approver's private key (from keygen).
-        #[arg(long)]
-        key: PathBuf,
+        /// The approver's private key: a file from keygen or a pkcs11: URI
+        /// (its name, the file stem or the token label, is the approver).
+        #[arg(long, value_parser = crate::keys::KeySource::parse)]
+        key: crate::keys::KeySource,
     },
     /// Rule, history, approvals, canary windows, recent decisions.
     Explain { id: String },
@@ -464,6 +465,7 @@ impl Central {
                             "STATUS",
                             "LAST SEQ",
                             "VERIFIED THROUGH",
+                            "SIGNED THROUGH",
                             "GAPS",
                             "BREAKS",
                         ],
@@ -475,6 +477,7 @@ impl Central {
                                 "status",
                                 "lastSeq",
                                 "verifiedThrough",
+                                "signedThrough",
                                 "gaps",
                                 "breaks",
                             ],
@@ -595,8 +598,8 @@ impl Central {
 
     /// Fetch the manifest, show what is approved, sign it with the key
     /// (its file name is the approver's name), submit.
-    async fn approve(&self, id: &str, key: PathBuf) -> Result<()> {
-        let key = signing::SigningKey::load(&key).map_err(|e| CtlError::Usage(e.to_string()))?;
+    async fn approve(&self, id: &str, key: crate::keys::KeySource) -> Result<()> {
+        let key = key.open().map_err(|e| CtlError::Usage(e.to_string()))?;
         let bundle = self.bundle_of(id).await?;
         let base = format!("/v1/bundles/{}/policies/{}", encode(&bundle), encode(id));
         let manifest = self
@@ -620,14 +623,16 @@ impl Central {
                     ("bundle", render::cell(&shown["bundle"])),
                     ("severity", render::cell(&shown["severity"])),
                     ("document sha256", render::cell(&shown["documentSha256"])),
-                    ("as approver", key.name.clone()),
+                    ("as approver", key.key_id().to_owned()),
                 ])
             );
         }
-        let signature = key.sign(&manifest);
+        let signature = key
+            .sign_base64(&manifest)
+            .map_err(|e| CtlError::Usage(e.to_string()))?;
         // Naming the version makes a race with a new version a clear 409,
         // not a signature mismatch.
-        let mut body = json!({"approver": key.name, "signature": signature});
+        let mut body = json!({"approver": key.key_id(), "signature": signature});
         if let Some(version) = shown["version"].as_i64() {
             body["version"] = json!(version);
         }

@@ -100,6 +100,12 @@ impl Central {
                     .env("SENTINEL_LOG", "debug");
             }
         }
+        // A test may bring its own signing key (an HSM's).
+        if !extra.contains(&"--signing-key") {
+            command
+                .arg("--signing-key")
+                .arg(dir.join("private/central.key"));
+        }
         let child = command
             .arg("--tls-cert")
             .arg(&server.cert)
@@ -109,8 +115,6 @@ impl Central {
             .arg(pki.ca_path())
             .arg("--rbac")
             .arg(dir.join("rbac.json"))
-            .arg("--signing-key")
-            .arg(dir.join("private/central.key"))
             .args(extra)
             .env_remove("DEV_SKIP_MTLS")
             .stdout(Stdio::null())

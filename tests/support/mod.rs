@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod central;
+pub(crate) mod hsm;
 pub(crate) mod nats;
 pub(crate) mod pki;
 pub(crate) mod receiver;

@@ -218,6 +218,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Conflict(_) => StatusCode::CONFLICT,
             RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
             RegistryError::Refused(_) => StatusCode::FORBIDDEN,
+            RegistryError::Signing(k) => {
+                tracing::error!(error = %k, "central: cannot sign a bundle revision");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RegistryError::Store(s) if s.is_conflict() => StatusCode::CONFLICT,
             RegistryError::Store(s) => {
                 tracing::error!(error = %s, "central: store failure");

@@ -8,6 +8,7 @@
 //! or a second record for a seq, is a break that stays. Pure: the store
 //! hands in the state and the records after it.
 
+use crate::central::store::decisions::Seal;
 use serde::{Deserialize, Serialize};
 
 /// `prevHash` of a chain's first record.
@@ -21,13 +22,16 @@ pub(crate) struct Link {
     pub hash: String,
     /// The record's `hash` matches its content.
     pub hash_ok: bool,
+    /// Its checkpoint signature, if checked.
+    pub seal: Seal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Break {
     pub seq: i64,
     /// `link` (prevHash differs from the previous hash), `hash` (content
-    /// edited), `duplicate` (a second record for a seq).
+    /// edited), `duplicate` (a second record for a seq), `signature` (a
+    /// `sig` that does not verify with a trusted record key).
     pub reason: String,
 }
 
@@ -44,6 +48,9 @@ pub(crate) struct ChainState {
     /// Missing ranges after `checked_through`, `[from, to]`.
     pub gaps: Vec<[i64; 2]>,
     pub breaks: Vec<Break>,
+    /// Highest seq of an unbroken prefix that carries a valid signature:
+    /// everything up to it is sealed (-1: none).
+    pub signed_through: i64,
 }
 
 impl ChainState {
@@ -58,6 +65,7 @@ impl ChainState {
             verified_through: -1,
             gaps: Vec::new(),
             breaks: Vec::new(),
+            signed_through: -1,
         }
     }
 
@@ -97,10 +105,16 @@ impl ChainState {
             if link.prev_hash != self.checked_hash {
                 self.add_break(link.seq, "link");
             }
+            if link.seal == Seal::Invalid {
+                self.add_break(link.seq, "signature");
+            }
             self.checked_through = link.seq;
             self.checked_hash.clone_from(&link.hash);
             if self.breaks.is_empty() {
                 self.verified_through = link.seq;
+                if link.seal == Seal::Valid {
+                    self.signed_through = link.seq;
+                }
             }
         }
         self.gaps = gaps_after(self.checked_through, unchecked);
@@ -149,6 +163,7 @@ mod tests {
                     prev_hash: prev.clone(),
                     hash: hash.clone(),
                     hash_ok: true,
+                    seal: Seal::Unchecked,
                 };
                 prev = hash;
                 link
@@ -217,5 +232,29 @@ mod tests {
             (state.verified_through, state.gaps.clone()),
             (-1, vec![[0, 1]])
         );
+    }
+
+    #[test]
+    fn signatures_seal_the_prefix_and_a_bad_one_is_a_break() {
+        let mut links = chain(8);
+        links[2].seal = Seal::Valid;
+        links[4].seal = Seal::Valid;
+        let mut state = ChainState::new();
+        // 0..5 arrive: sealed through 4, 5 is the unsigned tail.
+        state.advance(&links[..6]);
+        assert_eq!((state.signed_through, state.verified_through), (4, 5));
+        // A signature that does not verify breaks the chain there, and
+        // nothing after a break counts as sealed.
+        links[6].seal = Seal::Invalid;
+        links[7].seal = Seal::Valid;
+        state.advance(&links[6..]);
+        assert_eq!(
+            state.breaks,
+            vec![Break {
+                seq: 6,
+                reason: "signature".into()
+            }]
+        );
+        assert_eq!((state.signed_through, state.status()), (4, "broken"));
     }
 }

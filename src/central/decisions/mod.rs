@@ -14,10 +14,11 @@ pub(crate) mod chains;
 pub(crate) mod parse;
 
 use super::store::decisions::{
-    self as sql, ChainRow, DecisionFilter, DecisionRow, QuarantineRow, StoredRecord,
+    self as sql, ChainRow, DecisionFilter, DecisionRow, QuarantineRow, Seal, StoredRecord,
 };
 use super::store::rollout::{self as rollout_sql, LabelRow};
 use super::store::{Store, StoreError};
+use crate::keys::TrustedKeys;
 use crate::timestamp::{format_timestamp, unix_micros};
 use chains::{Break, ChainState};
 use parse::{Incoming, Refused};
@@ -26,6 +27,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Most records after a chain's checkpoint read to walk it in one batch.
@@ -118,14 +120,22 @@ pub(crate) struct Decisions {
     /// `--pin-node-identity`: a node's records only from the identity that
     /// first posted them.
     pin_nodes: bool,
+    /// `--record-keys`: checkpoint signatures are verified at ingest.
+    record_keys: Option<Arc<TrustedKeys>>,
 }
 
 impl Decisions {
-    pub(crate) fn new(store: Store, metrics: DecisionMetrics, pin_nodes: bool) -> Decisions {
+    pub(crate) fn new(
+        store: Store,
+        metrics: DecisionMetrics,
+        pin_nodes: bool,
+        record_keys: Option<TrustedKeys>,
+    ) -> Decisions {
         Decisions {
             store,
             metrics,
             pin_nodes,
+            record_keys: record_keys.map(Arc::new),
         }
     }
 
@@ -138,8 +148,9 @@ impl Decisions {
         let identity = source.identity();
         // Parsing and hashing 500 records is CPU work: off the runtime, so
         // long polls and other requests are not held behind it.
+        let keys = self.record_keys.clone();
         let (incoming, mut refused) =
-            tokio::task::spawn_blocking(move || parse::parse_batch(&body))
+            tokio::task::spawn_blocking(move || parse::parse_batch(&body, keys.as_deref()))
                 .await
                 // Answered 503: the sidecar keeps the batch and sends it again.
                 .map_err(|e| {
@@ -343,6 +354,8 @@ impl Decisions {
                     "firstSeq": row.first_seq,
                     "lastSeq": (state.last_seq >= 0).then_some(state.last_seq),
                     "verifiedThrough": (state.verified_through >= 0).then_some(state.verified_through),
+                    // Only meaningful when central checks signatures.
+                    "signedThrough": self.record_keys.as_ref().and((state.signed_through >= 0).then_some(state.signed_through)),
                     "gaps": state.gaps,
                     "breaks": state.breaks,
                     "status": state.status(),
@@ -369,9 +382,29 @@ impl Decisions {
             ..DecisionFilter::default()
         };
         let records = self.list(&filter, false, limit).await?;
+        // How far each chain is sealed: a record at or before that seq is
+        // covered by a verified signature.
+        let signed_through: HashMap<(String, String), i64> = if self.record_keys.is_some() {
+            let mut conn = self.store.connection().await?;
+            sql::chains(&mut conn)
+                .await?
+                .into_iter()
+                .map(|row| ((row.node, row.chain_id), row.signed_through))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         Ok(records
             .iter()
             .map(|r| {
+                let sealed = self.record_keys.as_ref().map(|_| {
+                    let chain = (
+                        r["node"].as_str().unwrap_or_default().to_owned(),
+                        r["chainId"].as_str().unwrap_or_default().to_owned(),
+                    );
+                    let seq = r["seq"].as_i64().unwrap_or(i64::MAX);
+                    signed_through.get(&chain).is_some_and(|&through| seq <= through)
+                });
                 let role = if r["policyId"] == policy {
                     "decided"
                 } else {
@@ -386,7 +419,9 @@ impl Decisions {
                     "role": role,
                     "bundleRevision": r["bundleRevision"],
                     "label": r.get("label"),
-                    "auditRef": {"id": r["id"], "node": r["node"], "chainId": r["chainId"], "seq": r["seq"]},
+                    // `sealed`: covered by a verified checkpoint signature
+                    // (null when central has no --record-keys).
+                    "auditRef": {"id": r["id"], "node": r["node"], "chainId": r["chainId"], "seq": r["seq"], "sealed": sealed},
                 })
             })
             .collect())
@@ -500,6 +535,7 @@ fn chain_state(row: &ChainRow) -> ChainState {
         verified_through: row.verified_through,
         gaps: serde_json::from_str(&row.gaps).unwrap_or_default(),
         breaks: serde_json::from_str::<Vec<Break>>(&row.breaks).unwrap_or_default(),
+        signed_through: row.signed_through,
     }
 }
 
@@ -534,6 +570,7 @@ async fn verify_chains(
                 gap_count: 0,
                 breaks: "[]".into(),
                 updated_at: now.clone(),
+                signed_through: fresh.signed_through,
             },
         )
         .await?;
@@ -548,11 +585,12 @@ async fn verify_chains(
             sql::chain_links(tx, node, chain_id, state.checked_through, WALK_LIMIT)
                 .await?
                 .into_iter()
-                .map(|(seq, prev_hash, hash, hash_ok)| chains::Link {
+                .map(|(seq, prev_hash, hash, hash_ok, sig_check)| chains::Link {
                     seq,
                     prev_hash,
                     hash,
                     hash_ok: hash_ok != 0,
+                    seal: Seal::from_stored(sig_check),
                 })
                 .collect();
         state.advance(&links);
@@ -576,6 +614,7 @@ async fn verify_chains(
                 gap_count: state.gaps.len() as i64,
                 breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
                 updated_at: now.clone(),
+                signed_through: state.signed_through,
             },
         )
         .await?;

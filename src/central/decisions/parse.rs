@@ -1,8 +1,9 @@
 //! A posted batch, line by line: each line becomes a stored row or a
 //! quarantined one with its error. Pure, so every refusal is unit-tested.
 
-use crate::audit::record::{DecisionRecord, RECORD_TYPE};
-use crate::central::store::decisions::DecisionRow;
+use crate::audit::record::{DecisionRecord, RECORD_TYPE, SIGNATURE_ALG};
+use crate::central::store::decisions::{DecisionRow, Seal};
+use crate::keys::TrustedKeys;
 use crate::timestamp::parse_rfc3339;
 use std::io::Read;
 
@@ -45,7 +46,10 @@ pub(crate) struct Refused {
 
 /// Every non-empty line of `body`, as a record or a refusal (a line that
 /// is not UTF-8 is refused on its own; its neighbours still count).
-pub(crate) fn parse_batch(body: &[u8]) -> (Vec<Incoming>, Vec<Refused>) {
+pub(crate) fn parse_batch(
+    body: &[u8],
+    record_keys: Option<&TrustedKeys>,
+) -> (Vec<Incoming>, Vec<Refused>) {
     let mut records = Vec::new();
     let mut refused = Vec::new();
     for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
@@ -65,7 +69,7 @@ pub(crate) fn parse_batch(body: &[u8]) -> (Vec<Incoming>, Vec<Refused>) {
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(line) {
+        match parse_line(line, record_keys) {
             Ok((row, policies)) => records.push(Incoming {
                 line: line_no,
                 row,
@@ -85,7 +89,28 @@ fn is_hash(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
+/// A checkpoint signature is valid when a trusted key of the name it gives
+/// made it over the record's `hash`; any other signature (altered, by an
+/// unknown key, another algorithm) is invalid. Unchecked without keys.
+fn check_seal(record: &DecisionRecord, keys: Option<&TrustedKeys>) -> Seal {
+    match (&record.sig, keys) {
+        (Some(sig), Some(keys)) => {
+            let valid = sig.alg == SIGNATURE_ALG
+                && keys.verify_by(&sig.key_id, record.hash.as_bytes(), &sig.value) == Some(true);
+            if valid {
+                Seal::Valid
+            } else {
+                Seal::Invalid
+            }
+        }
+        _ => Seal::Unchecked,
+    }
+}
+
+fn parse_line(
+    line: &str,
+    record_keys: Option<&TrustedKeys>,
+) -> Result<(DecisionRow, Vec<String>), String> {
     let mut record: DecisionRecord =
         serde_json::from_str(line).map_err(|e| format!("not a decision record: {e}"))?;
     if record.kind != RECORD_TYPE {
@@ -113,6 +138,7 @@ fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
         parse_rfc3339(&record.ts).ok_or_else(|| format!("ts {:?} is not RFC 3339", record.ts))?;
     let seq = i64::try_from(record.seq).map_err(|_| format!("seq {} is too large", record.seq))?;
     let hash_ok = record.compute_hash() == record.hash;
+    let seal = check_seal(&record, record_keys);
     let input = record
         .input
         .take()
@@ -142,6 +168,7 @@ fn parse_line(line: &str) -> Result<(DecisionRow, Vec<String>), String> {
             prev_hash: record.prev_hash,
             hash: record.hash,
             hash_ok,
+            seal,
             record: text,
             input,
         },
@@ -181,7 +208,7 @@ mod tests {
             "{good}\n\nnot json\n{{\"type\": \"other\"}}\n{}\n{edited}\n",
             good.replace("2026-11-22T23:59:59.123456Z", "yesterday")
         );
-        let (records, refused) = parse_batch(text.as_bytes());
+        let (records, refused) = parse_batch(text.as_bytes(), None);
         assert_eq!(records.len(), 2);
         let first = &records[0];
         assert_eq!((first.line, first.row.seq, first.row.hash_ok), (1, 0, true));
@@ -214,7 +241,7 @@ mod tests {
         assert_eq!(body_bytes(&packed, true), Ok(b"line one\n".to_vec()));
         assert!(body_bytes(b"plain", true).is_err());
         // A line that is not UTF-8 is refused alone.
-        let (records, refused) = parse_batch(b"\xff\xfe\n\n");
+        let (records, refused) = parse_batch(b"\xff\xfe\n\n", None);
         assert!(records.is_empty());
         assert_eq!((refused.len(), refused[0].line), (1, 1));
         assert!(

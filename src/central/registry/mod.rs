@@ -22,7 +22,7 @@ pub(crate) use transitions::CanaryAction;
 
 use super::lifecycle;
 use super::store::{self, Store, StoreError, VersionRow};
-use crate::bundle::{self, signing, BundleError, BundleFiles};
+use crate::bundle::{self, signing, BundleError};
 use crate::policy::{is_identifier, Policy, PolicyDocument, Severity, State, IDENTIFIER_RULE};
 use crate::timestamp::format_timestamp;
 use serde::Serialize;
@@ -31,18 +31,6 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// Signs a bundle's files (adds `.signatures.json`). A trait so a KMS-held
-/// key can replace the key file.
-pub(crate) trait BundleSigner: Send + Sync {
-    fn sign_bundle(&self, files: &mut BundleFiles);
-}
-
-impl BundleSigner for signing::SigningKey {
-    fn sign_bundle(&self, files: &mut BundleFiles) {
-        signing::sign_bundle(files, self)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegistryError {
@@ -54,6 +42,10 @@ pub(crate) enum RegistryError {
     Invalid(String),
     #[error("{0}")]
     Refused(String),
+    /// The signing key (a token that stopped answering) could not sign
+    /// the new revision: the change is not made.
+    #[error("cannot sign the new revision: {0}")]
+    Signing(crate::keys::KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,7 +75,7 @@ pub(crate) struct PolicyStatus {
 
 pub(crate) struct Registry {
     store: Store,
-    signer: Arc<dyn BundleSigner>,
+    signer: Arc<dyn crate::keys::Signer>,
     approvers: Option<signing::TrustedKeys>,
     approvals_required: usize,
     writes: tokio::sync::Mutex<()>,
@@ -152,7 +144,7 @@ pub(super) fn state_of(row: &VersionRow) -> State {
 impl Registry {
     pub(crate) fn new(
         store: Store,
-        signer: Arc<dyn BundleSigner>,
+        signer: Arc<dyn crate::keys::Signer>,
         approvers: Option<signing::TrustedKeys>,
         approvals_required: usize,
     ) -> Registry {

@@ -110,7 +110,10 @@ impl Registry {
         );
         Bundle::from_files(&files)
             .map_err(|e| RegistryError::Invalid(format!("the new revision would not load: {e}")))?;
-        self.signer.sign_bundle(&mut files);
+        // A token that stopped answering refuses the change; nothing is
+        // published unsigned.
+        bundle::signing::sign_bundle(&mut files, self.signer.as_ref())
+            .map_err(RegistryError::Signing)?;
         let archive = bundle::pack(&files)
             .map_err(|e| RegistryError::Invalid(format!("cannot pack the bundle: {e}")))?;
         store::insert_revision(

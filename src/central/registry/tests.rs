@@ -5,8 +5,8 @@
 use super::store::{Store, VersionRow};
 use super::transitions::{parse, plan, Change, Requested};
 use super::{Registry, RegistryError};
-use crate::bundle::signing::{keygen, SigningKey, TrustedKeys};
 use crate::bundle::{unpack, Bundle};
+use crate::keys::{keygen, FileKey, Signer, TrustedKeys};
 use crate::policy::State;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -21,7 +21,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A registry on a fresh SQLite file in `dir`, signing with a new key;
 /// approvers `alice` and `bob`, two approvals required.
-async fn registry(dir: &Path) -> (Registry, [SigningKey; 2]) {
+async fn registry(dir: &Path) -> (Registry, [FileKey; 2]) {
     let keys = dir.join("keys");
     let approvers = dir.join("approvers");
     std::fs::create_dir_all(&approvers).expect("dir");
@@ -30,17 +30,17 @@ async fn registry(dir: &Path) -> (Registry, [SigningKey; 2]) {
     for name in ["alice", "bob"] {
         let (private, public) = keygen(&keys, name).expect("keygen");
         std::fs::copy(&public, approvers.join(format!("{name}.pub"))).expect("copy");
-        approver_keys.push(SigningKey::load(&private).expect("key"));
+        approver_keys.push(FileKey::load(&private).expect("key"));
     }
     let url = format!("sqlite://{}", dir.join("central.db").display());
     let store = Store::open(&url).await.expect("store");
     let registry = Registry::new(
         store,
-        Arc::new(SigningKey::load(&central).expect("key")),
+        Arc::new(FileKey::load(&central).expect("key")),
         Some(TrustedKeys::load_dir(&approvers).expect("approvers")),
         2,
     );
-    let [alice, bob]: [SigningKey; 2] = approver_keys.try_into().ok().expect("two keys");
+    let [alice, bob]: [FileKey; 2] = approver_keys.try_into().ok().expect("two keys");
     (registry, [alice, bob])
 }
 
@@ -150,9 +150,11 @@ fn high_severity_needs_distinct_approvals_of_the_current_manifest() {
             .manifest("kernel", "p.high")
             .await
             .expect("manifest");
-        let approve = |key: &SigningKey, name: &str| {
-            serde_json::to_vec(&json!({"approver": name, "signature": key.sign(&manifest)}))
-                .unwrap_or_default()
+        let approve = |key: &FileKey, name: &str| {
+            serde_json::to_vec(
+                &json!({"approver": name, "signature": key.sign_base64(&manifest).expect("signs")}),
+            )
+            .unwrap_or_default()
         };
         let refused = registry
             .transition("kernel", "p.high", &to("active"), "pub")

@@ -47,6 +47,29 @@ pub(crate) async fn claim_node(
     Ok(owner)
 }
 
+/// What central found of a record's checkpoint signature at ingest
+/// (stored as `sig_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Seal {
+    /// No `sig`, or central has no `--record-keys` to check it with.
+    #[default]
+    Unchecked = 0,
+    /// Made by a trusted record key over the record's `hash`.
+    Valid = 1,
+    /// Altered, or by a key central does not trust: a chain break.
+    Invalid = 2,
+}
+
+impl Seal {
+    pub(crate) fn from_stored(value: i64) -> Seal {
+        match value {
+            1 => Seal::Valid,
+            2 => Seal::Invalid,
+            _ => Seal::Unchecked,
+        }
+    }
+}
+
 /// A record as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct DecisionRow {
@@ -60,6 +83,8 @@ pub(crate) struct DecisionRow {
     pub prev_hash: String,
     pub hash: String,
     pub hash_ok: bool,
+    /// Whether its `sig` verified (`--record-keys`).
+    pub seal: Seal,
     /// Canonical JSON without `input`.
     pub record: String,
     pub input: Option<String>,
@@ -75,15 +100,15 @@ pub(crate) async fn insert_decisions(
     let ph = placeholders(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
-            "INSERT INTO decisions (id, node, chain_id, seq, ts_us, decision, policy_id, prev_hash, hash, hash_ok, record, input, label, ingested_by) VALUES ",
+            "INSERT INTO decisions (id, node, chain_id, seq, ts_us, decision, policy_id, prev_hash, hash, hash_ok, sig_check, record, input, label, ingested_by) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 13;
+            let b = i * 14;
             if i > 0 {
                 sql.push(',');
             }
-            let p: Vec<String> = (1..=13).map(|k| ph(b + k)).collect();
-            sql.push_str(&format!("({},NULL,{})", p[..12].join(","), p[12]));
+            let p: Vec<String> = (1..=14).map(|k| ph(b + k)).collect();
+            sql.push_str(&format!("({},NULL,{})", p[..13].join(","), p[13]));
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let mut query = sqlx::query::<Any>(&sql);
@@ -99,6 +124,7 @@ pub(crate) async fn insert_decisions(
                 .bind(&row.prev_hash)
                 .bind(&row.hash)
                 .bind(i64::from(row.hash_ok))
+                .bind(row.seal as i64)
                 .bind(&row.record)
                 .bind(&row.input)
                 .bind(ingested_by);
@@ -177,9 +203,10 @@ pub(crate) struct ChainRow {
     pub gap_count: i64,
     pub breaks: String,
     pub updated_at: String,
+    pub signed_through: i64,
 }
 
-const CHAIN_COLUMNS: &str = "node, chain_id, first_seq, last_seq, checked_through, checked_hash, verified_through, gaps, gap_count, breaks, updated_at";
+const CHAIN_COLUMNS: &str = "node, chain_id, first_seq, last_seq, checked_through, checked_hash, verified_through, gaps, gap_count, breaks, updated_at, signed_through";
 
 /// Create the chain's row if it is new, then hold its row lock until the
 /// transaction ends (a no-op update, as for bundles), so centrals sharing
@@ -189,7 +216,7 @@ pub(crate) async fn lock_chain(
     fresh: &ChainRow,
 ) -> Result<ChainRow, StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (node, chain_id) DO NOTHING"
+        "INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (node, chain_id) DO NOTHING"
     ))
     .bind(&fresh.node)
     .bind(&fresh.chain_id)
@@ -202,6 +229,7 @@ pub(crate) async fn lock_chain(
     .bind(fresh.gap_count)
     .bind(&fresh.breaks)
     .bind(&fresh.updated_at)
+    .bind(fresh.signed_through)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE chains SET updated_at = updated_at WHERE node = $1 AND chain_id = $2")
@@ -222,7 +250,7 @@ pub(crate) async fn update_chain(
     conn: &mut AnyConnection,
     row: &ChainRow,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE chains SET first_seq = $1, last_seq = $2, checked_through = $3, checked_hash = $4, verified_through = $5, gaps = $6, gap_count = $7, breaks = $8, updated_at = $9 WHERE node = $10 AND chain_id = $11")
+    sqlx::query("UPDATE chains SET first_seq = $1, last_seq = $2, checked_through = $3, checked_hash = $4, verified_through = $5, gaps = $6, gap_count = $7, breaks = $8, updated_at = $9, signed_through = $10 WHERE node = $11 AND chain_id = $12")
         .bind(row.first_seq)
         .bind(row.last_seq)
         .bind(row.checked_through)
@@ -232,6 +260,7 @@ pub(crate) async fn update_chain(
         .bind(row.gap_count)
         .bind(&row.breaks)
         .bind(&row.updated_at)
+        .bind(row.signed_through)
         .bind(&row.node)
         .bind(&row.chain_id)
         .execute(conn)
@@ -239,17 +268,17 @@ pub(crate) async fn update_chain(
     Ok(())
 }
 
-/// `(seq, prev_hash, hash, hash_ok)` of a chain's records after `after`,
-/// in seq order (at most `limit`).
+/// `(seq, prev_hash, hash, hash_ok, sig_check)` of a chain's records after
+/// `after`, in seq order (at most `limit`).
 pub(crate) async fn chain_links(
     conn: &mut AnyConnection,
     node: &str,
     chain_id: &str,
     after: i64,
     limit: i64,
-) -> Result<Vec<(i64, String, String, i64)>, StoreError> {
+) -> Result<Vec<(i64, String, String, i64, i64)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT seq, prev_hash, hash, hash_ok FROM decisions WHERE node = $1 AND chain_id = $2 AND seq > $3 ORDER BY seq, id LIMIT $4",
+        "SELECT seq, prev_hash, hash, hash_ok, sig_check FROM decisions WHERE node = $1 AND chain_id = $2 AND seq > $3 ORDER BY seq, id LIMIT $4",
     )
     .bind(node)
     .bind(chain_id)
