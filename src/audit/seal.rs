@@ -16,8 +16,9 @@
 //!
 //! Cost: one signature per second or per 1,000 records, on the audit
 //! thread; the check path never sees it. A failed signature (a token that
-//! stopped answering) leaves that record unsigned, is counted, and the next
-//! record tries again.
+//! stopped answering) leaves that record unsigned and is counted; the next
+//! attempt waits a second, so a token that hangs costs one call a second,
+//! not one per record.
 
 use super::backlog::Entry;
 use super::record::{seal_line, RecordSignature, SIGNATURE_ALG};
@@ -49,6 +50,8 @@ pub(crate) struct Sealer {
     last_signed: bool,
     held: Option<Held>,
     failure_logged: Option<Instant>,
+    /// After a failed signature, no attempt before this.
+    retry_at: Option<Instant>,
 }
 
 impl Sealer {
@@ -61,12 +64,18 @@ impl Sealer {
             last_signed: false,
             held: None,
             failure_logged: None,
+            retry_at: None,
         }
     }
 
     fn due_by_time(&self, now: Instant) -> bool {
         self.last_signature
             .is_none_or(|at| now.duration_since(at) >= SEAL_EVERY)
+    }
+
+    /// Whether the key may be asked now (not inside a failure's back-off).
+    fn may_try(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| now >= at)
     }
 
     /// The signature for a record whose hash is `hash`, or `None` when the
@@ -77,6 +86,7 @@ impl Sealer {
                 self.counters.signatures.inc();
                 self.unsigned = 0;
                 self.last_signature = Some(now);
+                self.retry_at = None;
                 Some(RecordSignature {
                     alg: SIGNATURE_ALG.to_owned(),
                     key_id: self.signer.key_id().to_owned(),
@@ -85,6 +95,7 @@ impl Sealer {
             }
             Err(e) => {
                 self.counters.signature_failures.inc();
+                self.retry_at = Some(now + SEAL_EVERY);
                 if self
                     .failure_logged
                     .is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_INTERVAL)
@@ -106,7 +117,7 @@ impl Sealer {
         now: Instant,
     ) {
         self.last_signed = false;
-        if self.due_by_time(now) || self.unsigned + 1 >= SEAL_EVERY_RECORDS {
+        if self.may_try(now) && (self.due_by_time(now) || self.unsigned + 1 >= SEAL_EVERY_RECORDS) {
             if let Some(signature) = self.signature(&record.hash, now) {
                 seal_line(line, &signature);
                 record.sig = Some(signature);
@@ -136,7 +147,7 @@ impl Sealer {
 
     /// No new records: the held one, signed, once a checkpoint is due.
     pub(crate) fn idle(&mut self, now: Instant) -> Option<Entry> {
-        if self.held.is_some() && self.due_by_time(now) {
+        if self.held.is_some() && self.due_by_time(now) && self.may_try(now) {
             return self.release(now);
         }
         None
@@ -305,9 +316,14 @@ mod tests {
         let (entry, signed) = link(&mut s, t0);
         assert!(!signed && !signed_and_valid(&s, &entry));
         assert_eq!(s.counters.signature_failures.get(), 1);
-        // Still due: the key answers again and the next record is signed.
+        // Within the back-off the key is not asked again (a hanging token
+        // costs one call a second, not one per record)...
         s.signer.failing.store(false, Ordering::SeqCst);
-        let (entry, signed) = link(&mut s, t0 + Duration::from_millis(1));
+        let (_, signed) = link(&mut s, t0 + Duration::from_millis(500));
+        assert!(!signed);
+        assert_eq!(s.counters.signature_failures.get(), 1);
+        // ...after it, the key answers again and the next record is signed.
+        let (entry, signed) = link(&mut s, t0 + Duration::from_millis(1_001));
         assert!(signed && signed_and_valid(&s, &entry));
     }
 }

@@ -148,6 +148,9 @@ pub(crate) struct Verifier {
     by_id: HashMap<Box<str>, Box<str>>,
     chains: BTreeMap<(String, String), ChainRecords>,
     last_seq_seen: HashMap<(String, String), u64>,
+    /// Places claimed twice (forks, conflicting copies): nothing at or
+    /// after them counts as sealed.
+    broken: std::collections::HashSet<((String, String), u64)>,
 }
 
 impl Verifier {
@@ -201,22 +204,26 @@ impl Verifier {
             }
         };
         let content_matches = record.compute_hash() == record.hash;
+        let key = (record.node.clone(), record.chain_id.clone());
+        // Checked before duplicates: a copy of a record with a forged
+        // `sig` is a problem, not a harmless duplicate.
+        let signature = Verifier::check_signature(self.keys.as_ref(), &record);
         if let Some(first_hash) = self.by_id.get(record.id.as_str()) {
-            if **first_hash == *record.hash && content_matches {
+            if **first_hash == *record.hash && content_matches && signature.is_ok() {
                 report.duplicates += 1;
             } else {
                 report.problems.push(Problem::ConflictingDuplicate {
                     line,
                     id: record.id.clone(),
                 });
+                self.broken.insert((key, record.seq));
             }
             return;
         }
         self.by_id
             .insert(record.id.as_str().into(), record.hash.as_str().into());
         report.records += 1;
-        let key = (record.node.clone(), record.chain_id.clone());
-        let signed = match Verifier::check_signature(self.keys.as_ref(), &record) {
+        let signed = match signature {
             Ok(signed) => signed,
             Err(why) => {
                 report.problems.push(Problem::BadSignature {
@@ -246,8 +253,9 @@ impl Verifier {
             report.out_of_order += 1;
         }
         self.last_seq_seen.insert(key.clone(), record.seq);
-        let chain = self.chains.entry(key).or_default();
+        let chain = self.chains.entry(key.clone()).or_default();
         if let Some(other) = chain.get(&record.seq) {
+            self.broken.insert((key, record.seq));
             report.problems.push(Problem::Fork {
                 node: record.node.clone(),
                 chain: record.chain_id.clone(),
@@ -273,6 +281,7 @@ impl Verifier {
     pub(crate) fn finish(self) -> Report {
         let mut report = self.report;
         let checking_signatures = self.keys.is_some();
+        let broken = self.broken;
         for ((node, chain_id), records) in self.chains {
             let mut previous: Option<(u64, &Seen)> = None;
             // Sealed: the last signed record with nothing missing, edited
@@ -318,7 +327,10 @@ impl Verifier {
                     }
                 }
                 previous = Some((seq, record));
-                unbroken &= report.problems.len() == before && record.intact;
+                unbroken &= report.problems.len() == before
+                    && record.intact
+                    && (broken.is_empty()
+                        || !broken.contains(&((node.clone(), chain_id.clone()), seq)));
                 if unbroken && record.sealed {
                     signed_through = Some(seq);
                 }

@@ -63,11 +63,14 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     let private = dir.join(format!("{name}.key"));
-    if private.exists() {
-        return Err(key_err(
-            &private,
-            "already exists; refusing to overwrite a key",
-        ));
+    let public = dir.join(format!("{name}.pub"));
+    for existing in [&private, &public] {
+        if existing.exists() {
+            return Err(key_err(
+                existing,
+                "already exists; refusing to overwrite a key",
+            ));
+        }
     }
     {
         use std::io::Write;
@@ -81,6 +84,6 @@ pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
         writeln!(file, "{}", B64.encode(pkcs8.as_ref()))
             .map_err(|e| key_err(&private, format!("cannot write: {e}")))?;
     }
-    let public = write_public_key(dir, name, pair.public_key().as_ref())?;
+    write_public_key(dir, name, pair.public_key().as_ref())?;
     Ok((private, public))
 }

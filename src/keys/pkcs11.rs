@@ -17,7 +17,8 @@
 //! PKCS#11 session serves one operation at a time. Nothing that signs does
 //! so on a request's hot path.
 
-use super::{check_key_name, write_public_key, KeyError, Signer};
+use super::{check_key_name, KeyError, Signer};
+use base64::Engine;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -30,10 +31,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// `CKA_EC_PARAMS` for Ed25519: the PrintableString "edwards25519", the
-/// form PKCS#11 3.0 names and SoftHSM2 2.6 accepts.
-const ED25519_PARAMS: &[u8] = &[
-    0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
+/// `CKA_EC_PARAMS` for Ed25519: the PrintableString "edwards25519" (the
+/// form PKCS#11 3.0 names and SoftHSM2 2.6 accepts), then the OID
+/// 1.3.101.112 that other tokens want.
+const ED25519_PARAMS: [&[u8]; 2] = [
+    &[
+        0x13, 0x0c, b'e', b'd', b'w', b'a', b'r', b'd', b's', b'2', b'5', b'5', b'1', b'9',
+    ],
+    &[0x06, 0x03, 0x2b, 0x65, 0x70],
 ];
 
 /// Where the PIN comes from.
@@ -412,11 +417,46 @@ fn object_template(class: ObjectClass, uri: &Pkcs11Uri, label: &str) -> Vec<Attr
 /// A private key inside a token, signing with `CKM_EDDSA`.
 pub struct TokenKey {
     name: String,
-    key: ObjectHandle,
-    /// One operation at a time per session; the context is kept so the
-    /// module stays loaded as long as the key is used.
-    session: Mutex<Session>,
+    uri: Pkcs11Uri,
+    /// One operation at a time per session; reopened (with a new login and
+    /// key handle) when the token was reset or the session lost.
+    session: Mutex<(Session, ObjectHandle)>,
     _module: Pkcs11,
+}
+
+/// Find the one private key the URI names in an open session.
+fn find_key(session: &Session, uri: &Pkcs11Uri, label: &str) -> Result<ObjectHandle, KeyError> {
+    let token = uri.token_name();
+    let found = session
+        .find_objects(&object_template(ObjectClass::PRIVATE_KEY, uri, label))
+        .map_err(|e| KeyError::Pkcs11(format!("{token}: cannot search keys: {}", ck(&e))))?;
+    match found[..] {
+        [key] => Ok(key),
+        [] => Err(KeyError::Pkcs11(format!(
+            "{token} has no private key with object=\"{label}\"{} (create one with `sentinelnet keygen --pkcs11 URI`)",
+            if uri.id.is_some() { " and that id" } else { "" }
+        ))),
+        _ => Err(KeyError::Pkcs11(format!(
+            "{token} has {} private keys with object=\"{label}\": add id=… to the URI to say which",
+            found.len()
+        ))),
+    }
+}
+
+/// Errors after which a new session (and login) may succeed.
+fn session_lost(error: &CkError) -> bool {
+    matches!(
+        error,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::DeviceError,
+            _
+        )
+    )
 }
 
 impl TokenKey {
@@ -430,15 +470,7 @@ impl TokenKey {
         };
         let (module, session) = open_session(uri, false)?;
         let token = uri.token_name();
-        let found = session
-            .find_objects(&object_template(ObjectClass::PRIVATE_KEY, uri, &label))
-            .map_err(|e| KeyError::Pkcs11(format!("{token}: cannot search keys: {}", ck(&e))))?;
-        let Some(&key) = found.first() else {
-            return Err(KeyError::Pkcs11(format!(
-                "{token} has no private key with object=\"{label}\"{} (create one with `sentinelnet keygen --pkcs11 URI`)",
-                if uri.id.is_some() { " and that id" } else { "" }
-            )));
-        };
+        let key = find_key(&session, uri, &label)?;
         let key_type = session
             .get_attributes(key, &[AttributeType::KeyType])
             .ok()
@@ -455,8 +487,8 @@ impl TokenKey {
         }
         let signer = TokenKey {
             name: label.clone(),
-            key,
-            session: Mutex::new(session),
+            uri: uri.clone(),
+            session: Mutex::new((session, key)),
             _module: module,
         };
         let probe = signer.sign(b"sentinelnet: key check").map_err(|e| {
@@ -478,11 +510,25 @@ impl Signer for TokenKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let mechanism = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        session
-            .sign(&mechanism, self.key, message)
-            .map_err(|e| KeyError::Pkcs11(format!("signing with \"{}\": {}", self.name, ck(&e))))
+        let failed =
+            |e: &CkError| KeyError::Pkcs11(format!("signing with \"{}\": {}", self.name, ck(e)));
+        match guard.0.sign(&mechanism, guard.1, message) {
+            Ok(signature) => Ok(signature),
+            Err(e) if session_lost(&e) => {
+                // The token was reset or the session dropped: log in again
+                // once and retry.
+                let (_, session) = open_session(&self.uri, false)?;
+                let key = find_key(&session, &self.uri, &self.name)?;
+                *guard = (session, key);
+                guard
+                    .0
+                    .sign(&mechanism, guard.1, message)
+                    .map_err(|e| failed(&e))
+            }
+            Err(e) => Err(failed(&e)),
+        }
     }
 }
 
@@ -499,24 +545,49 @@ fn ec_point_key(point: &[u8]) -> Option<&[u8]> {
 /// Generate an Ed25519 pair inside the token (private key sensitive and
 /// not extractable) labelled `name`, and write only `DIR/NAME.pub`.
 pub fn keygen(uri: &Pkcs11Uri, dir: &Path, name: &str) -> Result<PathBuf, KeyError> {
+    use std::io::Write;
     check_key_name(name)?;
     if let Some(object) = uri.object.as_deref().filter(|o| *o != name) {
         return Err(uri_err(format!(
             "object=\"{object}\" and --name {name} differ: the token label is the keyId signatures carry, and verifiers look for NAME.pub, so they must be the same"
         )));
     }
+    // Claim NAME.pub before touching the token: a directory that cannot be
+    // written must not leave a key in the token that a rerun then refuses.
+    std::fs::create_dir_all(dir).map_err(|e| super::key_err(dir, format!("cannot create: {e}")))?;
     let public_file = dir.join(format!("{name}.pub"));
-    if public_file.exists() {
-        return Err(super::key_err(
-            &public_file,
-            "already exists; refusing to overwrite a key",
-        ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&public_file)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                super::key_err(&public_file, "already exists; refusing to overwrite a key")
+            }
+            _ => super::key_err(&public_file, format!("cannot write: {e}")),
+        })?;
+    let generated = generate_in_token(uri, name).and_then(|key| {
+        writeln!(file, "{}", super::B64.encode(key))
+            .map_err(|e| super::key_err(&public_file, format!("cannot write: {e}")))
+    });
+    if let Err(e) = generated {
+        let _ = std::fs::remove_file(&public_file);
+        return Err(e);
     }
+    Ok(public_file)
+}
+
+/// Generate the pair in the token; the raw 32-byte public key.
+fn generate_in_token(uri: &Pkcs11Uri, name: &str) -> Result<Vec<u8>, KeyError> {
     let (_module, session) = open_session(uri, true)?;
     let token = uri.token_name();
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+        // By label alone: two keys of one label would make the URI ambiguous.
         let existing = session
-            .find_objects(&object_template(class, uri, name))
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(name.as_bytes().to_vec()),
+            ])
             .map_err(|e| KeyError::Pkcs11(format!("{token}: cannot search keys: {}", ck(&e))))?;
         if !existing.is_empty() {
             return Err(KeyError::Pkcs11(format!(
@@ -530,35 +601,46 @@ pub fn keygen(uri: &Pkcs11Uri, dir: &Path, name: &str) -> Result<PathBuf, KeyErr
         id.to_vec()
     });
     let label = name.as_bytes().to_vec();
-    let public_template = [
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Label(label.clone()),
-        Attribute::Id(id.clone()),
-        Attribute::EcParams(ED25519_PARAMS.to_vec()),
-    ];
     let private_template = [
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
-        Attribute::Label(label),
-        Attribute::Id(id),
+        Attribute::Label(label.clone()),
+        Attribute::Id(id.clone()),
     ];
-    let (public, _private) = session
-        .generate_key_pair(
+    let mut first_error = None;
+    let mut public = None;
+    for params in ED25519_PARAMS {
+        let public_template = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Label(label.clone()),
+            Attribute::Id(id.clone()),
+            Attribute::EcParams(params.to_vec()),
+        ];
+        match session.generate_key_pair(
             &Mechanism::EccEdwardsKeyPairGen,
             &public_template,
             &private_template,
-        )
-        .map_err(|e| {
-            KeyError::Pkcs11(format!(
-                "{token}: cannot generate an Ed25519 key pair: {}",
-                ck(&e)
-            ))
-        })?;
+        ) {
+            Ok((made, _private)) => {
+                public = Some(made);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let Some(public) = public else {
+        return Err(KeyError::Pkcs11(format!(
+            "{token}: cannot generate an Ed25519 key pair: {}",
+            first_error.as_ref().map(ck).unwrap_or_default()
+        )));
+    };
     let point = session
         .get_attributes(public, &[AttributeType::EcPoint])
         .map_err(|e| KeyError::Pkcs11(format!("{token}: cannot read the public key: {}", ck(&e))))?
@@ -568,13 +650,12 @@ pub fn keygen(uri: &Pkcs11Uri, dir: &Path, name: &str) -> Result<PathBuf, KeyErr
             _ => None,
         })
         .unwrap_or_default();
-    let key = ec_point_key(&point).ok_or_else(|| {
+    ec_point_key(&point).map(<[u8]>::to_vec).ok_or_else(|| {
         KeyError::Pkcs11(format!(
             "{token}: the new public key is not a 32-byte Ed25519 point ({} bytes)",
             point.len()
         ))
-    })?;
-    write_public_key(dir, name, key)
+    })
 }
 
 #[cfg(test)]

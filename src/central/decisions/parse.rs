@@ -250,4 +250,53 @@ mod tests {
             refused[0]
         );
     }
+
+    #[test]
+    fn signatures_are_checked_against_the_record_keys() {
+        use crate::audit::record::RecordSignature;
+        use crate::keys::{FileKey, Signer, TrustedKeys};
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::keys::keygen(dir.path(), "node-a").expect("keygen");
+        let key = FileKey::load(&dir.path().join("node-a.key")).expect("key");
+        let keys = TrustedKeys::load_dir(dir.path()).expect("trusted");
+        let mut chain = Chain::fresh("c1".into());
+        let mut signed = record("a", &mut chain);
+        signed.sig = Some(RecordSignature {
+            alg: "Ed25519".into(),
+            key_id: "node-a".into(),
+            value: key.sign_base64(signed.hash.as_bytes()).expect("signs"),
+        });
+        let seal = |r: &DecisionRecord, keys: Option<&TrustedKeys>| {
+            let line = serde_json::to_string(r).unwrap_or_default();
+            let (records, refused) = parse_batch(line.as_bytes(), keys);
+            assert!(refused.is_empty(), "{refused:?}");
+            records[0].row.seal
+        };
+        assert_eq!(seal(&signed, Some(&keys)), Seal::Valid);
+        // Without record keys nothing is checked.
+        assert_eq!(seal(&signed, None), Seal::Unchecked);
+        // The stored text keeps the signature (the export carries it).
+        let line = serde_json::to_string(&signed).unwrap_or_default();
+        let (records, _) = parse_batch(line.as_bytes(), Some(&keys));
+        assert!(records[0].row.record.contains("\"sig\""));
+        // Altered, another key's name, another algorithm: invalid.
+        let mut altered = signed.clone();
+        if let Some(sig) = altered.sig.as_mut() {
+            sig.value = key.sign_base64(b"other").expect("signs");
+        }
+        assert_eq!(seal(&altered, Some(&keys)), Seal::Invalid);
+        let mut unknown = signed.clone();
+        if let Some(sig) = unknown.sig.as_mut() {
+            sig.key_id = "node-z".into();
+        }
+        assert_eq!(seal(&unknown, Some(&keys)), Seal::Invalid);
+        let mut other_alg = signed.clone();
+        if let Some(sig) = other_alg.sig.as_mut() {
+            sig.alg = "RS256".into();
+        }
+        assert_eq!(seal(&other_alg, Some(&keys)), Seal::Invalid);
+        // No signature: nothing to check.
+        let plain = record("b", &mut chain);
+        assert_eq!(seal(&plain, Some(&keys)), Seal::Unchecked);
+    }
 }
