@@ -24,6 +24,10 @@ response so no upstream adds noise):
   sidecar-signed  as sidecar-http, signing checkpoint records with a key
                 file (--record-signing-key; central verifies, --record-keys)
   sidecar-hsm   as sidecar-signed, the key in a SoftHSM2 token (pkcs11: URI)
+  inprocess     the same 20-policy bundle decided inside Envoy by the
+                dynamic module (target/release/libsentinelnet_envoy.so),
+                decision events sent to a sidecar's --record-socket
+  inprocess-norec  the module without records (what deciding costs alone)
   sidecar-hung  as sidecar-tcp, shipping records to an audit service that
                 accepts connections and never answers
   sidecar-9     as sidecar-tcp with the demo bundle (policies/: 9 evaluated)
@@ -82,7 +86,7 @@ if BASELINE and "baseline-tcp" not in SETUPS:
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
 AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp",
                  "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats", "sidecar-9", "sidecar-1k",
-                 "sidecar-10k", "sidecar-signed", "sidecar-hsm"}
+                 "sidecar-10k", "sidecar-signed", "sidecar-hsm", "inprocess"}
 
 procs = []
 
@@ -202,6 +206,22 @@ EXT_AUTHZ = {
 
 # The RBAC equivalent of the allow path the load exercises (kernel.read):
 # GET on /v1/kernels* by a caller that presents x-user.
+def inprocess_filter(records=None):
+    config = {"bundle": str(BUNDLE), "principalFrom": "header:x-user", "rolesFrom": "header:x-roles"}
+    if records:
+        config["records"] = f"unix:{records}"
+    return {
+        "name": "sentinelnet",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "sentinelnet_envoy"},
+            "filter_name": "sentinelnet",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": json.dumps(config)},
+        },
+    }
+
+
 RBAC = {
     "name": "envoy.filters.http.rbac",
     "typed_config": {
@@ -383,10 +403,24 @@ def main():
     }
     for name, port in size_ports.items():
         clusters[name] = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    # The in-process module's records go to a sidecar of their own (which
+    # decides nothing; its CPU is reported as the setup's "authz" CPU).
+    records_sock = f"{tmp}/records.sock"
+    if "inprocess" in SETUPS:
+        admins["inprocess"] = free_port()
+        servers["inprocess"] = spawn(common + ["--grpc-addr", f"127.0.0.1:{free_port()}",
+                                               "--admin-addr", f"127.0.0.1:{admins['inprocess']}",
+                                               "--record-socket", f"unix:{records_sock}"],
+                                     f"{tmp}/inprocess-sidecar.log")
+        wait_http(f"http://127.0.0.1:{admins['inprocess']}/readyz")
     for name in SETUPS:
         port, admin = free_port(), free_port()
         if name == "noauthz":
             cfg = envoy_config(port, admin, [])
+        elif name == "inprocess":
+            cfg = envoy_config(port, admin, [inprocess_filter(records_sock)])
+        elif name == "inprocess-norec":
+            cfg = envoy_config(port, admin, [inprocess_filter()])
         elif name == "rbac":
             cfg = envoy_config(port, admin, [RBAC])
         else:
@@ -394,6 +428,7 @@ def main():
                                tls_dir if name == "sidecar-tls" else None)
         path = Path(tmp) / f"envoy-{name}.json"
         path.write_text(json.dumps(cfg))
+        os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(ROOT / "target/release")
         envoy = spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
                       f"{tmp}/envoy-{name}.log")
         wait_http(f"http://127.0.0.1:{admin}/ready")

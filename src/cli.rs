@@ -395,6 +395,11 @@ struct ServeArgs {
     /// credential headers removed by default).
     #[arg(long, env = "SENTINEL_MASK", value_delimiter = ',')]
     mask: Vec<String>,
+    /// Receive decision events from the in-process Envoy module on this
+    /// Unix datagram socket (unix:/path.sock) and record them in this
+    /// sidecar's chain.
+    #[arg(long, env = "SENTINEL_RECORD_SOCKET", value_parser = parse_record_socket)]
+    record_socket: Option<PathBuf>,
     /// Sign checkpoint records (every second, every 1,000 records and at
     /// shutdown) with this key: a file from keygen or a pkcs11: URI.
     #[arg(long, env = "SENTINEL_RECORD_SIGNING_KEY", value_parser = KeySource::parse)]
@@ -724,6 +729,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         source,
         trusted_keys,
         on_error: args.on_error.verdict(),
+        record_socket: args.record_socket,
         view: view.clone(),
         node,
         audit: AuditConfig {
@@ -1168,4 +1174,13 @@ fn run_bundle_verify(
 
 fn parse_pkcs11_uri(text: &str) -> Result<keys::pkcs11::Pkcs11Uri, String> {
     keys::pkcs11::Pkcs11Uri::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_record_socket(text: &str) -> Result<PathBuf, String> {
+    match text.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(format!(
+            "{text:?}: give a Unix datagram socket as unix:/path.sock"
+        )),
+    }
 }

@@ -27,7 +27,7 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 /// A new time-ordered id for a decision taken at `at`.
-pub(crate) fn decision_id(at: SystemTime) -> Uuid {
+pub fn decision_id(at: SystemTime) -> Uuid {
     let seed = *SEED.get_or_init(|| Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mixed = splitmix64(seed ^ n);

@@ -25,7 +25,7 @@ pub mod ctl;
 pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
-mod ids;
+pub mod ids;
 pub mod keys;
 pub mod metrics;
 mod nats;

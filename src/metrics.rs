@@ -36,6 +36,10 @@ pub struct AuditCounters {
     /// the key failed to make (that record went unsigned).
     pub signatures: IntCounter,
     pub signature_failures: IntCounter,
+    /// Decision events received on `--record-socket`, and datagrams there
+    /// that were not events.
+    pub forwarded: IntCounter,
+    pub forwarded_invalid: IntCounter,
 }
 
 pub struct Metrics {
@@ -213,6 +217,14 @@ impl Metrics {
             signatures: counter(
                 "sentinel_audit_signatures_total",
                 "Decision records signed as checkpoints (--record-signing-key).",
+            ),
+            forwarded: counter(
+                "sentinel_audit_forwarded_total",
+                "Decision events from the in-process Envoy module received on --record-socket (then chained and shipped like the sidecar's own).",
+            ),
+            forwarded_invalid: counter(
+                "sentinel_audit_forwarded_invalid_total",
+                "Datagrams on --record-socket that were not valid decision events (refused).",
             ),
             signature_failures: counter(
                 "sentinel_audit_signature_failures_total",

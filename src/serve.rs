@@ -58,6 +58,8 @@ pub(crate) struct ServeConfig {
     /// When set, only bundles signed by one of these keys are activated.
     pub trusted_keys: Option<Arc<TrustedKeys>>,
     pub on_error: Verdict,
+    /// `--record-socket`: decision events from the in-process Envoy module.
+    pub record_socket: Option<PathBuf>,
     pub view: ViewSettings,
     pub node: String,
     pub audit: AuditConfig,
@@ -164,6 +166,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         audit: audit_status,
     };
     let admin = start_admin(config.admin_addr, admin_state, stop_rx.clone()).await?;
+    let record_socket = match &config.record_socket {
+        Some(path) => {
+            let socket = crate::audit::socket::bind(path)
+                .with_context(|| format!("--record-socket {}", path.display()))?;
+            tracing::info!(socket = %path.display(), "receiving decision events from the in-process module");
+            Some(tokio::spawn(crate::audit::socket::receive(
+                socket,
+                path.clone(),
+                recorder.clone(),
+                metrics.audit.clone(),
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
     let tls_reloads = metrics.tls_reloads.clone();
     let authorizer = Authorizer::new(engine, config.view, config.on_error, recorder, metrics);
     let grpc = start_grpc(
@@ -182,6 +199,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         tracing::error!(error = %e, "gRPC server task failed");
     }
     let _ = admin.await;
+    if let Some(receiver) = record_socket {
+        let _ = receiver.await;
+    }
     if let ListenAddr::Unix(path) = &config.grpc_addr {
         let _ = std::fs::remove_file(path);
     }

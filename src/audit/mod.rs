@@ -8,12 +8,14 @@
 //! audit work never competes with checks on the check runtime.
 
 mod backlog;
+pub mod forward;
 pub mod inputs;
 pub mod log;
-pub(crate) mod record;
+pub mod record;
 mod seal;
 mod ship;
 mod sink;
+pub mod socket;
 mod spool;
 pub(crate) mod verify;
 
@@ -49,7 +51,7 @@ pub const QUEUE_CAPACITY: usize = 16_384;
 /// The check path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<DecisionEvent>,
+    tx: mpsc::Sender<Pending>,
     counters: AuditCounters,
     wants_requests: bool,
 }
@@ -62,10 +64,31 @@ impl Recorder {
     }
 
     pub fn record(&self, event: DecisionEvent) {
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send(Pending::Decided(event)).is_err() {
             self.counters.dropped.inc();
         }
     }
+
+    /// A record another decision point took (`--record-socket`): chained,
+    /// kept and shipped like this sidecar's own. Never waits.
+    pub fn forward(&self, forwarded: forward::Forwarded) {
+        if self
+            .tx
+            .try_send(Pending::Forwarded(Box::new(forwarded)))
+            .is_err()
+        {
+            self.counters.dropped.inc();
+        }
+    }
+}
+
+/// What waits for the audit thread.
+enum Pending {
+    /// A decision this sidecar took.
+    Decided(DecisionEvent),
+    /// A decision the in-process Envoy module took (boxed: a record is
+    /// three times the size of an event, and events are the common case).
+    Forwarded(Box<forward::Forwarded>),
 }
 
 /// Where records go besides the in-memory decision log.
@@ -190,7 +213,7 @@ impl Pipeline {
             s.chain_id.clone_from(&chain.chain_id);
             s.signing_key = config.signer.as_ref().map(|k| k.key_id().to_owned());
         });
-        let (tx, rx) = mpsc::channel::<DecisionEvent>(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel::<Pending>(QUEUE_CAPACITY);
         let inputs = config.inputs.clone().filter(|i| i.percent > 0);
         let recorder = Recorder {
             tx,
@@ -278,7 +301,7 @@ struct RecordWriter {
     sealer: Option<seal::Sealer>,
 }
 
-async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEvent>) {
+async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<Pending>) {
     let RecordWriter {
         node,
         mut chain,
@@ -327,8 +350,13 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<DecisionEven
             }
             let mut entries = Vec::with_capacity(events.len() + 1);
             let now = Instant::now();
-            for event in events.drain(..) {
-                let mut record = to_record(&node, event, inputs.as_ref());
+            for pending in events.drain(..) {
+                let mut record = match pending {
+                    Pending::Decided(event) => to_record(&node, event, inputs.as_ref()),
+                    Pending::Forwarded(forwarded) => {
+                        forwarded_record(&node, *forwarded, inputs.as_ref())
+                    }
+                };
                 let mut line = chain.link(&mut record);
                 if let Some(sealer) = sealer.as_mut() {
                     sealer.linked(&mut record, &mut line, now);
@@ -518,8 +546,30 @@ async fn ship_records(
     }
 }
 
+/// A forwarded record, made this node's: its input built from the request
+/// it carried, with this sidecar's `--record-input` and `--mask`.
+fn forwarded_record(
+    node: &str,
+    forwarded: forward::Forwarded,
+    inputs: Option<&InputRecording>,
+) -> DecisionRecord {
+    let forward::Forwarded {
+        mut record,
+        at,
+        request,
+    } = forwarded;
+    node.clone_into(&mut record.node);
+    if let (Some(inputs), Some(request)) = (inputs, &request) {
+        if let Some((input, masked)) = inputs.input(&record.request_id, request, at) {
+            record.input = Some(input);
+            record.masked = masked;
+        }
+    }
+    record
+}
+
 /// Build the record for an event (everything but the chain fields).
-pub(crate) fn to_record(
+pub fn to_record(
     node: &str,
     event: DecisionEvent,
     inputs: Option<&InputRecording>,

@@ -6,7 +6,7 @@
 //! the audit queue with `try_send`, and returns. No I/O, no waiting.
 
 pub mod message;
-mod response;
+pub mod response;
 pub mod server;
 pub mod view;
 

@@ -1,7 +1,9 @@
 //! Envoy `CheckResponse`s for a decision, encoded straight to protobuf.
 //!
 //! A response is described by an [`Answer`] that borrows from the policy
-//! that decided, and written to the wire in one pass. Building the
+//! that decided, and written to the wire in one pass. The in-process Envoy
+//! module (`envoy/module/`) applies the same `Answer` through Envoy's
+//! filter callbacks instead, so both paths answer alike. Building the
 //! envoy-types message instead cost a `String` per header and per metadata
 //! field plus a hashed `Struct` map, for a message that is encoded once and
 //! dropped. Field numbers are those of `envoy.service.auth.v3.CheckResponse`;
@@ -17,30 +19,30 @@ use uuid::Uuid;
 
 /// Header that carries the decision id to the upstream (allow) or the
 /// client (deny), so a 403 can be looked up in the decision log.
-pub(super) const DECISION_HEADER: &str = "x-sentinel-decision-id";
+pub const DECISION_HEADER: &str = "x-sentinel-decision-id";
 
 const GRPC_OK: u64 = 0;
 const GRPC_PERMISSION_DENIED: u64 = 7;
 const OVERWRITE_IF_EXISTS_OR_ADD: u64 = HeaderAppendAction::OverwriteIfExistsOrAdd as u64;
 
 /// A decision id in its text form, without allocating.
-pub(super) struct DecisionIdText([u8; 36]);
+pub struct DecisionIdText([u8; 36]);
 
 impl DecisionIdText {
-    pub(super) fn new(id: &Uuid) -> DecisionIdText {
+    pub fn new(id: &Uuid) -> DecisionIdText {
         let mut text = [0u8; 36];
         id.hyphenated().encode_lower(&mut text);
         DecisionIdText(text)
     }
 
-    pub(super) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         // A hyphenated UUID is ASCII.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
 }
 
 /// Everything a `CheckResponse` says, borrowed.
-pub(super) struct Answer<'a> {
+pub struct Answer<'a> {
     verdict: Verdict,
     /// The denied response's HTTP status (unused when allowed).
     status: u16,
@@ -57,7 +59,7 @@ pub(super) struct Answer<'a> {
 
 /// The response for a decision: written from the event, so the status the
 /// client sees is the one the record and `eval` report.
-pub(super) fn for_decision<'a>(event: &'a DecisionEvent, decision_id: &'a str) -> Answer<'a> {
+pub fn for_decision<'a>(event: &'a DecisionEvent, decision_id: &'a str) -> Answer<'a> {
     let (Some(bundle), Some(outcome)) = (&event.bundle, &event.outcome) else {
         return unavailable(event.verdict, decision_id, "no policy bundle is active");
     };
@@ -256,32 +258,26 @@ fn put_headers(tag: u32, headers: &[(&str, &str)], buf: &mut impl BufMut) {
 }
 
 /// A `google.protobuf.Value`: the oneof member is written even when empty.
-enum MetadataValue<'a> {
-    Null,
-    Number(f64),
-    Text(&'a str),
-}
-
-impl MetadataValue<'_> {
+impl MetadataField<'_> {
     fn body_len(&self) -> usize {
         match self {
-            MetadataValue::Null => key_len(1) + 1,
-            MetadataValue::Number(_) => key_len(2) + 8,
-            MetadataValue::Text(s) => key_len(3) + encoded_len_varint(s.len() as u64) + s.len(),
+            MetadataField::Null => key_len(1) + 1,
+            MetadataField::Number(_) => key_len(2) + 8,
+            MetadataField::Text(s) => key_len(3) + encoded_len_varint(s.len() as u64) + s.len(),
         }
     }
 
     fn put(&self, buf: &mut impl BufMut) {
         match self {
-            MetadataValue::Null => {
+            MetadataField::Null => {
                 encode_key(1, WireType::Varint, buf);
                 encode_varint(0, buf);
             }
-            MetadataValue::Number(n) => {
+            MetadataField::Number(n) => {
                 encode_key(2, WireType::SixtyFourBit, buf);
                 buf.put_f64_le(*n);
             }
-            MetadataValue::Text(s) => {
+            MetadataField::Text(s) => {
                 encode_key(3, WireType::LengthDelimited, buf);
                 encode_varint(s.len() as u64, buf);
                 buf.put_slice(s.as_bytes());
@@ -290,30 +286,70 @@ impl MetadataValue<'_> {
     }
 }
 
-impl Answer<'_> {
-    /// `{decisionId, policyId, policyVersion, bundleRevision}`, under the
-    /// ext_authz filter's namespace, so access logs join to decision records.
-    fn metadata(&self) -> [(&str, MetadataValue<'_>); 4] {
+/// A dynamic metadata value.
+pub enum MetadataField<'a> {
+    Text(&'a str),
+    Number(f64),
+    Null,
+}
+
+impl<'a> Answer<'a> {
+    /// Whether the request goes on.
+    pub fn allows(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+
+    /// The denied response's HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Allowed: headers set on the upstream request. Denied: headers of
+    /// the response sent to the client. The decision-id header is last.
+    pub fn headers(&self) -> &[(&'a str, &'a str)] {
+        &self.headers
+    }
+
+    /// Allowed: request headers removed before the upstream sees them.
+    pub fn removed_headers(&self) -> impl Iterator<Item = &str> {
+        self.remove.iter().map(|r| r.as_ref())
+    }
+
+    /// Allowed: headers added to the upstream's response to the client.
+    pub fn response_headers(&self) -> &[(&'a str, &'a str)] {
+        &self.response_headers
+    }
+
+    /// Denied: the body sent to the client.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// `decisionId`, `policyId`, `policyVersion`, `bundleRevision`: the
+    /// dynamic metadata both paths set.
+    pub fn metadata_fields(&self) -> [(&'static str, MetadataField<'_>); 4] {
         [
-            ("decisionId", MetadataValue::Text(self.decision_id)),
+            ("decisionId", MetadataField::Text(self.decision_id)),
             (
                 "policyId",
                 self.policy
-                    .map_or(MetadataValue::Null, |p| MetadataValue::Text(&p.id)),
+                    .map_or(MetadataField::Null, |p| MetadataField::Text(&p.id)),
             ),
             (
                 "policyVersion",
-                self.policy.map_or(MetadataValue::Null, |p| {
-                    MetadataValue::Number(p.version() as f64)
+                self.policy.map_or(MetadataField::Null, |p| {
+                    MetadataField::Number(p.version() as f64)
                 }),
             ),
-            ("bundleRevision", MetadataValue::Text(self.revision)),
+            ("bundleRevision", MetadataField::Text(self.revision)),
         ]
     }
+}
 
+impl Answer<'_> {
     /// `Struct { fields: map<string, Value> }` as map entries.
     fn metadata_body_len(&self) -> usize {
-        self.metadata()
+        self.metadata_fields()
             .iter()
             .map(|(k, v)| nested_len(1, str_field_len(1, k) + nested_len(2, v.body_len())))
             .sum()
@@ -355,7 +391,7 @@ impl Answer<'_> {
     }
 
     /// Write the `CheckResponse`.
-    pub(super) fn encode(&self, buf: &mut impl BufMut) {
+    pub fn encode(&self, buf: &mut impl BufMut) {
         put_nested_header(1, self.status_body_len(), buf);
         match self.verdict {
             Verdict::Allow => {
@@ -378,7 +414,7 @@ impl Answer<'_> {
             }
         }
         put_nested_header(4, self.metadata_body_len(), buf);
-        for (key, value) in self.metadata() {
+        for (key, value) in self.metadata_fields() {
             put_nested_header(
                 1,
                 str_field_len(1, key) + nested_len(2, value.body_len()),

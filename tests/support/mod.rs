@@ -337,7 +337,29 @@ impl Envoy {
                 ),
             ),
         };
-        Envoy::start_rendered(template, &[target], kernel_port, dir)
+        Envoy::start_rendered(template, &[target], &[], kernel_port, dir)
+    }
+
+    /// Start Envoy from `envoy/envoy-inprocess.yaml`: the policies run in
+    /// Envoy (the dynamic module), with `filter_config` replaced by
+    /// `filter_config` (JSON).
+    pub(crate) fn start_inprocess(filter_config: &Value, kernel_port: u16, dir: &Path) -> Envoy {
+        let template = std::fs::read_to_string(repo().join("envoy/envoy-inprocess.yaml"))
+            .expect("envoy-inprocess.yaml");
+        let line = template
+            .lines()
+            .find(|l| l.trim_start().starts_with("{\"bundle\""))
+            .expect("the filter_config line")
+            .trim()
+            .to_owned();
+        let module_dir = module_dir();
+        Envoy::start_rendered(
+            "envoy/envoy-inprocess.yaml",
+            &[(line, filter_config.to_string())],
+            &[("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir.as_path())],
+            kernel_port,
+            dir,
+        )
     }
 
     /// Start Envoy from `envoy/envoy-mtls.yaml`: the sidecar on
@@ -359,12 +381,19 @@ impl Envoy {
                 tls_dir.display().to_string(),
             ),
         ];
-        Envoy::start_rendered("envoy/envoy-mtls.yaml", &replacements, kernel_port, dir)
+        Envoy::start_rendered(
+            "envoy/envoy-mtls.yaml",
+            &replacements,
+            &[],
+            kernel_port,
+            dir,
+        )
     }
 
     fn start_rendered(
         template: &str,
         replacements: &[(String, String)],
+        env: &[(&str, &Path)],
         kernel_port: u16,
         dir: &Path,
     ) -> Envoy {
@@ -393,8 +422,12 @@ impl Envoy {
                 "--file-flush-interval-msec",
                 "100",
             ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
             .stdout(std::fs::File::create(&access_log).expect("access log"))
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join(format!("envoy-{port}.stderr")))
+                    .expect("envoy stderr"),
+            )
             .spawn()
             .expect("envoy starts");
         let envoy = Envoy {
@@ -424,6 +457,20 @@ impl Envoy {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+}
+
+/// The directory holding `libsentinelnet_envoy.so`: `$SENTINEL_ENVOY_MODULE_DIR`,
+/// else `target/debug` (`.ci/run` builds it with `cargo build -p sentinelnet-envoy`).
+pub(crate) fn module_dir() -> PathBuf {
+    let dir = std::env::var_os("SENTINEL_ENVOY_MODULE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/debug"));
+    assert!(
+        dir.join("libsentinelnet_envoy.so").exists(),
+        "{}/libsentinelnet_envoy.so is missing: run `cargo build -p sentinelnet-envoy` (.ci/run does)",
+        dir.display()
+    );
+    dir
 }
 
 /// Copy a bundle directory (e.g. the example in `policies/`) to `dest`.

@@ -1,0 +1,233 @@
+//! One request through the filter: Envoy's headers (and body, when the
+//! bundle reads it) become the same `CheckRequest`-shaped message the
+//! sidecar decodes from ext_authz, the same [`RequestView`] and policy set
+//! decide, and the same [`Answer`] is applied through Envoy's callbacks:
+//! a denial is sent with the policy's status, body and headers; an allow
+//! sets and removes request headers and adds response headers; both set the
+//! dynamic metadata (namespace `sentinelnet`).
+//!
+//! Cost per request: the header bytes are copied once into one buffer that
+//! the message's fields slice (no copy per header), plus the header list,
+//! the decision event and the answer's few vectors: what the sidecar's
+//! check path allocates. No lock, no I/O: the bundle is read through
+//! `arc-swap`, the decision event goes to a bounded queue.
+
+use crate::bundles::{Active, Slot};
+use crate::envoy::{HeaderKind, Stream};
+use crate::records::Records;
+use crate::settings::{BodyMode, Settings};
+use bytes::Bytes;
+use sentinelnet::authz::message::{
+    Address, Attributes, CheckMessage, Entry, HttpRequest, Peer, Request, SocketAddress,
+};
+use sentinelnet::authz::response::{for_decision, DecisionIdText, MetadataField};
+use sentinelnet::authz::view::RequestView;
+use sentinelnet::decision::DecisionEvent;
+use sentinelnet::policy::Verdict;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Dynamic metadata namespace of the decision fields.
+pub const METADATA_NAMESPACE: &str = "sentinelnet";
+
+/// What `filter_config` set up: shared by every stream of the listener.
+pub struct FilterConfig {
+    pub settings: Settings,
+    pub slot: Slot,
+    pub records: Option<Records>,
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for FilterConfig {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One stream's state.
+pub struct Filter {
+    /// The configuration the stream was created from (Envoy keeps it alive
+    /// longer than every stream made from it).
+    pub config: *const FilterConfig,
+    /// Response headers an allow adds (owned: the bundle may be swapped
+    /// before the upstream answers).
+    pub response_headers: Vec<(String, String)>,
+    /// The request is waiting for its body before the decision.
+    pub waiting_for_body: bool,
+}
+
+impl Filter {
+    pub fn new(config: *const FilterConfig) -> Filter {
+        Filter {
+            config,
+            response_headers: Vec::new(),
+            waiting_for_body: false,
+        }
+    }
+}
+
+/// Whether to hold the request until its body is complete.
+pub fn wants_body(config: &FilterConfig) -> bool {
+    match config.settings.with_body {
+        BodyMode::Always => true,
+        BodyMode::Never => false,
+        BodyMode::Auto => config.slot.load().as_ref().is_some_and(|a| a.reads_body),
+    }
+}
+
+/// The message the view reads, from Envoy's request headers and `body`.
+fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: bool) -> CheckMessage {
+    let headers = stream.headers(HeaderKind::Request);
+    // One buffer holds every header byte; the message's fields are slices
+    // of it.
+    let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let mut arena = Vec::with_capacity(total);
+    let mut spans = Vec::with_capacity(headers.len());
+    for (key, value) in &headers {
+        let start = arena.len();
+        arena.extend_from_slice(key);
+        arena.extend_from_slice(value);
+        spans.push((start, start + key.len(), start + key.len() + value.len()));
+    }
+    let arena = Bytes::from(arena);
+    let mut http = HttpRequest::default();
+    let mut entries = Vec::with_capacity(spans.len());
+    for (start, middle, end) in spans {
+        let key = arena.slice(start..middle);
+        let value = arena.slice(middle..end);
+        match &key[..] {
+            b":method" => http.method = value,
+            b":path" => http.path = value,
+            b":authority" => http.host = value,
+            b":scheme" => http.scheme = value,
+            k if k.starts_with(b":") => {}
+            k => {
+                if k == b"x-request-id" {
+                    http.id = value.clone();
+                }
+                entries.push(Entry { key, value });
+            }
+        }
+    }
+    http.headers = entries;
+    // Each attribute is a call into Envoy that formats a string: only when
+    // the bundle reads one.
+    if reads_connection {
+        if let Some(protocol) = stream.protocol() {
+            http.protocol = Bytes::from(protocol);
+        }
+    }
+    if let Some(body) = body {
+        http.size = body.len() as i64;
+        http.body = Bytes::from(body);
+    }
+    let peer = |address: Option<(String, u32)>| {
+        address.map(|(ip, port)| Peer {
+            address: Some(Address {
+                socket_address: Some(SocketAddress {
+                    address: Bytes::from(ip),
+                    port_value: Some(port),
+                    named_port: None,
+                }),
+                pipe: None,
+            }),
+            principal: Bytes::new(),
+        })
+    };
+    let (source, destination) = if reads_connection {
+        (stream.source_address(), stream.destination_address())
+    } else {
+        (None, None)
+    };
+    CheckMessage {
+        attributes: Some(Attributes {
+            source: peer(source),
+            destination: peer(destination),
+            request: Some(Request { http: Some(http) }),
+            context_extensions: Vec::new(),
+            metadata_context: None,
+        }),
+    }
+}
+
+/// Decide the request and apply the answer; whether it goes on.
+pub fn decide(
+    stream: &Stream,
+    config: &FilterConfig,
+    filter: &mut Filter,
+    body: Option<Vec<u8>>,
+) -> bool {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let id = sentinelnet::ids::decision_id(at);
+    let id_text = DecisionIdText::new(&id);
+    let active: Option<std::sync::Arc<Active>> = config.slot.load_full();
+    let reads_connection = active.as_ref().is_none_or(|a| a.reads_connection);
+    let message = request_message(stream, body, reads_connection);
+    let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let view = RequestView::new(&message, &config.settings.view, now_unix);
+    let request_id = view.request_id().to_owned();
+    let on_error = config.settings.on_error;
+    let mut event = match &active {
+        None => DecisionEvent::without_bundle(id, at, request_id, on_error),
+        Some(active) => {
+            let outcome = active.bundle.policies.decide(&view, on_error);
+            DecisionEvent::decided(id, at, request_id, active.bundle.clone(), outcome, &view)
+        }
+    };
+    drop(view);
+    let answer = for_decision(&event, id_text.as_str());
+    // The strings in one call (Envoy merges the namespace once), the
+    // version on its own.
+    let fields = answer.metadata_fields();
+    let mut texts: [(&str, &str); 4] = [("", ""); 4];
+    let mut count = 0;
+    for (key, value) in &fields {
+        match value {
+            MetadataField::Text(text) => {
+                texts[count] = (key, text);
+                count += 1;
+            }
+            MetadataField::Number(n) => stream.set_metadata_number(METADATA_NAMESPACE, key, *n),
+            MetadataField::Null => {}
+        }
+    }
+    stream.set_metadata_strings(METADATA_NAMESPACE, &texts[..count]);
+    let allowed = answer.allows();
+    if allowed {
+        for (key, value) in answer.headers() {
+            stream.set_header(HeaderKind::Request, key, Some(value));
+        }
+        for key in answer.removed_headers() {
+            stream.set_header(HeaderKind::Request, key, None);
+        }
+        filter.response_headers = answer
+            .response_headers()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    } else {
+        stream.send_response(answer.status(), answer.headers(), answer.body());
+    }
+    drop(answer);
+    event.latency_us = started.elapsed().as_micros() as u64;
+    if let Some(records) = &config.records {
+        records.record(event, message);
+    }
+    allowed
+}
+
+/// What a request gets when deciding failed inside the module (a panic
+/// caught at the boundary): `onError`.
+pub fn on_internal_error(stream: &Stream, on_error: Verdict) -> bool {
+    match on_error {
+        Verdict::Allow => true,
+        Verdict::Deny => {
+            stream.send_response(
+                sentinelnet::decision::ERROR_STATUS,
+                &[],
+                "authorization unavailable: the in-process filter failed\n",
+            );
+            false
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Decision events to the sidecar's `--record-socket`: Envoy's worker hands
+//! each decision to a bounded queue (`try_send`, never waiting); a thread of
+//! the module's own turns it into a record and sends it as one Unix
+//! datagram ([`sentinelnet::audit::forward`]). A full queue, a full socket
+//! or a sidecar that is not there drops the event and counts it; the
+//! request is never affected.
+
+use prost::Message;
+use sentinelnet::audit::{forward, to_record};
+use sentinelnet::authz::message::CheckMessage;
+use sentinelnet::decision::DecisionEvent;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events waiting for the records thread, at most (as the sidecar's queue).
+const QUEUE_CAPACITY: usize = 16_384;
+/// How often the records thread collects the queue.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Counts the module keeps; logged when events are dropped.
+#[derive(Default)]
+pub struct Counts {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// The worker's end.
+pub struct Records {
+    tx: SyncSender<(DecisionEvent, CheckMessage)>,
+    pub counts: Arc<Counts>,
+}
+
+impl Records {
+    /// Start the records thread sending to `socket`.
+    pub fn start(socket: PathBuf, log: impl Fn(&str) + Send + 'static) -> std::io::Result<Records> {
+        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+        let counts = Arc::new(Counts::default());
+        let thread_counts = counts.clone();
+        std::thread::Builder::new()
+            .name("sentinelnet-records".into())
+            .spawn(move || send_events(rx, socket, thread_counts, log))?;
+        Ok(Records { tx, counts })
+    }
+
+    /// Hand one decision over; never waits.
+    pub fn record(&self, event: DecisionEvent, request: CheckMessage) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send((event, request))
+        {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn send_events(
+    rx: Receiver<(DecisionEvent, CheckMessage)>,
+    socket: PathBuf,
+    counts: Arc<Counts>,
+    log: impl Fn(&str),
+) {
+    let sender = match UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            log(&format!(
+                "sentinelnet: cannot open a datagram socket, decision events are dropped: {e}"
+            ));
+            return;
+        }
+    };
+    // A full socket drops the event instead of stalling the queue behind it.
+    let _ = sender.set_nonblocking(true);
+    let mut datagram = Vec::with_capacity(4096);
+    let mut request = Vec::with_capacity(2048);
+    let mut last_report: Option<Instant> = None;
+    let mut reported_drops = 0;
+    // Drained on a timer rather than parked in `recv()`: a parked receiver
+    // makes every `try_send` on Envoy's worker wake this thread (a futex
+    // call per request). Ends when the filter configuration (the sender)
+    // is gone.
+    let mut pending = Vec::with_capacity(1024);
+    loop {
+        std::thread::sleep(DRAIN_INTERVAL);
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(item) => pending.push(item),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        for (event, message) in pending.drain(..) {
+            send_one(
+                &sender,
+                &socket,
+                event,
+                message,
+                &mut request,
+                &mut datagram,
+                &counts,
+            );
+        }
+        let dropped = counts.dropped.load(Ordering::Relaxed);
+        if dropped > reported_drops
+            && last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(60))
+        {
+            log(&format!(
+                "sentinelnet: {} decision events dropped so far (queue or {} full, or the sidecar not listening)",
+                dropped,
+                socket.display()
+            ));
+            reported_drops = dropped;
+            last_report = Some(Instant::now());
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Turn one decision into a record and send it.
+fn send_one(
+    sender: &UnixDatagram,
+    socket: &std::path::Path,
+    event: DecisionEvent,
+    message: CheckMessage,
+    request: &mut Vec<u8>,
+    datagram: &mut Vec<u8>,
+    counts: &Counts,
+) {
+    let at = event.at;
+    request.clear();
+    let _ = message.encode(request);
+    let record = to_record("", event, None);
+    let sent = forward::encode(&record, at, Some(request), datagram).is_ok()
+        && sender.send_to(datagram, socket).is_ok();
+    let counter = if sent { &counts.sent } else { &counts.dropped };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
