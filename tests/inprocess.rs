@@ -317,12 +317,7 @@ fn a_bad_filter_config_is_refused_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = std::fs::read_to_string(repo().join("envoy/envoy-inprocess.yaml"))
         .expect("envoy-inprocess.yaml");
-    let line = template
-        .lines()
-        .find(|l| l.trim_start().starts_with("{\"bundle\""))
-        .expect("the filter_config line")
-        .trim()
-        .to_owned();
+    let line = inprocess_filter_config_line();
     let config = dir.path().join("bad.yaml");
     std::fs::write(
         &config,

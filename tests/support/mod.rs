@@ -344,14 +344,7 @@ impl Envoy {
     /// Envoy (the dynamic module), with `filter_config` replaced by
     /// `filter_config` (JSON).
     pub(crate) fn start_inprocess(filter_config: &Value, kernel_port: u16, dir: &Path) -> Envoy {
-        let template = std::fs::read_to_string(repo().join("envoy/envoy-inprocess.yaml"))
-            .expect("envoy-inprocess.yaml");
-        let line = template
-            .lines()
-            .find(|l| l.trim_start().starts_with("{\"bundle\""))
-            .expect("the filter_config line")
-            .trim()
-            .to_owned();
+        let line = inprocess_filter_config_line();
         let module_dir = module_dir();
         Envoy::start_rendered(
             "envoy/envoy-inprocess.yaml",
@@ -457,6 +450,18 @@ impl Envoy {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+}
+
+/// The `filter_config` JSON line of `envoy/envoy-inprocess.yaml`, which the
+/// tests replace with their own.
+pub(crate) fn inprocess_filter_config_line() -> String {
+    std::fs::read_to_string(repo().join("envoy/envoy-inprocess.yaml"))
+        .expect("envoy-inprocess.yaml")
+        .lines()
+        .find(|l| l.trim_start().starts_with("{\"bundle\""))
+        .expect("the filter_config line")
+        .trim()
+        .to_owned()
 }
 
 /// The directory holding `libsentinelnet_envoy.so`: `$SENTINEL_ENVOY_MODULE_DIR`,

@@ -218,6 +218,22 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     })
 }
 
+/// The request's body is complete (its last chunk, or its trailers):
+/// decide with it. Whether it goes on; `None` when the filter was not
+/// waiting for a body.
+fn decide_with_body(envoy_ptr: FilterEnvoyPtr, filter_module_ptr: FilterModulePtr) -> Option<bool> {
+    // SAFETY: pointers from this module, alive for the hook.
+    let filter = unsafe { parts(filter_module_ptr) }?;
+    if !filter.waiting_for_body {
+        return None;
+    }
+    filter.waiting_for_body = false;
+    let config = config_of(filter)?;
+    // SAFETY: the pointer of the running hook.
+    let body = unsafe { Stream::new(envoy_ptr) }.request_body();
+    Some(decide_now(envoy_ptr, filter, config, Some(body)))
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_envoy_ptr: FilterEnvoyPtr,
@@ -226,25 +242,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> RequestBodyStatus {
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: pointers from this module, alive for the hook.
-        let Some(filter) = (unsafe { parts(filter_module_ptr) }) else {
-            return REQUEST_BODY_STATUS_CONTINUE;
-        };
-        if !filter.waiting_for_body {
-            return REQUEST_BODY_STATUS_CONTINUE;
-        }
-        if !end_of_stream {
-            return REQUEST_BODY_STATUS_STOP_ITERATION_AND_BUFFER;
-        }
-        filter.waiting_for_body = false;
-        let Some(config) = config_of(filter) else {
-            return REQUEST_BODY_STATUS_CONTINUE;
-        };
-        // SAFETY: the pointer of the running hook.
-        let body = unsafe { Stream::new(filter_envoy_ptr) }.request_body();
-        if decide_now(filter_envoy_ptr, filter, config, Some(body)) {
+        let waiting = unsafe { parts(filter_module_ptr) }.is_some_and(|f| f.waiting_for_body);
+        if !waiting {
             REQUEST_BODY_STATUS_CONTINUE
-        } else {
+        } else if !end_of_stream {
+            REQUEST_BODY_STATUS_STOP_ITERATION_AND_BUFFER
+        } else if decide_with_body(filter_envoy_ptr, filter_module_ptr) == Some(false) {
             REQUEST_BODY_STATUS_STOP_ITERATION_NO_BUFFER
+        } else {
+            REQUEST_BODY_STATUS_CONTINUE
         }
     }));
     result.unwrap_or_else(|_| {
@@ -262,23 +268,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_module_ptr: FilterModulePtr,
 ) -> RequestTrailersStatus {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: pointers from this module, alive for the hook.
-        let Some(filter) = (unsafe { parts(filter_module_ptr) }) else {
-            return REQUEST_TRAILERS_STATUS_CONTINUE;
-        };
-        if !filter.waiting_for_body {
-            return REQUEST_TRAILERS_STATUS_CONTINUE;
-        }
-        filter.waiting_for_body = false;
-        let Some(config) = config_of(filter) else {
-            return REQUEST_TRAILERS_STATUS_CONTINUE;
-        };
-        // SAFETY: the pointer of the running hook.
-        let body = unsafe { Stream::new(filter_envoy_ptr) }.request_body();
-        if decide_now(filter_envoy_ptr, filter, config, Some(body)) {
-            REQUEST_TRAILERS_STATUS_CONTINUE
-        } else {
+        if decide_with_body(filter_envoy_ptr, filter_module_ptr) == Some(false) {
             REQUEST_TRAILERS_STATUS_STOP_ITERATION
+        } else {
+            REQUEST_TRAILERS_STATUS_CONTINUE
         }
     }));
     result.unwrap_or_else(|_| {
