@@ -2,7 +2,7 @@
 //! `NAME.pub` the base64 raw 32-byte public key. `ring` does the crypto (it
 //! is already in the tree through rustls).
 
-use super::{check_key_name, key_err, write_public_key, KeyError, Signer, B64};
+use super::{check_key_name, claim_public_key, key_err, write_public_key, KeyError, Signer, B64};
 use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use std::path::{Path, PathBuf};
@@ -56,34 +56,35 @@ impl Signer for FileKey {
 /// Write `NAME.key` (0600) and `NAME.pub` into `dir`.
 pub fn keygen(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
     check_key_name(name)?;
-    std::fs::create_dir_all(dir).map_err(|e| key_err(dir, format!("cannot create: {e}")))?;
+    let private = dir.join(format!("{name}.key"));
+    if private.exists() {
+        return Err(key_err(
+            &private,
+            "already exists; refusing to overwrite a key",
+        ));
+    }
+    let claimed = claim_public_key(dir, name)?;
+    let written = write_private_key(&private).map(|pair| pair.public_key().as_ref().to_vec());
+    let public = write_public_key(claimed, written)?;
+    Ok((private, public))
+}
+
+/// Generate a pair and write its private half to `private` (0600).
+fn write_private_key(private: &Path) -> Result<Ed25519KeyPair, KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 =
         Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::Generate(e.to_string()))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
         .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    for existing in [&private, &public] {
-        if existing.exists() {
-            return Err(key_err(
-                existing,
-                "already exists; refusing to overwrite a key",
-            ));
-        }
-    }
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&private)
-            .map_err(|e| key_err(&private, format!("cannot write: {e}")))?;
-        writeln!(file, "{}", B64.encode(pkcs8.as_ref()))
-            .map_err(|e| key_err(&private, format!("cannot write: {e}")))?;
-    }
-    write_public_key(dir, name, pair.public_key().as_ref())?;
-    Ok((private, public))
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(private)
+        .map_err(|e| key_err(private, format!("cannot write: {e}")))?;
+    writeln!(file, "{}", B64.encode(pkcs8.as_ref()))
+        .map_err(|e| key_err(private, format!("cannot write: {e}")))?;
+    Ok(pair)
 }

@@ -108,13 +108,16 @@ impl std::fmt::Display for KeySource {
     }
 }
 
-/// Write `NAME.pub` (base64 of the raw 32-byte key) into `dir`, refusing to
-/// replace one.
-pub(crate) fn write_public_key(dir: &Path, name: &str, key: &[u8]) -> Result<PathBuf, KeyError> {
-    use std::io::Write;
+/// Create `DIR/NAME.pub` empty, refusing to replace one. Keygen claims the
+/// file before it makes a key, so a directory that cannot take it leaves
+/// no key behind (in a file or in a token).
+pub(crate) fn claim_public_key(
+    dir: &Path,
+    name: &str,
+) -> Result<(PathBuf, std::fs::File), KeyError> {
     std::fs::create_dir_all(dir).map_err(|e| key_err(dir, format!("cannot create: {e}")))?;
     let public = dir.join(format!("{name}.pub"));
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&public)
@@ -124,9 +127,28 @@ pub(crate) fn write_public_key(dir: &Path, name: &str, key: &[u8]) -> Result<Pat
             }
             _ => key_err(&public, format!("cannot write: {e}")),
         })?;
-    writeln!(file, "{}", B64.encode(key))
-        .map_err(|e| key_err(&public, format!("cannot write: {e}")))?;
-    Ok(public)
+    Ok((public, file))
+}
+
+/// Fill a claimed `NAME.pub` with the raw 32-byte key (base64); on any
+/// failure of `key`, or of the write, the claimed file is removed.
+pub(crate) fn write_public_key(
+    claimed: (PathBuf, std::fs::File),
+    key: Result<Vec<u8>, KeyError>,
+) -> Result<PathBuf, KeyError> {
+    use std::io::Write;
+    let (public, mut file) = claimed;
+    let written = key.and_then(|key| {
+        writeln!(file, "{}", B64.encode(key))
+            .map_err(|e| key_err(&public, format!("cannot write: {e}")))
+    });
+    match written {
+        Ok(()) => Ok(public),
+        Err(e) => {
+            let _ = std::fs::remove_file(&public);
+            Err(e)
+        }
+    }
 }
 
 /// Key names are file stems, approver names and `keyId`s: identifiers,

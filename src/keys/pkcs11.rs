@@ -18,7 +18,6 @@
 //! so on a request's hot path.
 
 use super::{check_key_name, KeyError, Signer};
-use base64::Engine;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -545,7 +544,6 @@ fn ec_point_key(point: &[u8]) -> Option<&[u8]> {
 /// Generate an Ed25519 pair inside the token (private key sensitive and
 /// not extractable) labelled `name`, and write only `DIR/NAME.pub`.
 pub fn keygen(uri: &Pkcs11Uri, dir: &Path, name: &str) -> Result<PathBuf, KeyError> {
-    use std::io::Write;
     check_key_name(name)?;
     if let Some(object) = uri.object.as_deref().filter(|o| *o != name) {
         return Err(uri_err(format!(
@@ -554,27 +552,8 @@ pub fn keygen(uri: &Pkcs11Uri, dir: &Path, name: &str) -> Result<PathBuf, KeyErr
     }
     // Claim NAME.pub before touching the token: a directory that cannot be
     // written must not leave a key in the token that a rerun then refuses.
-    std::fs::create_dir_all(dir).map_err(|e| super::key_err(dir, format!("cannot create: {e}")))?;
-    let public_file = dir.join(format!("{name}.pub"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&public_file)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                super::key_err(&public_file, "already exists; refusing to overwrite a key")
-            }
-            _ => super::key_err(&public_file, format!("cannot write: {e}")),
-        })?;
-    let generated = generate_in_token(uri, name).and_then(|key| {
-        writeln!(file, "{}", super::B64.encode(key))
-            .map_err(|e| super::key_err(&public_file, format!("cannot write: {e}")))
-    });
-    if let Err(e) = generated {
-        let _ = std::fs::remove_file(&public_file);
-        return Err(e);
-    }
-    Ok(public_file)
+    let claimed = super::claim_public_key(dir, name)?;
+    super::write_public_key(claimed, generate_in_token(uri, name))
 }
 
 /// Generate the pair in the token; the raw 32-byte public key.

@@ -21,10 +21,9 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// How often the records thread collects the queue.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Counts the module keeps; logged when events are dropped.
+/// Events dropped (queue or socket full, no sidecar); logged.
 #[derive(Default)]
 pub struct Counts {
-    pub sent: AtomicU64,
     pub dropped: AtomicU64,
 }
 
@@ -140,6 +139,7 @@ fn send_one(
     let record = to_record("", event, None);
     let sent = forward::encode(&record, at, Some(request), datagram).is_ok()
         && sender.send_to(datagram, socket).is_ok();
-    let counter = if sent { &counts.sent } else { &counts.dropped };
-    counter.fetch_add(1, Ordering::Relaxed);
+    if !sent {
+        counts.dropped.fetch_add(1, Ordering::Relaxed);
+    }
 }
