@@ -76,6 +76,12 @@ enum Command {
         #[arg(long, env = "SENTINEL_DEV_PKI_OUT")]
         out: PathBuf,
     },
+    /// Print Kubernetes YAML with the Envoy and sentinelnet sidecars added
+    /// to every pod template (docs/kubernetes.md).
+    Inject(InjectArgs),
+    /// Serve the same mutation as a Kubernetes mutating admission webhook
+    /// (POST /inject, AdmissionReview v1, JSONPatch).
+    Injector(InjectorArgs),
     /// Print the base64 Ed25519 signature of a file.
     Sign {
         /// The private key: a file from keygen or a pkcs11: URI.
@@ -84,6 +90,87 @@ enum Command {
         /// The file to sign.
         file: PathBuf,
     },
+}
+
+/// What `inject` and `injector` add; pod annotations override each.
+#[derive(Args)]
+struct InjectOptionArgs {
+    /// The sidecar's bundle: a directory or .tar.gz in the image or a
+    /// mounted volume, or a URL (annotation sentinelnet.io/bundle).
+    #[arg(long, env = "SENTINEL_INJECT_BUNDLE")]
+    bundle: Option<String>,
+    /// Central's base URL (https://HOST:PORT): bundles from it with
+    /// --bundle-name, records to its ingest (annotation sentinelnet.io/central).
+    #[arg(long, env = "SENTINEL_INJECT_CENTRAL", value_parser = parse_central)]
+    central: Option<String>,
+    /// The bundle to pull from central (annotation sentinelnet.io/bundle-name).
+    #[arg(long, env = "SENTINEL_INJECT_BUNDLE_NAME", value_parser = parse_bundle_name)]
+    bundle_name: Option<String>,
+    /// The sidecar's --principal-from: peer, jwt:NAMESPACE:CLAIM or
+    /// header:NAME (annotation sentinelnet.io/principal-from).
+    #[arg(long, env = "SENTINEL_INJECT_PRINCIPAL_FROM", value_parser = parse_principal_from)]
+    principal_from: Option<String>,
+    /// The sentinelnet image.
+    #[arg(long, env = "SENTINEL_INJECT_IMAGE", default_value_t = crate::inject::default_image())]
+    image: String,
+    /// The Envoy image.
+    #[arg(long, env = "SENTINEL_INJECT_ENVOY_IMAGE", default_value = crate::inject::DEFAULT_ENVOY_IMAGE)]
+    envoy_image: String,
+    /// istio: the mesh's Envoy calls the sidecar (k8s/istio/); add only the sidecar.
+    #[arg(long, env = "SENTINEL_INJECT_MESH", value_enum, default_value_t = crate::inject::Mesh::None)]
+    mesh: crate::inject::Mesh,
+}
+
+impl InjectOptionArgs {
+    fn options(self) -> crate::inject::Options {
+        crate::inject::Options {
+            bundle: self.bundle,
+            central: self.central,
+            bundle_name: self.bundle_name,
+            principal_from: self.principal_from,
+            image: self.image,
+            envoy_image: self.envoy_image,
+            mesh: self.mesh,
+        }
+    }
+}
+
+fn parse_central(value: &str) -> Result<String, String> {
+    crate::inject::check_central(value).map(|()| value.to_string())
+}
+
+fn parse_principal_from(value: &str) -> Result<String, String> {
+    value
+        .parse::<IdentitySource>()
+        .map(|_| value.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_bundle_name(value: &str) -> Result<String, String> {
+    crate::inject::check_bundle_name(value).map(|()| value.to_string())
+}
+
+#[derive(Args)]
+struct InjectArgs {
+    /// The YAML to read (several documents and Lists); `-` or none: stdin.
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    options: InjectOptionArgs,
+}
+
+#[derive(Args)]
+struct InjectorArgs {
+    /// Where to listen (the webhook Service targets it).
+    #[arg(long, env = "SENTINEL_INJECTOR_ADDR", default_value = "0.0.0.0:8443")]
+    addr: SocketAddr,
+    /// Serving certificate (PEM), for the Service's DNS name.
+    #[arg(long, env = "SENTINEL_INJECTOR_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, env = "SENTINEL_INJECTOR_TLS_KEY")]
+    tls_key: PathBuf,
+    #[command(flatten)]
+    options: InjectOptionArgs,
 }
 
 /// Central and identity come before the command (`ctl --key K approve ID
@@ -670,7 +757,63 @@ fn run(command: Command) -> Result<(), Failure> {
             run_verify(file, trusted_keys)
         }
         Command::Ctl(args) => run_ctl(*args),
+        Command::Inject(args) => run_inject(args),
+        Command::Injector(args) => run_injector(args),
     }
+}
+
+fn run_inject(args: InjectArgs) -> Result<(), Failure> {
+    use std::io::Read as _;
+    let (text, from) = match args.file.as_deref() {
+        None => (String::new(), "stdin".to_string()),
+        Some(path) if path.as_os_str() == "-" => (String::new(), "stdin".to_string()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", path.display())))?;
+            (text, path.display().to_string())
+        }
+    };
+    let text = if from == "stdin" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::Usage(format!("stdin: cannot read: {e}")))?;
+        text
+    } else {
+        text
+    };
+    let injected = crate::inject::inject_yaml(&text, &args.options.options())
+        .map_err(|e| Failure::Usage(format!("{from}: {e}")))?;
+    for warning in &injected.warnings {
+        eprintln!("sentinelnet: warning: {warning}");
+    }
+    print!("{}", injected.yaml);
+    Ok(())
+}
+
+fn run_injector(args: InjectorArgs) -> Result<(), Failure> {
+    let tls = crate::tls::reload::ServerFiles {
+        cert: args.tls_cert,
+        key: args.tls_key,
+        client_ca: None,
+        flags: ["--tls-cert", "--tls-key", ""],
+        alpn: crate::tls::HTTP_ALPN,
+    };
+    // Refuse a bad certificate at start, with the flag that named it.
+    tls.load().map_err(|e| Failure::Usage(format!("{e:#}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(crate::inject::webhook::serve(
+            args.addr,
+            tls,
+            args.options.options(),
+            crate::shutdown::signal(),
+        ))
+        .map_err(|e| Failure::Usage(format!("{e:#}")))
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), Failure> {

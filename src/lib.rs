@@ -12,7 +12,7 @@
 //! Layers, lowest first; a module only uses those before it:
 //! helpers (`ids`, `timestamp`, `retry`, `secrets`, [`tls`], `nats`, `shutdown`) → [`policy`]
 //! → [`keys`] → [`simulate`] → [`bundle`] → [`decision`] → [`metrics`] → [`audit`] → [`authz`] →
-//! [`admin`] → `serve` / `central` / [`ctl`] → [`cli`]; `fuzzing` (entry
+//! [`admin`] → `serve` / `central` / [`ctl`] / [`inject`] → [`cli`]; `fuzzing` (entry
 //! points of the fuzz targets) sits beside `cli` at the top.
 
 mod admin;
@@ -26,6 +26,7 @@ pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+pub mod inject;
 pub mod keys;
 pub mod metrics;
 mod nats;

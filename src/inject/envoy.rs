@@ -1,0 +1,131 @@
+//! The Envoy bootstrap an injected pod runs: one listener on the pod's
+//! interfaces in front of the app, the ext_authz filter calling the
+//! sentinelnet container over the Unix socket both mount, admin on
+//! loopback only.
+//!
+//! It is passed inline (`envoy --config-yaml JSON`) rather than as a
+//! ConfigMap: a webhook mutating a Pod cannot create a ConfigMap beside it,
+//! and a pod whose Envoy config lives in its own spec cannot drift from the
+//! sidecar it calls. The text is compact JSON (YAML's subset), a few KB.
+
+use serde_json::json;
+
+/// Where Envoy's admin interface listens (loopback: `/quitquitquit` and
+/// friends must not be reachable from the network).
+pub const ADMIN_PORT: u16 = 9901;
+
+/// What one pod's Envoy needs to know.
+#[derive(Debug, Clone)]
+pub struct EnvoyPlan<'a> {
+    /// The port Envoy's listener takes on the pod's interfaces.
+    pub listen_port: u16,
+    /// The app's port on loopback.
+    pub app_port: u16,
+    /// The sidecar's ext_authz Unix socket.
+    pub socket: &'a str,
+}
+
+/// The bootstrap as one line of JSON for `--config-yaml`.
+pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
+    let access_log_format = json!({
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        // Joins the access log to the sidecar's decision records.
+        "decision_id": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decisionId)%",
+        "policy_id": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policyId)%",
+        "policy_version": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policyVersion)%",
+        "bundle_revision": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:bundleRevision)%",
+    });
+    let manager = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "app",
+        "access_log": [{
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": access_log_format},
+            },
+        }],
+        "route_config": {
+            "name": "app",
+            "virtual_hosts": [{
+                "name": "app",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app", "timeout": "30s"}}],
+            }],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.ext_authz",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "transport_api_version": "V3",
+                    // Fail closed, with a retryable 503 rather than a 403
+                    // that would look like a policy decision.
+                    "failure_mode_allow": false,
+                    "status_on_error": {"code": "ServiceUnavailable"},
+                    "include_peer_certificate": true,
+                    // Policies may read JSON bodies; larger ones arrive
+                    // truncated and surface as request.bodyError.
+                    "with_request_body": {
+                        "max_request_bytes": 65536,
+                        "allow_partial_message": true,
+                        "pack_as_bytes": true,
+                    },
+                    "grpc_service": {
+                        "envoy_grpc": {"cluster_name": "sentinelnet"},
+                        "timeout": "0.5s",
+                    },
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    });
+    let config = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": plan.listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": manager,
+                }]}],
+            }],
+            "clusters": [
+                {
+                    "name": "app",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "app",
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                            "socket_address": {"address": "127.0.0.1", "port_value": plan.app_port},
+                        }}}]}],
+                    },
+                },
+                {
+                    "name": "sentinelnet",
+                    "type": "STATIC",
+                    "connect_timeout": "0.25s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        },
+                    },
+                    "load_assignment": {
+                        "cluster_name": "sentinelnet",
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": plan.socket}}}}]}],
+                    },
+                },
+            ],
+        },
+    });
+    config.to_string()
+}
