@@ -28,6 +28,8 @@ pub struct AuditCounters {
     pub rejected: IntCounter,
     pub queue_depth: IntGauge,
     pub spool_bytes: IntGauge,
+    /// `--spool-max-bytes` with a spool (0 without): alerts compare the two.
+    pub spool_limit: IntGauge,
     pub backlog: IntGauge,
     pub ship_failures: IntCounter,
     pub ship_latency: Histogram,
@@ -188,6 +190,10 @@ impl Metrics {
             spool_bytes: gauge(
                 "sentinel_audit_spool_bytes",
                 "Bytes of decision records in the spool.",
+            ),
+            spool_limit: gauge(
+                "sentinel_audit_spool_limit_bytes",
+                "The spool's bound (--spool-max-bytes); 0 without --spool-dir.",
             ),
             backlog: gauge(
                 "sentinel_audit_backlog_records",

@@ -390,6 +390,12 @@ fn strip_injection(mut pod: Value) -> Value {
                 .map(|m| m.remove("annotations"));
         }
     }
+    if let Some(labels) = pod["metadata"]["labels"].as_object_mut() {
+        labels.remove("sentinelnet.io/sidecar");
+        if labels.is_empty() {
+            pod["metadata"].as_object_mut().map(|m| m.remove("labels"));
+        }
+    }
     if pod["spec"]["volumes"].as_array().is_some_and(Vec::is_empty) {
         pod["spec"].as_object_mut().map(|m| m.remove("volumes"));
     }
@@ -408,7 +414,7 @@ fn arb_pod() -> impl Strategy<Value = Value> {
         proptest::collection::vec(container, 1..4),
         any::<bool>(),
         any::<bool>(),
-        proptest::option::of(proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..3)),
+        proptest::option::of(proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 1..3)),
     )
         .prop_map(|(containers, opted_out, with_volume, labels)| {
             let mut seen_ports = std::collections::BTreeSet::new();

@@ -200,6 +200,9 @@ impl Pipeline {
                     None => Chain::fresh(Uuid::now_v7().to_string()),
                 };
                 spool.set_chain(&chain.chain_id);
+                counters
+                    .spool_limit
+                    .set(i64::try_from(config.max_bytes).unwrap_or(i64::MAX));
                 (Box::new(spool), chain)
             }
             None => (

@@ -84,6 +84,10 @@ pub enum InjectError {
     )]
     NoBundle { workload: String },
     #[error(
+        "{workload}: the bundle name is {name:?} but no central serves it: pass --central or annotate the pod template with sentinelnet.io/central"
+    )]
+    NoCentral { workload: String, name: String },
+    #[error(
         "{workload}: no container declares a port, so Envoy has nothing to front; declare the app port, annotate sentinelnet.io/inject: disabled, or use --mesh istio"
     )]
     NoPort { workload: String },

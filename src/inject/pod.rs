@@ -29,6 +29,8 @@ pub const KEYS_DIR: &str = "/etc/sentinel/keys";
 pub const TLS_SECRET: &str = "sentinelnet-client-tls";
 /// The ConfigMap with the keys bundles must be signed by (`central.pub`).
 pub const KEYS_CONFIGMAP: &str = "sentinelnet-trusted-keys";
+/// The label of injected pods.
+pub const SIDECAR_LABEL: &str = "sentinelnet.io/sidecar";
 /// First port tried for Envoy's listener.
 pub const ENVOY_PORT: u16 = 10000;
 /// The spool's bound, under the `emptyDir` size limit below.
@@ -186,6 +188,10 @@ pub fn inject(
         Mesh::Istio => "istio",
     };
     annotations.insert(annotations::INJECTED.into(), mode.into());
+    // A label (annotations cannot be selected on): NetworkPolicies let
+    // only pods with a sidecar reach central (k8s/overlays/prod).
+    let labels = map_mut(metadata, "labels").ok_or_else(|| shape("metadata.labels"))?;
+    labels.insert(SIDECAR_LABEL.into(), "true".into());
     Ok(Outcome::Injected(injected))
 }
 
@@ -273,8 +279,14 @@ fn sources(
         .or_else(|| annotated_central.then(from_central).flatten())
         .or_else(|| options.bundle.clone())
         .or_else(from_central)
-        .ok_or_else(|| InjectError::NoBundle {
-            workload: workload.to_string(),
+        .ok_or_else(|| match &name {
+            Some(name) if central.is_none() => InjectError::NoCentral {
+                workload: workload.to_string(),
+                name: name.clone(),
+            },
+            _ => InjectError::NoBundle {
+                workload: workload.to_string(),
+            },
         })?;
     let principal_from =
         annotated(annotations::PRINCIPAL_FROM).or_else(|| options.principal_from.clone());

