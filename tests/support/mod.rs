@@ -107,7 +107,9 @@ pub(crate) fn kubernetes_validate_bin() -> PathBuf {
 /// A tool from Debian's packages that `.ci/run` installs (`prometheus`,
 /// `promtool`): `$env`, else the command on PATH.
 pub(crate) fn debian_tool(env: &str, command: &str) -> PathBuf {
-    let path = std::env::var(env).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(command));
+    let path = std::env::var(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(command));
     let found = Command::new(&path)
         .arg("--version")
         .stdout(Stdio::null())
