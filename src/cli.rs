@@ -127,8 +127,13 @@ struct InjectOptionArgs {
 }
 
 impl InjectOptionArgs {
-    fn options(self) -> crate::inject::Options {
-        crate::inject::Options {
+    fn options(self) -> Result<crate::inject::Options, Failure> {
+        if self.mode == crate::inject::Mode::InProcess && self.mesh == crate::inject::Mesh::Istio {
+            return Err(Failure::Usage(
+                "--mode inprocess needs the Envoy inject adds; with --mesh istio the mesh's Envoy calls the sidecar (use --mode sidecar)".into(),
+            ));
+        }
+        Ok(crate::inject::Options {
             bundle: self.bundle,
             central: self.central,
             bundle_name: self.bundle_name,
@@ -137,7 +142,7 @@ impl InjectOptionArgs {
             envoy_image: self.envoy_image,
             mesh: self.mesh,
             mode: self.mode,
-        }
+        })
     }
 }
 
@@ -788,7 +793,8 @@ fn run_inject(args: InjectArgs) -> Result<(), Failure> {
     } else {
         text
     };
-    let injected = crate::inject::inject_yaml(&text, &args.options.options())
+    let options = args.options.options()?;
+    let injected = crate::inject::inject_yaml(&text, &options)
         .map_err(|e| Failure::Usage(format!("{from}: {e}")))?;
     for warning in &injected.warnings {
         eprintln!("sentinelnet: warning: {warning}");
@@ -798,6 +804,7 @@ fn run_inject(args: InjectArgs) -> Result<(), Failure> {
 }
 
 fn run_injector(args: InjectorArgs) -> Result<(), Failure> {
+    let options = args.options.options()?;
     let tls = crate::tls::reload::ServerFiles {
         cert: args.tls_cert,
         key: args.tls_key,
@@ -816,7 +823,7 @@ fn run_injector(args: InjectorArgs) -> Result<(), Failure> {
         .block_on(crate::inject::webhook::serve(
             args.addr,
             tls,
-            args.options.options(),
+            options,
             crate::shutdown::signal(),
         ))
         .map_err(|e| Failure::Usage(format!("{e:#}")))

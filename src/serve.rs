@@ -331,6 +331,7 @@ async fn start_grpc(
             }
             let listener = tokio::net::UnixListener::bind(path)
                 .with_context(|| format!("cannot listen on unix socket {}", path.display()))?;
+            crate::audit::socket::share_with_group(path)?;
             tracing::info!(path = %path.display(), "ext_authz gRPC listening");
             ListenerKind::Unix(listener)
         }

@@ -267,6 +267,44 @@ fn bad_input_is_one_line_naming_what_and_where() {
         (dir.path().join("missing.yaml"), vec!["--bundle", "/b"], "missing.yaml: cannot read"),
         (
             write(
+                "host.yaml",
+                &deployment.replace("      containers:", "      hostNetwork: true\n      containers:"),
+            ),
+            vec!["--bundle", "/b"],
+            "Deployment/kernel: hostNetwork pods share the node's ports",
+        ),
+        (
+            write(
+                "envoy-named.yaml",
+                &deployment.replace("- name: kernel\n", "- name: envoy\n"),
+            ),
+            vec!["--bundle", "/b"],
+            "the pod already has a container named \"envoy\"",
+        ),
+        (
+            write(
+                "volume-named.yaml",
+                &deployment.replace(
+                    "      containers:",
+                    "      volumes: [{name: sentinelnet-spool, emptyDir: {}}]\n      containers:",
+                ),
+            ),
+            vec!["--bundle", "/b"],
+            "the pod already has a volume named \"sentinelnet-spool\"",
+        ),
+        (
+            write(
+                "port-named.yaml",
+                &deployment.replace(
+                    "ports: [{containerPort: 8080, name: http}]",
+                    "ports: [{containerPort: 8080, name: http}, {containerPort: 8081, name: app-http}]",
+                ),
+            ),
+            vec!["--bundle", "/b"],
+            "the pod already has a port named \"app-http\"",
+        ),
+        (
+            write(
                 "mode.yaml",
                 &deployment.replace(
                     "metadata: {labels: {app: kernel}}",
@@ -717,9 +755,10 @@ fn injector_patch_gives_the_pod_inject_prints() {
     assert_eq!(again["allowed"], true);
     assert!(again.get("patch").is_none(), "{again}");
 
-    // A Job's pod gets native sidecars.
+    // A pod that runs to completion (a Job's) gets native sidecars.
     let mut job_pod = pod.clone();
     job_pod["metadata"]["ownerReferences"][0]["kind"] = json!("Job");
+    job_pod["spec"]["restartPolicy"] = json!("Never");
     let job = injector.review(&job_pod, "Pod");
     let patch = base64::engine::general_purpose::STANDARD
         .decode(job["patch"].as_str().expect("patch"))
@@ -919,6 +958,25 @@ fn run_injected_pod(mode: &str) {
                 .is_ok_and(|r| r.status() == 200)
         },
     );
+    // Envoy runs as another user in the pod's group: the sidecar's sockets
+    // are 0660.
+    let mut sockets = 0;
+    for entry in std::fs::read_dir(dir.path().join("sentinelnet-socket")).expect("socket dir") {
+        use std::os::unix::fs::PermissionsExt;
+        let entry = entry.expect("entry");
+        let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "{}", entry.path().display());
+        sockets += 1;
+    }
+    assert_eq!(
+        sockets,
+        if mode == "inprocess" { 2 } else { 1 },
+        "ext_authz (and records) sockets"
+    );
+    assert_eq!(
+        envoy["securityContext"]["runAsGroup"], sentinel["securityContext"]["runAsGroup"],
+        "one group for both"
+    );
     assert_eq!(envoy["command"], json!(["envoy"]));
     let envoy_log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
     let _envoy = Proc {
@@ -1031,4 +1089,58 @@ fn injected_pod_runs_and_decides() {
 #[test]
 fn injected_inprocess_pod_runs_and_decides() {
     run_injected_pod("inprocess");
+}
+
+/// The edge cases of `tests/inject/edge.yaml`, checked as properties.
+#[test]
+fn run_to_completion_grpc_udp_octal_modes_and_service_lists() {
+    let out = run_inject(
+        &repo().join("tests/inject/edge.yaml"),
+        &["--bundle", "/etc/sentinel/bundle.tar.gz"],
+    );
+    assert!(out.status.success());
+    let docs = documents(&String::from_utf8_lossy(&out.stdout));
+    // A bare Pod with restartPolicy Never: native sidecars, so it completes.
+    let once = &docs[0]["spec"];
+    let init = once["initContainers"].as_array().expect("initContainers");
+    assert_eq!(init.len(), 2);
+    assert!(init.iter().all(|c| c["restartPolicy"] == "Always"));
+    assert_eq!(once["containers"].as_array().expect("containers").len(), 1);
+    // The gRPC app: its TCP port (not the UDP one) behind Envoy, spoken to
+    // in HTTP/2; the preStop hook follows the rename.
+    let spec = &docs[1]["spec"]["template"]["spec"];
+    let app = &spec["containers"][0];
+    assert_eq!(app["ports"][0]["name"], "dns", "the UDP port is left alone");
+    assert_eq!(app["ports"][1]["name"], "app-grpc-api");
+    assert_eq!(
+        app["lifecycle"]["preStop"]["httpGet"]["port"],
+        "app-grpc-api"
+    );
+    let envoy = &containers_named(&docs[1..2], "envoy")[0];
+    let config: Value =
+        serde_json::from_str(envoy["args"][1].as_str().expect("bootstrap")).expect("JSON");
+    let app_cluster = config["static_resources"]["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .find(|c| c["name"] == "app")
+        .expect("app cluster");
+    assert_eq!(
+        app_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["port_value"],
+        9000
+    );
+    assert!(app_cluster["typed_extension_protocol_options"]
+        .to_string()
+        .contains("http2_protocol_options"));
+    // `defaultMode: 0400` stays the number Kubernetes reads (256).
+    let secret = &spec["volumes"][0]["secret"];
+    assert_eq!(secret["defaultMode"], 256);
+    assert_eq!(secret["items"][0]["mode"], 0o440);
+    // The Service inside a ServiceList is checked too.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Service/rpc: port 9000 targets port 9000 of Deployment/rpc by number"),
+        "{stderr}"
+    );
 }

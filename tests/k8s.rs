@@ -78,11 +78,13 @@ fn validate(docs: &[Value], dir: &Path, name: &str) -> Result<(), String> {
     }
 }
 
-/// Items of `List`s as documents of their own (List has no schema).
+/// Items of `List`s (and `ServiceList`s…) as documents of their own.
 fn flatten(docs: Vec<Value>) -> Vec<Value> {
     docs.into_iter()
         .flat_map(|d| match d["kind"].as_str() {
-            Some("List") => d["items"].as_array().cloned().unwrap_or_default(),
+            Some(kind) if kind.ends_with("List") => {
+                d["items"].as_array().cloned().unwrap_or_default()
+            }
             _ => vec![d],
         })
         .collect()

@@ -20,7 +20,23 @@ pub fn bind(path: &Path) -> std::io::Result<UnixDatagram> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         std::fs::remove_file(path)?;
     }
-    UnixDatagram::bind(path)
+    let socket = UnixDatagram::bind(path)?;
+    share_with_group(path)?;
+    Ok(socket)
+}
+
+/// Mode 0660 on a socket this process created: writing to a Unix socket
+/// (connecting, sending) needs write permission, and Envoy runs as another
+/// user. In a pod both containers share the group (`sentinelnet inject`
+/// runs them with one `runAsGroup`); others get nothing.
+pub fn share_with_group(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot set the mode of {}: {e}", path.display()),
+        )
+    })
 }
 
 /// Receive events until `stop` resolves, then remove the socket file (and

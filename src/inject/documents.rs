@@ -42,10 +42,11 @@ const TEMPLATE_KINDS: &[&str] = &[
 pub fn inject_yaml(text: &str, options: &Options) -> Result<Injection, InjectError> {
     let mut documents = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| InjectError::Yaml {
+        let mut value = Value::deserialize(document).map_err(|e| InjectError::Yaml {
             document: index + 1,
             message: e.to_string(),
         })?;
+        octal_modes(&mut value);
         documents.push(value);
     }
     let mut taken = Vec::new();
@@ -71,6 +72,30 @@ pub fn inject_yaml(text: &str, options: &Options) -> Result<Injection, InjectErr
         warnings,
         injected,
     })
+}
+
+/// File modes written the usual way (`defaultMode: 0400`) are octal numbers
+/// to Kubernetes (YAML 1.1), but a YAML 1.2 reader keeps them as the
+/// string "0400", which would be printed quoted and refused by the API
+/// server. Turn them back into the numbers Kubernetes reads.
+fn octal_modes(value: &mut Value) {
+    match value {
+        Value::Mapping(mapping) => {
+            for (key, child) in mapping.iter_mut() {
+                let is_mode = matches!(key.as_str(), Some("defaultMode" | "mode"));
+                let octal = child
+                    .as_str()
+                    .filter(|text| text.len() > 1 && text.starts_with('0'))
+                    .and_then(|text| u32::from_str_radix(&text[1..], 8).ok());
+                match octal {
+                    Some(number) if is_mode => *child = Value::from(number),
+                    _ => octal_modes(child),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
 }
 
 fn kind(object: &Value) -> &str {
@@ -105,37 +130,32 @@ fn visit(
         workload: workload.clone(),
         path: path.to_string(),
     };
-    let (template, jobs) =
-        if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
-            let items = object
-                .get_mut("items")
-                .and_then(Value::as_sequence_mut)
-                .ok_or_else(|| shape("items"))?;
-            for item in items {
-                visit(item, options, taken, warnings, injected)?;
-            }
-            return Ok(());
-        } else if kind == "Pod" {
-            (Some(object), false)
-        } else if TEMPLATE_KINDS.contains(&kind.as_str()) {
-            (
-                object.get_mut("spec").and_then(|s| s.get_mut("template")),
-                kind == "Job",
-            )
-        } else if kind == "CronJob" {
-            let template = object
-                .get_mut("spec")
-                .and_then(|s| s.get_mut("jobTemplate"))
-                .and_then(|j| j.get_mut("spec"))
-                .and_then(|s| s.get_mut("template"));
-            (template, true)
-        } else {
-            return Ok(());
-        };
+    let template = if kind == "List" || (kind.ends_with("List") && object.get("items").is_some()) {
+        let items = object
+            .get_mut("items")
+            .and_then(Value::as_sequence_mut)
+            .ok_or_else(|| shape("items"))?;
+        for item in items {
+            visit(item, options, taken, warnings, injected)?;
+        }
+        return Ok(());
+    } else if kind == "Pod" {
+        Some(object)
+    } else if TEMPLATE_KINDS.contains(&kind.as_str()) {
+        object.get_mut("spec").and_then(|s| s.get_mut("template"))
+    } else if kind == "CronJob" {
+        object
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("jobTemplate"))
+            .and_then(|j| j.get_mut("spec"))
+            .and_then(|s| s.get_mut("template"))
+    } else {
+        return Ok(());
+    };
     let template = template
         .and_then(Value::as_mapping_mut)
         .ok_or_else(|| shape("the pod template"))?;
-    let Some(outcome) = inject_template(template, options, &workload, jobs)? else {
+    let Some(outcome) = inject_template(template, options, &workload)? else {
         return Err(shape("spec"));
     };
     if let Outcome::Injected(done) = outcome {
@@ -166,7 +186,6 @@ pub fn inject_template(
     template: &mut Mapping,
     options: &Options,
     workload: &str,
-    jobs: bool,
 ) -> Result<Option<Outcome>, InjectError> {
     // Both fields are edited at once: lift metadata out and put it back in
     // its place (a template without metadata gets it at the end).
@@ -176,7 +195,7 @@ pub fn inject_template(
         .unwrap_or(Value::Null);
     let outcome = template
         .get_mut("spec")
-        .map(|spec| pod::inject(&mut metadata, spec, options, workload, jobs));
+        .map(|spec| pod::inject(&mut metadata, spec, options, workload));
     match template.get_mut("metadata") {
         Some(slot) => *slot = metadata,
         None if metadata.as_mapping().is_some_and(|m| !m.is_empty()) => {
@@ -190,7 +209,7 @@ pub fn inject_template(
 /// Warn about Service ports selecting a taken-over pod and targeting the
 /// app port by number: that traffic goes to the app, past Envoy.
 fn services(object: &Value, taken: &[TakenOver], warnings: &mut Vec<String>) {
-    if kind(object) == "List" {
+    if kind(object).ends_with("List") {
         for item in object
             .get("items")
             .and_then(Value::as_sequence)
@@ -218,9 +237,12 @@ fn services(object: &Value, taken: &[TakenOver], warnings: &mut Vec<String>) {
     };
     let service = workload_name(object);
     for pod in taken {
-        if pod.namespace.as_deref() != namespace
-            || !selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
-        {
+        // No namespace on either side: the one kubectl applies to.
+        let same_namespace = match (pod.namespace.as_deref(), namespace) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if !same_namespace || !selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)) {
             continue;
         }
         for port in object

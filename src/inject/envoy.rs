@@ -21,6 +21,8 @@ pub struct EnvoyPlan<'a> {
     pub listen_port: u16,
     /// The app's port on loopback.
     pub app_port: u16,
+    /// Speak HTTP/2 to the app (gRPC, h2c) instead of HTTP/1.1.
+    pub upstream_http2: bool,
     pub authz: Authz<'a>,
 }
 
@@ -97,6 +99,13 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
     let manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "app",
+        // Policies see the path the app will route on: `//admin`,
+        // `/x/../admin` and `%2F` cannot slip past a path rule.
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        // WebSockets pass (the upgrade request is decided like any other).
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
         "access_log": [{
             "name": "envoy.access_loggers.stdout",
             "typed_config": {
@@ -109,7 +118,8 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
             "virtual_hosts": [{
                 "name": "app",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app", "timeout": "30s"}}],
+                // No route timeout: streams and long polls are the app's to end.
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app", "timeout": "0s"}}],
             }],
         },
         "http_filters": [
@@ -120,7 +130,7 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
             },
         ],
     });
-    let mut clusters = vec![json!({
+    let mut app = json!({
         "name": "app",
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -130,7 +140,16 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
                 "socket_address": {"address": "127.0.0.1", "port_value": plan.app_port},
             }}}]}],
         },
-    })];
+    });
+    if plan.upstream_http2 {
+        app["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        });
+    }
+    let mut clusters = vec![app];
     if let Authz::ExtAuthz { socket } = plan.authz {
         clusters.push(json!({
             "name": "sentinelnet",
@@ -153,6 +172,7 @@ pub fn bootstrap(plan: &EnvoyPlan<'_>) -> String {
         "static_resources": {
             "listeners": [{
                 "name": "ingress",
+                // IPv4 (binding `::` fails where a node disables IPv6).
                 "address": {"socket_address": {"address": "0.0.0.0", "port_value": plan.listen_port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",

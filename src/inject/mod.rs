@@ -123,6 +123,16 @@ pub enum InjectError {
         port: u16,
         what: &'static str,
     },
+    #[error(
+        "{workload}: hostNetwork pods share the node's ports and address, so Envoy cannot stand in front of the app; annotate sentinelnet.io/inject: disabled"
+    )]
+    HostNetwork { workload: String },
+    #[error("{workload}: the pod already has a {what} named {name:?}, which inject adds")]
+    NameTaken {
+        workload: String,
+        what: &'static str,
+        name: String,
+    },
     #[error("{workload}: annotation {key}: {message}")]
     Annotation {
         workload: String,

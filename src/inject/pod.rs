@@ -19,6 +19,7 @@ pub const SOCKET_DIR: &str = "/run/sentinel";
 pub const SOCKET: &str = "/run/sentinel/authz.sock";
 /// With Istio, the mesh's own Envoy calls the sidecar over loopback.
 pub const ISTIO_GRPC_ADDR: &str = "127.0.0.1:9191";
+const ISTIO_GRPC_PORT: u16 = 9191;
 pub const ADMIN_PORT: u16 = 9192;
 pub const ADMIN_PORT_NAME: &str = "sentinel-admin";
 pub const SPOOL_DIR: &str = "/var/spool/sentinel";
@@ -82,7 +83,7 @@ impl Sources {
     /// The bundle the in-process module reads: the copy the sidecar pulls
     /// from a registry, or the same local path.
     fn module_bundle(&self) -> String {
-        if is_https(&self.bundle) {
+        if is_registry(&self.bundle) {
             format!("{MODULE_BUNDLE_DIR}/bundle.tar.gz")
         } else {
             self.bundle.clone()
@@ -91,16 +92,16 @@ impl Sources {
 }
 
 /// Mutate the pod with `metadata` and `spec` (`workload` names it in
-/// errors and warnings, e.g. `Deployment/kernel`). `jobs` is true for the
-/// pods of Jobs and CronJobs: their sidecars are native sidecars (init
-/// containers with `restartPolicy: Always`), which Kubernetes stops when
-/// the job's own containers finish.
+/// errors and warnings, e.g. `Deployment/kernel`). A pod that runs to
+/// completion (`restartPolicy` `Never` or `OnFailure`: every Job's and
+/// CronJob's) gets native sidecars (init containers with `restartPolicy:
+/// Always`), which Kubernetes stops when the pod's own containers finish;
+/// plain sidecars would keep it running forever.
 pub fn inject(
     metadata: &mut Value,
     spec: &mut Value,
     options: &Options,
     workload: &str,
-    jobs: bool,
 ) -> Result<Outcome, InjectError> {
     let shape = |path: &str| InjectError::Shape {
         workload: workload.to_string(),
@@ -129,11 +130,25 @@ pub fn inject(
             message: "inprocess needs the Envoy inject adds; with --mesh istio the mesh's Envoy decides through the sidecar".into(),
         });
     }
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        // Envoy's and the sidecar's ports would be the node's, and the app
+        // would stay reachable on the node's address past Envoy.
+        return Err(InjectError::HostNetwork {
+            workload: workload.to_string(),
+        });
+    }
+    let jobs = matches!(
+        spec.get("restartPolicy").and_then(Value::as_str),
+        Some("Never" | "OnFailure")
+    );
+    check_names(spec, options.mesh, workload)?;
     let used_ports = container_ports(spec);
-    for (port, what) in [
-        (ADMIN_PORT, "the sidecar's admin port"),
-        (envoy::ADMIN_PORT, "Envoy's admin port"),
-    ] {
+    let mut reserved = vec![(ADMIN_PORT, "the sidecar's admin port")];
+    match options.mesh {
+        Mesh::None => reserved.push((envoy::ADMIN_PORT, "Envoy's admin port")),
+        Mesh::Istio => reserved.push((ISTIO_GRPC_PORT, "the sidecar's ext_authz port for Istio")),
+    }
+    for (port, what) in reserved {
         if used_ports.iter().any(|p| p.number == port) {
             return Err(InjectError::PortTaken {
                 workload: workload.to_string(),
@@ -163,6 +178,16 @@ pub fn inject(
         let envoy_port_name = match &app.name {
             Some(name) => {
                 let renamed = app_port_name(name);
+                if used_ports
+                    .iter()
+                    .any(|p| p.name.as_deref() == Some(&renamed))
+                {
+                    return Err(InjectError::NameTaken {
+                        workload: workload.to_string(),
+                        what: "port",
+                        name: renamed,
+                    });
+                }
                 rename_port(spec, name, &renamed);
                 name.clone()
             }
@@ -183,6 +208,7 @@ pub fn inject(
                 name
             }
         };
+        let upstream_http2 = app.http2;
         let authz = match sources.mode {
             Mode::Sidecar => Authz::ExtAuthz { socket: SOCKET },
             Mode::InProcess => Authz::InProcess {
@@ -195,6 +221,7 @@ pub fn inject(
             &EnvoyPlan {
                 listen_port,
                 app_port: app.number,
+                upstream_http2,
                 authz,
             },
             &envoy_port_name,
@@ -359,6 +386,13 @@ fn sources(
 struct Port {
     number: u16,
     name: Option<String>,
+    /// Declared in an init container (never the app port).
+    init: bool,
+    /// TCP (Envoy fronts only TCP).
+    tcp: bool,
+    /// The app speaks HTTP/2 in clear text (gRPC, h2c): by `appProtocol`,
+    /// or Istio's naming convention (`grpc…`, `http2…`, `h2c…`).
+    http2: bool,
 }
 
 fn container_ports(spec: &Mapping) -> Vec<Port> {
@@ -384,7 +418,22 @@ fn container_ports(spec: &Mapping) -> Vec<Port> {
                     continue;
                 };
                 let name = port.get("name").and_then(Value::as_str).map(String::from);
-                ports.push(Port { number, name });
+                let tcp = port
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .is_none_or(|p| p == "TCP");
+                let app_protocol = port.get("appProtocol").and_then(Value::as_str);
+                let http2 = matches!(app_protocol, Some("kubernetes.io/h2c" | "grpc" | "h2c"))
+                    || name
+                        .as_deref()
+                        .is_some_and(|n| ["grpc", "http2", "h2c"].iter().any(|p| n.starts_with(p)));
+                ports.push(Port {
+                    number,
+                    name,
+                    init: list == "initContainers",
+                    tcp,
+                    http2,
+                });
             }
         }
     }
@@ -394,11 +443,12 @@ fn container_ports(spec: &Mapping) -> Vec<Port> {
 /// The app port: the one `sentinelnet.io/port` names (by name or number),
 /// else the first container's first port.
 fn app_port(ports: &[Port], requested: Option<&str>, workload: &str) -> Result<Port, InjectError> {
+    let mut candidates = ports.iter().filter(|p| !p.init && p.tcp);
     let found = match requested {
-        Some(wanted) => ports.iter().find(|p| {
+        Some(wanted) => candidates.find(|p| {
             p.name.as_deref() == Some(wanted) || wanted.parse::<u16>().ok() == Some(p.number)
         }),
-        None => ports.first(),
+        None => candidates.next(),
     };
     found.cloned().ok_or_else(|| match requested {
         Some(wanted) => InjectError::Annotation {
@@ -442,12 +492,25 @@ fn rename_port(spec: &mut Mapping, from: &str, to: &str) {
                 }
             }
         }
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let mut handlers: Vec<&mut Value> = Vec::new();
+        for (key, value) in container.iter_mut() {
+            match key.as_str() {
+                Some("livenessProbe" | "readinessProbe" | "startupProbe") => handlers.push(value),
+                Some("lifecycle") => {
+                    if let Some(hooks) = value.as_mapping_mut() {
+                        for (hook, handler) in hooks.iter_mut() {
+                            if matches!(hook.as_str(), Some("postStart" | "preStop")) {
+                                handlers.push(handler);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for handler in handlers {
             for action in ["httpGet", "tcpSocket"] {
-                let port = container
-                    .get_mut(probe)
-                    .and_then(|p| p.get_mut(action))
-                    .and_then(|a| a.get_mut("port"));
+                let port = handler.get_mut(action).and_then(|a| a.get_mut("port"));
                 if let Some(port) = port {
                     if port.as_str() == Some(from) {
                         *port = Value::from(to);
@@ -516,11 +579,11 @@ fn resources(requests: serde_json::Value, limits: serde_json::Value) -> Value {
 
 /// Non-root, read-only root, no privilege escalation, no capabilities,
 /// the runtime's default seccomp profile.
-fn hardened(uid: u32) -> Value {
+fn hardened(uid: u32, gid: u32) -> Value {
     ordered([
         ("runAsNonRoot", json!(true)),
         ("runAsUser", json!(uid)),
-        ("runAsGroup", json!(uid)),
+        ("runAsGroup", json!(gid)),
         ("readOnlyRootFilesystem", json!(true)),
         ("allowPrivilegeEscalation", json!(false)),
         ("capabilities", json!({"drop": ["ALL"]})),
@@ -530,6 +593,56 @@ fn hardened(uid: u32) -> Value {
 
 fn is_https(url: &str) -> bool {
     url.starts_with("https://")
+}
+
+/// A registry source (central, or any bundle URL) rather than a path.
+fn is_registry(url: &str) -> bool {
+    is_https(url) || url.starts_with("http://")
+}
+
+/// The names inject adds must be free: two containers or volumes of one
+/// name, or a port name used twice, and the API server refuses the pod.
+fn check_names(spec: &Mapping, mesh: Mesh, workload: &str) -> Result<(), InjectError> {
+    let taken = |list: &str, name: &str| {
+        spec.get(list)
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .any(|item| item.get("name").and_then(Value::as_str) == Some(name))
+    };
+    if mesh == Mesh::None && (taken("containers", "envoy") || taken("initContainers", "envoy")) {
+        return Err(InjectError::NameTaken {
+            workload: workload.to_string(),
+            what: "container",
+            name: "envoy".into(),
+        });
+    }
+    for volume in [
+        "sentinelnet-socket",
+        "sentinelnet-spool",
+        "sentinelnet-tls",
+        "sentinelnet-keys",
+        "sentinelnet-bundle",
+    ] {
+        if taken("volumes", volume) {
+            return Err(InjectError::NameTaken {
+                workload: workload.to_string(),
+                what: "volume",
+                name: volume.into(),
+            });
+        }
+    }
+    let ports = container_ports(spec);
+    for name in [ADMIN_PORT_NAME] {
+        if ports.iter().any(|p| p.name.as_deref() == Some(name)) {
+            return Err(InjectError::NameTaken {
+                workload: workload.to_string(),
+                what: "port",
+                name: name.into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn sentinel_container(
@@ -548,7 +661,7 @@ fn sentinel_container(
     if let Some(principal_from) = &sources.principal_from {
         args.push(format!("--principal-from={principal_from}"));
     }
-    if is_https(&sources.bundle) {
+    if is_registry(&sources.bundle) {
         // Signed bundles only, and the last good one survives a restart
         // while central is down. In-process, the module reads that copy.
         args.push(format!("--trusted-keys={KEYS_DIR}"));
@@ -582,6 +695,14 @@ fn sentinel_container(
     if options.mesh == Mesh::None {
         mounts.push(mount("sentinelnet-socket", SOCKET_DIR, false));
     }
+    if needs_plain_http(sources) {
+        // Plain http:// to central: development only (the sidecar refuses
+        // it otherwise).
+        env.push(ordered([
+            ("name", json!("DEV_SKIP_MTLS")),
+            ("value", json!("true")),
+        ]));
+    }
     if needs_tls(sources) {
         for (name, file) in [
             ("KERNEL_MTLS_CERT_PATH", "tls.crt"),
@@ -595,7 +716,7 @@ fn sentinel_container(
         }
         mounts.push(mount("sentinelnet-tls", TLS_DIR, true));
     }
-    if is_https(&sources.bundle) {
+    if is_registry(&sources.bundle) {
         mounts.push(mount("sentinelnet-keys", KEYS_DIR, true));
         if sources.mode == Mode::InProcess {
             mounts.push(mount("sentinelnet-bundle", MODULE_BUNDLE_DIR, false));
@@ -632,7 +753,7 @@ fn sentinel_container(
             json!({"cpu": "50m", "memory": "32Mi"}),
             json!({"cpu": "1", "memory": "128Mi"}),
         ),
-        security_context: hardened(SENTINEL_UID),
+        security_context: hardened(SENTINEL_UID, SENTINEL_UID),
         volume_mounts: mounts,
     }
 }
@@ -641,12 +762,17 @@ fn needs_tls(sources: &Sources) -> bool {
     is_https(&sources.bundle) || sources.central.as_deref().is_some_and(is_https)
 }
 
+fn needs_plain_http(sources: &Sources) -> bool {
+    let plain = |url: &str| url.starts_with("http://");
+    plain(&sources.bundle) || sources.central.as_deref().is_some_and(plain)
+}
+
 /// The module's `filter_config` (SPEC §11): the same bundle, keys,
 /// identity source and on-error answer as the sidecar would use.
 fn module_config(sources: &Sources) -> String {
     let mut config = serde_json::Map::new();
     config.insert("bundle".into(), json!(sources.module_bundle()));
-    if is_https(&sources.bundle) {
+    if is_registry(&sources.bundle) {
         config.insert("trustedKeys".into(), json!(KEYS_DIR));
     }
     config.insert("records".into(), json!(format!("unix:{RECORD_SOCKET}")));
@@ -676,7 +802,7 @@ fn envoy_container(
             ("name", json!("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")),
             ("value", json!(MODULE_DIR)),
         ]));
-        if is_https(&sources.bundle) {
+        if is_registry(&sources.bundle) {
             mounts.push(mount("sentinelnet-bundle", MODULE_BUNDLE_DIR, true));
             mounts.push(mount("sentinelnet-keys", KEYS_DIR, true));
         }
@@ -714,7 +840,8 @@ fn envoy_container(
             json!({"cpu": "100m", "memory": "64Mi"}),
             json!({"cpu": "2", "memory": "256Mi"}),
         ),
-        security_context: hardened(ENVOY_UID),
+        // The sidecar's group: its sockets are 0660.
+        security_context: hardened(ENVOY_UID, SENTINEL_UID),
         volume_mounts: mounts,
     }
 }
@@ -743,7 +870,7 @@ fn volumes(sources: &Sources, mesh: Mesh) -> Vec<Value> {
             json!({"secretName": TLS_SECRET}),
         );
     }
-    if is_https(&sources.bundle) {
+    if is_registry(&sources.bundle) {
         add(
             "sentinelnet-keys",
             "configMap",

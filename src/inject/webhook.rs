@@ -6,7 +6,8 @@
 //! diffing the pod before and after: fields are added or replaced one by
 //! one and containers and volumes appended with `/-`, so a patch never
 //! rewrites what another webhook set. Anything that is not a Pod, and pods
-//! that opted out or are injected already, are allowed unchanged. A pod the
+//! that opted out or are injected already, are allowed unchanged (a pod
+//! that runs to completion gets native sidecars, as with `inject`). A pod the
 //! mutation refuses (no bundle configured, a port clash) is denied with the
 //! reason: admitted without its sidecar it would serve unguarded.
 //! `GET /healthz` answers 200. TLS only; the certificate files are re-read
@@ -32,6 +33,16 @@ use crate::tls::reload::ServerFiles;
 
 /// The API server sends objects up to 3 MiB; a review is a little more.
 const MAX_BODY: usize = 4 << 20;
+/// Connections served at once: the API server keeps a few; more is a
+/// client that should not be here (each may hold a body of `MAX_BODY`).
+const MAX_CONNECTIONS: usize = 64;
+/// Reviews read and answered at once, whatever the connections: each
+/// holds its body a few times over while it is parsed (with 4 MiB bodies,
+/// ~128 MiB at most; k8s/base/injector gives the container 256 MiB).
+const MAX_REVIEWS: usize = 8;
+/// A handshake, a request's headers, and a whole review must arrive within
+/// this (the API server itself gives up after the webhook's 5 s timeout).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serve the webhook on `addr` until `stop` completes.
 pub async fn serve(
@@ -56,27 +67,32 @@ pub async fn serve(
         .with_context(|| format!("--addr {addr}"))?;
     tracing::info!(%addr, "injector: serving POST /inject (AdmissionReview v1)");
     let options = Arc::new(options);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let reviews = Arc::new(tokio::sync::Semaphore::new(MAX_REVIEWS));
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
                     tracing::warn!(error = %e, "injector: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
             () = &mut stop => return Ok(()),
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CONNECTIONS, "injector: too many open connections; closed a new one");
+            continue;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(current.load_full());
         let options = options.clone();
+        let reviews = reviews.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
+            let _permit = permit;
+            let stream = match tokio::time::timeout(PATIENCE, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "injector: TLS handshake failed");
@@ -86,9 +102,24 @@ pub async fn serve(
             };
             let service = hyper::service::service_fn(move |request| {
                 let options = options.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(request, &options).await) }
+                let reviews = reviews.clone();
+                async move {
+                    let answer = tokio::time::timeout(PATIENCE, async {
+                        // Wait for a review slot before reading a body.
+                        let _slot = reviews.acquire().await;
+                        route(request, &options).await
+                    })
+                    .await
+                    .unwrap_or_else(|_| text(StatusCode::REQUEST_TIMEOUT, "request timed out\n"));
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
-            let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(PATIENCE);
+            let served = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
@@ -104,12 +135,13 @@ async fn route(request: Request<Incoming>, options: &Options) -> Response<Full<B
         (&Method::POST, "/inject") => {
             let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
                 Ok(body) => body.to_bytes(),
-                Err(e) => {
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     return text(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("body: {e} (at most {MAX_BODY} bytes)\n"),
+                        &format!("body: over {MAX_BODY} bytes\n"),
                     )
                 }
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}\n")),
             };
             match review(&body, options) {
                 Ok(answer) => Response::builder()
@@ -174,20 +206,10 @@ pub fn review(body: &[u8], options: &Options) -> Result<Json, String> {
                 .unwrap_or("default")
         );
     }
-    // A Job's pod gets native sidecars, which stop when the job's
-    // containers finish.
-    let jobs = object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Json::as_array)
-        .is_some_and(|owners| {
-            owners
-                .iter()
-                .any(|o| o.get("kind").and_then(Json::as_str) == Some("Job"))
-        });
     let Some(template) = pod.as_mapping_mut() else {
         return Err("body: request.object is not an object".into());
     };
-    match inject_template(template, options, &workload, jobs) {
+    match inject_template(template, options, &workload) {
         Ok(Some(Outcome::Injected(done))) => {
             for warning in &done.warnings {
                 tracing::info!(%workload, "{warning}");
