@@ -345,6 +345,31 @@ fn webhook_configuration_reaches_the_injector() {
         assert_eq!(&namespace("kernel")[key], value);
         assert_ne!(&namespace("sentinel")[key], value);
     }
+
+    // Enforcement: in the Kernel's namespace no pod runs without the
+    // container inject adds (opting out is refused there).
+    let policy = find(&docs, "ValidatingAdmissionPolicy", "sentinelnet-required");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let expression = policy["spec"]["validations"][0]["expression"].as_str().expect("CEL");
+    let injected = inject(&repo().join("tests/inject/istio.yaml"), &["--bundle", "/b"]);
+    let names: Vec<&str> = injected[0]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"sentinelnet"));
+    assert!(expression.contains("c.name == 'sentinelnet'") && expression.contains("initContainers"));
+    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", "sentinelnet-required");
+    assert_eq!(binding["spec"]["policyName"], "sentinelnet-required");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    let enforce = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    for (key, value) in enforce {
+        assert_eq!(&namespace("kernel")[key], value);
+        assert_ne!(&namespace("sentinel")[key], value, "never the injector's own namespace");
+    }
 }
 
 /// Istio's extension provider reaches the port `inject --mesh istio` gives
