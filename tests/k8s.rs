@@ -350,7 +350,9 @@ fn webhook_configuration_reaches_the_injector() {
     // container inject adds (opting out is refused there).
     let policy = find(&docs, "ValidatingAdmissionPolicy", "sentinelnet-required");
     assert_eq!(policy["spec"]["failurePolicy"], "Fail");
-    let expression = policy["spec"]["validations"][0]["expression"].as_str().expect("CEL");
+    let expression = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .expect("CEL");
     let injected = inject(&repo().join("tests/inject/istio.yaml"), &["--bundle", "/b"]);
     let names: Vec<&str> = injected[0]["spec"]["template"]["spec"]["containers"]
         .as_array()
@@ -359,8 +361,14 @@ fn webhook_configuration_reaches_the_injector() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert!(names.contains(&"sentinelnet"));
-    assert!(expression.contains("c.name == 'sentinelnet'") && expression.contains("initContainers"));
-    let binding = find(&docs, "ValidatingAdmissionPolicyBinding", "sentinelnet-required");
+    assert!(
+        expression.contains("c.name == 'sentinelnet'") && expression.contains("initContainers")
+    );
+    let binding = find(
+        &docs,
+        "ValidatingAdmissionPolicyBinding",
+        "sentinelnet-required",
+    );
     assert_eq!(binding["spec"]["policyName"], "sentinelnet-required");
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
     let enforce = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
@@ -368,7 +376,11 @@ fn webhook_configuration_reaches_the_injector() {
         .expect("matchLabels");
     for (key, value) in enforce {
         assert_eq!(&namespace("kernel")[key], value);
-        assert_ne!(&namespace("sentinel")[key], value, "never the injector's own namespace");
+        assert_ne!(
+            &namespace("sentinel")[key],
+            value,
+            "never the injector's own namespace"
+        );
     }
 }
 
