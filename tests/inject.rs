@@ -364,7 +364,7 @@ fn generated_envoy_config_validates() {
                 .iter()
                 .map(|a| {
                     a.as_str().expect("string arg").replace(
-                        sentinelnet::inject::pod::KEYS_DIR,
+                        sentinelnet::inject::sidecars::KEYS_DIR,
                         &keys.display().to_string(),
                     )
                 })
@@ -899,7 +899,7 @@ fn run_injected_pod(mode: &str) {
         format!("\"port_value\":{envoy_admin}"),
     ));
     replacements.push((
-        sentinelnet::inject::pod::MODULE_DIR.into(),
+        sentinelnet::inject::sidecars::MODULE_DIR.into(),
         support::module_dir().display().to_string(),
     ));
     let on_host = |text: &str| -> String {

@@ -476,7 +476,7 @@ fn dockerfile_is_multi_stage_pinned_non_root_and_ships_both_artifacts() {
     // The in-process Envoy image has the module where inject looks for it.
     assert!(text.contains(&format!(
         "ENV ENVOY_DYNAMIC_MODULES_SEARCH_PATH={}\n",
-        sentinelnet::inject::pod::MODULE_DIR
+        sentinelnet::inject::sidecars::MODULE_DIR
     )));
     assert!(
         text.contains(&sentinelnet::inject::default_inprocess_envoy_image().replace(":0.1.0", ":"))

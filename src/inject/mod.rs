@@ -15,6 +15,7 @@
 pub mod documents;
 pub mod envoy;
 pub mod pod;
+pub mod sidecars;
 pub mod webhook;
 
 pub use documents::{inject_yaml, Injection};
