@@ -100,7 +100,10 @@ struct InjectOptionArgs {
     #[arg(long, env = "SENTINEL_INJECT_BUNDLE")]
     bundle: Option<String>,
     /// Central's base URL (https://HOST:PORT): bundles from it with
-    /// --bundle-name, records to its ingest (annotation sentinelnet.io/central).
+    /// --bundle-name, records to its ingest (annotation
+    /// sentinelnet.io/central). With no bundle source given anywhere:
+    /// https://sentinel-central.sentinel.svc:8443 and the bundle named
+    /// after the app (its app.kubernetes.io/name or app label).
     #[arg(long, env = "SENTINEL_INJECT_CENTRAL", value_parser = parse_central)]
     central: Option<String>,
     /// The bundle to pull from central (annotation sentinelnet.io/bundle-name).

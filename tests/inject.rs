@@ -193,6 +193,61 @@ fn every_kind_gets_hardened_sidecars_and_the_port_takeover() {
     );
 }
 
+/// With no bundle source given anywhere, a pod pulls the bundle named
+/// after its app from central at its in-cluster address (where `k8s/`
+/// deploys it), and ships its records there.
+#[test]
+fn no_flags_pull_the_app_bundle_from_the_in_cluster_central() {
+    let out = run_inject(&repo().join("tests/inject/deployment.yaml"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8_lossy(&out.stdout));
+    let sidecar = &containers_named(&docs, "sentinelnet")[0];
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let central = sentinelnet::inject::DEFAULT_CENTRAL;
+    // The Deployment's pods are labelled app: kernel.
+    assert!(
+        args.contains(&format!("--bundle={central}/v1/bundles/kernel").as_str()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--audit-url={central}/v1/audit/decisions").as_str()),
+        "{args:?}"
+    );
+    // A label app.kubernetes.io/name wins over app; a local --bundle ships nowhere.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("named.yaml");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(repo().join("tests/inject/istio.yaml"))
+            .expect("input")
+            .replace(
+                "labels: {app: kernel}}",
+                "labels: {app: kernel, app.kubernetes.io/name: kernel-api}}",
+            ),
+    )
+    .expect("write");
+    let docs = documents(&String::from_utf8_lossy(&run_inject(&file, &[]).stdout));
+    let args = containers_named(&docs, "sentinelnet")[0]["args"].to_string();
+    assert!(args.contains("/v1/bundles/kernel-api"), "{args}");
+    let docs = documents(&String::from_utf8_lossy(
+        &run_inject(&file, &["--bundle", "/b"]).stdout,
+    ));
+    let args = containers_named(&docs, "sentinelnet")[0]["args"].to_string();
+    assert!(
+        args.contains("--bundle=/b") && !args.contains("--audit-url"),
+        "{args}"
+    );
+}
+
 #[test]
 fn stdin_and_dash_read_the_same_input() {
     let input = std::fs::read(repo().join("tests/inject/istio.yaml")).expect("input");
@@ -226,7 +281,14 @@ fn bad_input_is_one_line_naming_what_and_where() {
     let deployment = std::fs::read_to_string(repo().join("tests/inject/istio.yaml")).expect("in");
     let cases: Vec<(PathBuf, Vec<&str>, &str)> =
         vec![
-        (write("nobundle.yaml", &deployment), vec![], "Deployment/kernel: no bundle"),
+        (
+            write(
+                "nobundle.yaml",
+                "apiVersion: v1\nkind: Pod\nmetadata: {generateName: web-}\nspec:\n  containers: [{name: web, image: w, ports: [{containerPort: 80}]}]\n",
+            ),
+            vec![],
+            "Pod/web-: no bundle for the sidecar and no app name",
+        ),
         (
             write("broken.yaml", &format!("{deployment}---\nkind: [unclosed\n")),
             vec!["--bundle", "/b"],
@@ -805,13 +867,14 @@ fn injector_patch_gives_the_pod_inject_prints() {
 fn injector_without_bundle_denies_and_bad_certificate_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let injector = Injector::start(dir.path(), &[]);
-    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "w", "ports": [{"containerPort": 80}]}]}});
+    // No bundle flags, and a pod with no app label or name to pull one by.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "web", "image": "w", "ports": [{"containerPort": 80}]}]}});
     let answer = injector.review(&pod, "Pod");
     assert_eq!(answer["allowed"], false);
     assert!(answer["status"]["message"]
         .as_str()
         .expect("message")
-        .contains("Pod/web: no bundle"));
+        .contains("Pod/web-: no bundle"));
 
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").expect("write");

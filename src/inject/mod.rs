@@ -96,6 +96,10 @@ pub fn default_inprocess_envoy_image() -> String {
     )
 }
 
+/// Central's in-cluster address, where `k8s/` deploys it: the default when
+/// nothing names a bundle source.
+pub const DEFAULT_CENTRAL: &str = "https://sentinel-central.sentinel.svc:8443";
+
 /// The Envoy the product is built and tested against.
 pub const DEFAULT_ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
 
@@ -107,13 +111,9 @@ pub enum InjectError {
     #[error("{workload}: {path} is not what Kubernetes expects there")]
     Shape { workload: String, path: String },
     #[error(
-        "{workload}: no bundle for the sidecar: pass --bundle, or --central with --bundle-name, or annotate the pod template with sentinelnet.io/bundle"
+        "{workload}: no bundle for the sidecar and no app name to pull one by: pass --bundle or --bundle-name, or annotate the pod template (sentinelnet.io/bundle, sentinelnet.io/bundle-name, or an app label)"
     )]
     NoBundle { workload: String },
-    #[error(
-        "{workload}: the bundle name is {name:?} but no central serves it: pass --central or annotate the pod template with sentinelnet.io/central"
-    )]
-    NoCentral { workload: String, name: String },
     #[error(
         "{workload}: no container declares a port, so Envoy has nothing to front; declare the app port, annotate sentinelnet.io/inject: disabled, or use --mesh istio"
     )]

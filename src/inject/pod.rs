@@ -73,7 +73,12 @@ pub fn inject(
     if annotations.contains_key(annotations::INJECTED) || has_sentinel_container(spec) {
         return Ok(Outcome::AlreadyInjected);
     }
-    let sources = sources(&annotations, options, workload)?;
+    let sources = sources(
+        &annotations,
+        default_bundle_name(metadata, workload),
+        options,
+        workload,
+    )?;
     if sources.mode == Mode::InProcess && options.mesh == Mesh::Istio {
         return Err(InjectError::Annotation {
             workload: workload.to_string(),
@@ -255,10 +260,25 @@ fn has_sentinel_container(spec: &Mapping) -> bool {
     })
 }
 
+/// The bundle a pod pulls when nothing names one: the one named after the
+/// app (its `app.kubernetes.io/name` or `app` label, else the workload's
+/// name; never a `generateName` prefix).
+fn default_bundle_name(metadata: &Mapping, workload: &str) -> Option<String> {
+    let labels = metadata.get("labels");
+    ["app.kubernetes.io/name", "app"]
+        .iter()
+        .find_map(|key| labels.and_then(|l| l.get(*key)).and_then(Value::as_str))
+        .or_else(|| workload.split_once('/').map(|(_, name)| name))
+        .filter(|name| !name.ends_with('-') && super::check_bundle_name(name).is_ok())
+        .map(String::from)
+}
+
 /// Annotations first, then flags; within each, `bundle` before `central`
-/// with `bundle-name`.
+/// with `bundle-name`; with none of them, the bundle named after the app
+/// from central at its in-cluster address (where `k8s/` deploys it).
 fn sources(
     annotations: &std::collections::BTreeMap<String, String>,
+    default_name: Option<String>,
     options: &Options,
     workload: &str,
 ) -> Result<Sources, InjectError> {
@@ -288,19 +308,21 @@ fn sources(
     };
     let annotated_central = annotations.contains_key(annotations::CENTRAL)
         || annotations.contains_key(annotations::BUNDLE_NAME);
-    let bundle = annotated(annotations::BUNDLE)
+    let chosen = annotated(annotations::BUNDLE)
         .or_else(|| annotated_central.then(from_central).flatten())
         .or_else(|| options.bundle.clone())
-        .or_else(from_central)
-        .ok_or_else(|| match &name {
-            Some(name) if central.is_none() => InjectError::NoCentral {
+        .or_else(from_central);
+    let (bundle, central) = match chosen {
+        Some(bundle) => (bundle, central),
+        None => {
+            let central = central.unwrap_or_else(|| super::DEFAULT_CENTRAL.to_string());
+            let name = name.or(default_name).ok_or_else(|| InjectError::NoBundle {
                 workload: workload.to_string(),
-                name: name.clone(),
-            },
-            _ => InjectError::NoBundle {
-                workload: workload.to_string(),
-            },
-        })?;
+            })?;
+            let bundle = format!("{}/v1/bundles/{name}", central.trim_end_matches('/'));
+            (bundle, Some(central))
+        }
+    };
     let principal_from =
         annotated(annotations::PRINCIPAL_FROM).or_else(|| options.principal_from.clone());
     if let Some(source) = &principal_from {
