@@ -315,6 +315,8 @@ fn spool_stays_within_its_bound_and_counts_every_drop() {
     let dropped = sidecar.metric("sentinel_audit_dropped_total");
     assert!(dropped > 0.0, "600 records cannot fit in 64 KiB");
     assert!(sidecar.metric("sentinel_audit_spool_bytes") <= 65536.0);
+    // The bound itself, for alerts on spool_bytes / spool_limit_bytes.
+    assert_eq!(sidecar.metric("sentinel_audit_spool_limit_bytes"), 65536.0);
     assert!(sidecar.metric("sentinel_audit_ship_failures_total") > 0.0);
     let status = sidecar.status();
     assert_eq!(status["audit"]["dropped"], dropped as u64);

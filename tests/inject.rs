@@ -367,6 +367,17 @@ fn bad_input_is_one_line_naming_what_and_where() {
         ),
         (
             write(
+                "admin-named.yaml",
+                &deployment.replace(
+                    "ports: [{containerPort: 8080, name: http}]",
+                    "ports: [{containerPort: 8080, name: http}, {containerPort: 8081, name: sentinel-admin}]",
+                ),
+            ),
+            vec!["--bundle", "/b"],
+            "the pod already has a port named \"sentinel-admin\"",
+        ),
+        (
+            write(
                 "mode.yaml",
                 &deployment.replace(
                     "metadata: {labels: {app: kernel}}",

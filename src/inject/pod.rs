@@ -526,15 +526,15 @@ fn check_names(spec: &Mapping, mesh: Mesh, workload: &str) -> Result<(), InjectE
             });
         }
     }
-    let ports = container_ports(spec);
-    for name in [ADMIN_PORT_NAME] {
-        if ports.iter().any(|p| p.name.as_deref() == Some(name)) {
-            return Err(InjectError::NameTaken {
-                workload: workload.to_string(),
-                what: "port",
-                name: name.into(),
-            });
-        }
+    if container_ports(spec)
+        .iter()
+        .any(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
+    {
+        return Err(InjectError::NameTaken {
+            workload: workload.to_string(),
+            what: "port",
+            name: ADMIN_PORT_NAME.into(),
+        });
     }
     Ok(())
 }
