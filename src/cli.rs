@@ -896,11 +896,11 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             tls: args.remote.identity.identity(),
             spool_dir: args.spool_dir,
             max_bytes: args.spool_max_bytes,
-            inputs: Some(InputRecording {
-                percent: args.record_input,
-                masks: Masks::with_defaults(&args.mask).map_err(Failure::Usage)?,
-                build: crate::authz::input_builder(view),
-            }),
+            inputs: Some(InputRecording::new(
+                args.record_input,
+                Masks::with_defaults(&args.mask).map_err(Failure::Usage)?,
+                crate::authz::input_builder(view),
+            )),
             signer: record_signer,
         },
         bundle_cache: args.bundle_cache,

@@ -14,8 +14,8 @@
 use crate::bundle::Bundle;
 use crate::policy::input::Input;
 use crate::policy::{Outcome, Reason, Verdict};
-use bytes::Bytes;
 use serde_json::{Map, Value};
+use std::any::Any;
 use std::sync::Arc;
 use std::time::SystemTime;
 use uuid::Uuid;
@@ -43,9 +43,10 @@ pub struct DecisionEvent {
     pub evidence: Map<String, Value>,
     /// Filled in by the caller once the response is written.
     pub latency_us: u64,
-    /// The encoded `CheckRequest`, when records carry their input: the
-    /// audit thread rebuilds the input document from it.
-    pub request: Option<Bytes>,
+    /// The decoded request, when records carry their input: moved here
+    /// from the check path, the audit thread writes the input document
+    /// from it. Opaque at this layer (the input builder knows its type).
+    pub request: Option<Box<dyn Any + Send>>,
 }
 
 impl DecisionEvent {

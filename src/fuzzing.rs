@@ -136,7 +136,9 @@ pub fn check_request(data: &[u8]) {
     };
     let sidecar = sidecar();
     let mut response = Vec::new();
-    sidecar.authorizer.check_into(&request, &raw, &mut response);
+    sidecar
+        .authorizer
+        .check_into(request.clone(), &mut response);
     if let Err(e) =
         envoy_types::pb::envoy::service::auth::v3::CheckResponse::decode(response.as_slice())
     {

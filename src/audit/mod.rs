@@ -563,7 +563,7 @@ fn forwarded_record(
     } = forwarded;
     node.clone_into(&mut record.node);
     if let (Some(inputs), Some(request)) = (inputs, &request) {
-        if let Some((input, masked)) = inputs.input(&record.request_id, request, at) {
+        if let Some((input, masked)) = inputs.input(&record.request_id, request as _, at) {
             record.input = Some(input);
             record.masked = masked;
         }
@@ -580,7 +580,7 @@ pub fn to_record(
     let id = event.id.to_string();
     let (input, masked) = match (inputs, &event.request) {
         (Some(inputs), Some(request)) => inputs
-            .input(&event.request_id, request, event.at)
+            .input(&event.request_id, request.as_ref(), event.at)
             .map_or((None, Vec::new()), |(input, masked)| (Some(input), masked)),
         _ => (None, Vec::new()),
     };

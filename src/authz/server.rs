@@ -117,7 +117,7 @@ impl Endpoint {
     }
 
     fn check(&self, message: Bytes) -> Response<UnaryBody> {
-        let request = match CheckMessage::decode_from(message.clone()) {
+        let request = match CheckMessage::decode_from(message) {
             Ok(request) => request,
             Err(e) => {
                 return failure(
@@ -126,7 +126,7 @@ impl Endpoint {
                 )
             }
         };
-        success(|out| self.authorizer.check_into(&request, &message, out))
+        success(|out| self.authorizer.check_into(request, out))
     }
 
     fn health(&self, message: Bytes) -> Response<UnaryBody> {

@@ -56,14 +56,20 @@ impl<'o> Object<'o> {
 fn string(out: &mut Vec<u8>, s: &str) {
     // Most header names and values need no escaping: copy them as they are
     // (exactly what serde_json writes for them); the rest goes through it.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // The check looks at every byte without stopping early, which the
+    // compiler turns into a vector loop (stopping early kept it a byte loop,
+    // a tenth of the time spent writing an input).
+    let needs_escaping = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escaping {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -117,22 +123,22 @@ fn val(out: &mut Vec<u8>, v: &Val<'_>, cursor: MaskCursor<'_>, hits: &mut u64) {
     }
 }
 
-/// Sorted by key; of equal keys the first (`keep_last` false) or the last
-/// one counts, as a map built by `entry().or_insert` or by `insert` would.
+/// Sorted by key, in place; of equal keys the first (`keep_last` false) or
+/// the last one counts, as a map built by `entry().or_insert` or by
+/// `insert` would.
 fn sorted<K: AsRef<str>, V>(mut pairs: Vec<(K, V)>, keep_last: bool) -> Vec<(K, V)> {
+    // Stable: equal keys keep their order, so "first" and "last" hold.
     pairs.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-    let mut out: Vec<(K, V)> = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        match out.last_mut() {
-            Some(last) if last.0.as_ref() == pair.0.as_ref() => {
-                if keep_last {
-                    *last = pair;
-                }
-            }
-            _ => out.push(pair),
+    // `dedup_by` keeps the earlier of two equal neighbours; for "last
+    // wins" the later one's pair moves into it first.
+    pairs.dedup_by(|later, kept| {
+        let same = later.0.as_ref() == kept.0.as_ref();
+        if same && keep_last {
+            std::mem::swap(later, kept);
         }
-    }
-    out
+        same
+    });
+    pairs
 }
 
 impl RequestView<'_> {
@@ -301,8 +307,16 @@ impl RequestView<'_> {
                 val(o.out, &Val::str(text(&http.scheme)), c, h);
             }
         }
-        if let Some(c) = o.key("segments", cursor, h) {
-            val(o.out, &Val::List(self.segments()), c, h);
+        if o.key("segments", cursor, h).is_some() {
+            // As `Val::List(self.segments())` writes, without the list.
+            o.out.push(b'[');
+            for (i, segment) in self.path().split('/').filter(|s| !s.is_empty()).enumerate() {
+                if i > 0 {
+                    o.out.push(b',');
+                }
+                string(o.out, segment);
+            }
+            o.out.push(b']');
         }
         if let Some(c) = o.key("size", cursor, h) {
             val(o.out, &Val::Num(self.size()), c, h);
