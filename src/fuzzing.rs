@@ -128,7 +128,7 @@ fn sidecar() -> &'static Sidecar {
 /// The CheckRequest decoder and everything a Check does with the request:
 /// decoded, decided by the example bundle into an encoded CheckResponse
 /// (which must decode as Envoy's), and written as the recorded input
-/// document (which must be JSON).
+/// document (which must be canonical JSON).
 pub fn check_request(data: &[u8]) {
     let raw = Bytes::copy_from_slice(data);
     let Ok(request) = CheckMessage::decode_from(raw.clone()) else {
@@ -147,9 +147,18 @@ pub fn check_request(data: &[u8]) {
     let view = RequestView::new(&request, &sidecar.settings, 1_700_000_000);
     let mut document = Vec::new();
     view.write_document(sidecar.masks.root(), &mut document);
-    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&document) {
-        panic!(
+    let parsed = match serde_json::from_slice::<serde_json::Value>(&document) {
+        Ok(parsed) => parsed,
+        Err(e) => panic!(
             "the input document is not JSON ({e}): {}",
+            String::from_utf8_lossy(&document)
+        ),
+    };
+    // Records copy the text into their line as it is, and their hash is
+    // over canonical JSON: the document must already be canonical.
+    if serde_json::to_vec(&parsed).ok().as_deref() != Some(document.as_slice()) {
+        panic!(
+            "the input document is not canonical JSON: {}",
             String::from_utf8_lossy(&document)
         );
     }

@@ -2,10 +2,10 @@
 //! policies saw (`--record-input`), and which paths are removed from it
 //! first (`--mask`).
 //!
-//! The check path only hands over the encoded request (a reference count);
-//! the document is rebuilt here, on the audit thread, by a builder the
-//! sidecar wiring supplies (the audit pipeline does not know how a request
-//! becomes an input document; `authz` does). Selection is a stable hash of
+//! The check path only hands over the request it decoded (a move, for the
+//! records selected); the document is written here, on the audit thread,
+//! by a builder the sidecar wiring supplies (the audit pipeline does not
+//! know how a request becomes an input document; `authz` does). Selection is a stable hash of
 //! the request id, so every replica keeps the same share of the same
 //! requests. Inputs go into records only, never into logs.
 
@@ -208,6 +208,17 @@ pub type InputBuilder = Arc<
         + Sync,
 >;
 
+/// Whether the record of `request_id` carries its input when `percent` of
+/// records do: a stable hash of the id, so every replica keeps the same
+/// share of the same requests.
+pub(crate) fn selected(percent: u8, request_id: &str) -> bool {
+    match percent {
+        0 => false,
+        100.. => true,
+        p => xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()) % 100 < u64::from(p),
+    }
+}
+
 /// Which records carry their input, and what is removed from it.
 #[derive(Clone)]
 pub struct InputRecording {
@@ -241,11 +252,7 @@ impl InputRecording {
 
     /// Whether the record of `request_id` carries its input.
     pub(crate) fn selects(&self, request_id: &str) -> bool {
-        match self.percent {
-            0 => false,
-            100.. => true,
-            p => xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()) % 100 < u64::from(p),
-        }
+        selected(self.percent, request_id)
     }
 
     /// The masked input of a selected record, and the masks that removed
@@ -266,6 +273,13 @@ impl InputRecording {
         let hits = (self.build)(request, at, self.masks.root(), &mut text)?;
         self.size_hint.store(text.len(), Ordering::Relaxed);
         let text = String::from_utf8(text).ok()?;
+        // The record writer copies the text into the line unchecked: a
+        // builder must write one JSON value, canonical and without padding.
+        debug_assert!(
+            serde_json::from_str::<Value>(&text)
+                .is_ok_and(|v| serde_json::to_string(&v).is_ok_and(|c| c == text)),
+            "an input builder wrote text that is not canonical JSON: {text}"
+        );
         Some((RecordInput::Written(text), self.masks.named(hits)))
     }
 }

@@ -53,14 +53,15 @@ pub const QUEUE_CAPACITY: usize = 16_384;
 pub struct Recorder {
     tx: mpsc::Sender<Pending>,
     counters: AuditCounters,
-    wants_requests: bool,
+    /// `--record-input` (0 when records carry no input).
+    input_percent: u8,
 }
 
 impl Recorder {
-    /// Whether events should carry their encoded request (records carry
-    /// inputs).
-    pub fn wants_requests(&self) -> bool {
-        self.wants_requests
+    /// Whether the event of `request_id` should carry its request: its
+    /// record is one of those that carry their input.
+    pub fn wants_request(&self, request_id: &str) -> bool {
+        inputs::selected(self.input_percent, request_id)
     }
 
     pub fn record(&self, event: DecisionEvent) {
@@ -221,7 +222,7 @@ impl Pipeline {
         let recorder = Recorder {
             tx,
             counters: counters.clone(),
-            wants_requests: inputs.is_some(),
+            input_percent: inputs.as_ref().map_or(0, |i| i.percent),
         };
         let shared = Arc::new(Shared {
             backlog: Mutex::new(backlog),

@@ -39,7 +39,8 @@ pub struct DecisionRecord {
     pub decision: Cow<'static, str>,
     pub evidence: Map<String, Value>,
     pub evidence_refs: Vec<String>,
-    /// Empty while the record is being hashed (and then not serialised).
+    /// Never hashed (the canonical writer leaves it out); set by
+    /// [`Chain::link`]. Not serialised while empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
     pub id: String,
@@ -377,6 +378,18 @@ mod tests {
 
     #[test]
     fn the_record_writer_writes_what_serde_writes() {
+        // The plain record (no input, nothing masked) and one without a
+        // deciding policy, as serde writes them.
+        let mut plain = record("plain");
+        for r in [plain.clone(), {
+            plain.policy_id = None;
+            plain.policy_version = None;
+            plain
+        }] {
+            let mut written = Vec::new();
+            r.write_unhashed(&mut written);
+            assert_eq!(String::from_utf8(written).unwrap(), serde_unhashed(&r));
+        }
         let mut r = full_record();
         let mut written = Vec::new();
         r.write_unhashed(&mut written);

@@ -128,7 +128,7 @@ impl Authorizer {
         };
         drop(guard);
         drop(view);
-        if self.recorder.wants_requests() {
+        if self.recorder.wants_request(&event.request_id) {
             event.request = Some(Box::new(request));
         }
         response::for_decision(&event, id_text.as_str()).encode(out);
@@ -137,5 +137,65 @@ impl Authorizer {
         self.metrics.decision(event.verdict, event.reason).inc();
         event.latency_us = elapsed.as_micros() as u64;
         self.recorder.record(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::inputs::{InputRecording, Masks};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use prost::Message;
+    use std::time::Duration;
+
+    fn encoded_request() -> Bytes {
+        let http = HttpRequest {
+            method: "GET".into(),
+            path: "/v1/kernels/k1".into(),
+            headers: [("x-user".to_owned(), "alice".to_owned())].into(),
+            ..Default::default()
+        };
+        let request = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        Bytes::from(request.encode_to_vec())
+    }
+
+    /// The builder takes what the check path moves (the decoded message)
+    /// or what a forwarded event carries (its bytes), alike; nothing else.
+    #[test]
+    fn inputs_are_written_from_the_decoded_request_or_its_bytes() {
+        let build = input_builder(ViewSettings::default());
+        let masks = Masks::with_defaults(&[]).expect("default masks");
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let raw = encoded_request();
+        let decoded = CheckMessage::decode_from(raw.clone()).expect("decodes");
+        let (mut from_message, mut from_bytes) = (Vec::new(), Vec::new());
+        assert_eq!(
+            build(&decoded, at, masks.root(), &mut from_message),
+            Some(0)
+        );
+        assert_eq!(build(&raw, at, masks.root(), &mut from_bytes), Some(0));
+        assert_eq!(from_message, from_bytes);
+        let document: serde_json::Value = serde_json::from_slice(&from_message).expect("JSON");
+        assert_eq!(document["request"]["headers"]["x-user"], "alice");
+        assert!(build(&"neither", at, masks.root(), &mut Vec::new()).is_none());
+
+        // Through the audit pipeline's own hand-off: the event's boxed
+        // request reaches the builder as the message it is.
+        let recording = InputRecording::new(100, masks, build);
+        let mut event =
+            DecisionEvent::without_bundle(ids::decision_id(at), at, "r1".into(), Verdict::Deny);
+        event.request = Some(Box::new(decoded));
+        let record = crate::audit::to_record("n", event, Some(&recording));
+        let input = record.input.expect("the record carries its input");
+        assert_eq!(input.to_value(), document);
     }
 }

@@ -724,6 +724,24 @@ mod tests {
         ] {
             requests.push(sample(body));
         }
+        // Repeated names on the wire: a header map entry (the last wins, as
+        // protobuf maps do) and a query parameter (the first wins).
+        let mut repeated = sample("{}");
+        if let Some(http) = repeated
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            for (key, value) in [("x-user", "first"), ("x-dup", "1"), ("x-user", "last")] {
+                http.headers.push(crate::authz::message::Entry {
+                    key: key.into(),
+                    value: value.into(),
+                });
+            }
+            http.path = "/v1/kernels/k1?dry=1&b=2&dry=2".into();
+        }
+        requests.push(repeated);
         let no_masks = Masks::default();
         for request in &requests {
             for settings in [
