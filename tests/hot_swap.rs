@@ -127,9 +127,15 @@ fn twelve_swaps_under_load_fail_no_request() {
         seen.len() >= 6,
         "requests were decided by several revisions during the run: {seen:?}"
     );
-    assert_eq!(
-        sidecar.metric(r#"sentinel_bundle_loads_total{result="success"}"#),
-        13.0
+    // r0 and twelve revisions, each loaded at least once. A revision is
+    // two file writes here; when a loaded machine spaces them past the
+    // watcher's debounce, the first one loads too (a consistent bundle:
+    // the new policy with the old bundle.json), so at most two loads per
+    // revision.
+    let loads = sidecar.metric(r#"sentinel_bundle_loads_total{result="success"}"#);
+    assert!(
+        (13.0..=25.0).contains(&loads),
+        "{loads} successful loads for r0 and twelve revisions"
     );
     assert_eq!(
         sidecar.metric(r#"sentinel_bundle_loads_total{result="error"}"#),
