@@ -52,7 +52,10 @@ SETUPS and LOADS (comma-separated subsets; noauthz and floor are needed
 for the ratios), LARGE=0 to skip the 10,004-policy checks,
 BASELINE_BIN=PATH to add a `baseline-tcp` setup: the same sidecar setup
 run by another build (e.g. the previous commit's release binary), so a
-change is measured against what it replaces in the same run.
+change is measured against what it replaces in the same run;
+BASELINE_MODULE=DIR (a directory holding another build's
+libsentinelnet_envoy.so) does the same for the in-process setups, as
+`baseline-inprocess` and `baseline-inprocess-norec`.
 """
 import json
 import os
@@ -83,10 +86,14 @@ BASELINE = os.environ.get("BASELINE_BIN")
 SETUPS = os.environ.get("SETUPS", "noauthz,rbac,floor,floor-shaped,floor-hyper,sidecar-tcp,sidecar-uds,sidecar-hung").split(",")
 if BASELINE and "baseline-tcp" not in SETUPS:
     SETUPS.append("baseline-tcp")
+BASELINE_MODULE = os.environ.get("BASELINE_MODULE")
+if BASELINE_MODULE:
+    SETUPS += [f"baseline-{s}" for s in ("inprocess", "inprocess-norec")
+               if s in SETUPS and f"baseline-{s}" not in SETUPS]
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
 AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp",
                  "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats", "sidecar-9", "sidecar-1k",
-                 "sidecar-10k", "sidecar-signed", "sidecar-hsm", "inprocess"}
+                 "sidecar-10k", "sidecar-signed", "sidecar-hsm", "inprocess", "baseline-inprocess"}
 
 procs = []
 
@@ -413,13 +420,16 @@ def main():
                                                "--record-socket", f"unix:{records_sock}"],
                                      f"{tmp}/inprocess-sidecar.log")
         wait_http(f"http://127.0.0.1:{admins['inprocess']}/readyz")
+        # The baseline module's records go to the same sidecar (setups run
+        # one at a time, so its CPU is still measured per setup).
+        servers["baseline-inprocess"] = servers["inprocess"]
     for name in SETUPS:
         port, admin = free_port(), free_port()
         if name == "noauthz":
             cfg = envoy_config(port, admin, [])
-        elif name == "inprocess":
+        elif name in ("inprocess", "baseline-inprocess"):
             cfg = envoy_config(port, admin, [inprocess_filter(records_sock)])
-        elif name == "inprocess-norec":
+        elif name in ("inprocess-norec", "baseline-inprocess-norec"):
             cfg = envoy_config(port, admin, [inprocess_filter()])
         elif name == "rbac":
             cfg = envoy_config(port, admin, [RBAC])
@@ -428,7 +438,8 @@ def main():
                                tls_dir if name == "sidecar-tls" else None)
         path = Path(tmp) / f"envoy-{name}.json"
         path.write_text(json.dumps(cfg))
-        os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(ROOT / "target/release")
+        os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = (
+            BASELINE_MODULE if name.startswith("baseline-inprocess") else str(ROOT / "target/release"))
         envoy = spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
                       f"{tmp}/envoy-{name}.log")
         wait_http(f"http://127.0.0.1:{admin}/ready")

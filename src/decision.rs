@@ -9,7 +9,9 @@
 //!
 //! Cost on the check path: the request id is copied once (the record needs
 //! it after the request buffer is gone) and the deciding policy's evidence
-//! paths are resolved; nothing is serialised.
+//! paths are resolved; nothing is serialised. A caller that still holds the
+//! request where the record is made (the in-process module's records
+//! thread) defers the evidence with [`DecisionEvent::decided_without_evidence`].
 
 use crate::bundle::Bundle;
 use crate::policy::input::Input;
@@ -51,7 +53,7 @@ pub struct DecisionEvent {
 
 impl DecisionEvent {
     /// The decision `bundle` reached on `input` (`outcome` is
-    /// `bundle.policies.decide(input, on_error)`).
+    /// `bundle.policies.decide(input, on_error)`), with its evidence.
     pub fn decided<I: Input>(
         id: Uuid,
         at: SystemTime,
@@ -59,6 +61,23 @@ impl DecisionEvent {
         bundle: Arc<Bundle>,
         outcome: Outcome,
         input: &I,
+    ) -> DecisionEvent {
+        let mut event =
+            DecisionEvent::decided_without_evidence(id, at, request_id, bundle, outcome);
+        event.read_evidence(input);
+        event
+    }
+
+    /// As [`DecisionEvent::decided`], leaving the evidence empty: for a
+    /// caller that reads it later, off the hot path, with
+    /// [`DecisionEvent::read_evidence`] (the in-process module's records
+    /// thread), or that keeps no record at all.
+    pub fn decided_without_evidence(
+        id: Uuid,
+        at: SystemTime,
+        request_id: String,
+        bundle: Arc<Bundle>,
+        outcome: Outcome,
     ) -> DecisionEvent {
         let policies = &bundle.policies;
         let status = match (outcome.verdict, outcome.reason) {
@@ -69,10 +88,6 @@ impl DecisionEvent {
                 .and_then(|i| policies.get(i).document.response.status)
                 .unwrap_or(DENY_STATUS),
         };
-        let evidence = outcome
-            .deciding
-            .map(|i| policies.evidence(i, input))
-            .unwrap_or_default();
         DecisionEvent {
             id,
             at,
@@ -80,11 +95,21 @@ impl DecisionEvent {
             verdict: outcome.verdict,
             status,
             reason: outcome.reason,
-            evidence,
+            evidence: Map::new(),
             outcome: Some(outcome),
             bundle: Some(bundle),
             latency_us: 0,
             request: None,
+        }
+    }
+
+    /// Resolve the deciding policy's evidence paths on `input` (the input
+    /// the decision was taken on).
+    pub fn read_evidence<I: Input>(&mut self, input: &I) {
+        if let (Some(bundle), Some(deciding)) =
+            (&self.bundle, self.outcome.as_ref().and_then(|o| o.deciding))
+        {
+            self.evidence = bundle.policies.evidence(deciding, input);
         }
     }
 
@@ -192,5 +217,44 @@ mod tests {
             Verdict::Deny,
         );
         assert_eq!((none.reason, none.status), (Reason::Error, ERROR_STATUS));
+    }
+
+    #[test]
+    fn evidence_read_later_is_the_evidence_read_at_once() {
+        let b = bundle(&[
+            json!({"id": "teapot", "version": 1, "severity": "LOW", "state": "active",
+                   "effect": "deny", "when": {"==": [{"var": "x"}, 1]},
+                   "response": {"status": 418}, "evidence": ["x", "who", "absent"]}),
+            json!({"id": "open", "version": 1, "severity": "LOW", "state": "active",
+                   "effect": "allow", "when": {"==": [{"var": "x"}, 2]},
+                   "evidence": ["who"]}),
+        ]);
+        for input in [
+            json!({"x": 1, "who": "ann"}),
+            json!({"x": 2, "who": "bob"}),
+            json!({"x": 9}),
+        ] {
+            let at_once = decide(&b, &input, Verdict::Deny);
+            let outcome = b.policies.decide(&input, Verdict::Deny);
+            let mut later = DecisionEvent::decided_without_evidence(
+                Uuid::nil(),
+                SystemTime::now(),
+                String::new(),
+                b.clone(),
+                outcome,
+            );
+            assert!(later.evidence.is_empty());
+            assert_eq!(
+                (later.verdict, later.status, later.reason),
+                (at_once.verdict, at_once.status, at_once.reason)
+            );
+            later.read_evidence(&input);
+            assert_eq!(later.evidence, at_once.evidence, "{input}");
+        }
+        let teapot = decide(&b, &json!({"x": 1, "who": "ann"}), Verdict::Deny);
+        assert_eq!(
+            Value::Object(teapot.evidence),
+            json!({"x": 1, "who": "ann", "absent": null})
+        );
     }
 }

@@ -155,6 +155,34 @@ pub fn lookup<'e>(entries: &'e [Entry], key: &str) -> Option<&'e Bytes> {
         .map(|e| &e.value)
 }
 
+/// The ip of a socket address written as text, `ip:port` or
+/// `[ipv6]:port` (how Envoy reports the connection's addresses to the
+/// in-process module, with the port as an attribute of its own); anything
+/// else, such as a pipe's path, as it is. Envoy writes addresses
+/// canonically, so cutting the text gives what parsing and re-formatting
+/// it would, without either.
+pub fn ip_of_socket_text(text: &[u8]) -> &[u8] {
+    let is_port = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_digit);
+    if let Some(rest) = text.strip_prefix(b"[") {
+        return match rest.iter().position(|&b| b == b']') {
+            Some(end) if rest.get(end + 1) == Some(&b':') && is_port(&rest[end + 2..]) => {
+                &rest[..end]
+            }
+            _ => text,
+        };
+    }
+    match text.iter().rposition(|&b| b == b':') {
+        Some(colon)
+            if is_port(&text[colon + 1..])
+                && std::str::from_utf8(&text[..colon])
+                    .is_ok_and(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()) =>
+        {
+            &text[..colon]
+        }
+        _ => text,
+    }
+}
+
 impl CheckMessage {
     /// Decode a `CheckRequest` from the body of a gRPC call (without the
     /// 5-byte frame header). Strings stay slices of `bytes`.
@@ -175,6 +203,38 @@ impl CheckMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ip_of_a_socket_address_text_is_what_parsing_it_gives() {
+        for (text, ip) in [
+            ("10.1.2.3:8080", "10.1.2.3"),
+            ("127.0.0.1:0", "127.0.0.1"),
+            ("[::1]:443", "::1"),
+            ("[2001:db8::7]:65535", "2001:db8::7"),
+        ] {
+            assert_eq!(ip_of_socket_text(text.as_bytes()), ip.as_bytes(), "{text}");
+            let parsed: std::net::SocketAddr = text.parse().expect("a socket address");
+            assert_eq!(parsed.ip().to_string(), ip, "{text}");
+        }
+        // Not an ip:port: kept whole (a pipe's path may hold a colon).
+        for text in [
+            "/run/envoy.sock",
+            "/tmp/a:1",
+            "10.1.2.3",
+            "10.1.2.3:",
+            "10.1.2.3:http",
+            "[::1]",
+            "[::1]:",
+            "[::1",
+            "",
+        ] {
+            assert_eq!(
+                ip_of_socket_text(text.as_bytes()),
+                text.as_bytes(),
+                "{text}"
+            );
+        }
+    }
     use envoy_types::pb::envoy::config::core::v3 as core;
     use envoy_types::pb::envoy::service::auth::v3::attribute_context as ctx;
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};

@@ -5,7 +5,9 @@
 //! the hook (their lifetimes are tied to the `Stream` borrow).
 
 use crate::abi::*;
-use std::net::SocketAddr;
+use bytes::Bytes;
+use sentinelnet::authz::message::ip_of_socket_text;
+use std::cell::RefCell;
 
 /// Which header map.
 #[derive(Clone, Copy)]
@@ -23,6 +25,35 @@ impl HeaderKind {
     }
 }
 
+/// One header as Envoy lists it; its bytes are Envoy's, valid while the
+/// hook runs and no setter has been called (see [`Stream::with_headers`]).
+#[repr(transparent)]
+pub struct Header(EnvoyHttpHeader);
+
+impl Header {
+    pub fn name(&self) -> &[u8] {
+        // SAFETY: Envoy's buffer, alive for the hook (see the type).
+        unsafe {
+            EnvoyBuffer {
+                ptr: self.0.key_ptr,
+                length: self.0.key_length,
+            }
+            .as_bytes()
+        }
+    }
+
+    pub fn value(&self) -> &[u8] {
+        // SAFETY: as `name`.
+        unsafe {
+            EnvoyBuffer {
+                ptr: self.0.value_ptr,
+                length: self.0.value_length,
+            }
+            .as_bytes()
+        }
+    }
+}
+
 /// The Envoy side of one HTTP stream, for the duration of one hook.
 pub struct Stream {
     ptr: FilterEnvoyPtr,
@@ -35,41 +66,40 @@ impl Stream {
         Stream { ptr }
     }
 
-    /// Every header of `kind`, in order (a repeated header once per value).
-    pub fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
-        // SAFETY: `ptr` is valid for this hook; the array is sized by Envoy's
-        // own count and every returned buffer stays valid until the hook ends
-        // (the headers are not modified while the slices are alive: the
-        // setters take `&self` but are only called after these are dropped).
-        unsafe {
-            let count = envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind.raw());
-            let mut raw = vec![EnvoyHttpHeader::NULL; count];
-            if count == 0
-                || !envoy_dynamic_module_callback_http_get_headers(
-                    self.ptr,
-                    kind.raw(),
-                    raw.as_mut_ptr(),
-                )
-            {
-                return Vec::new();
-            }
-            raw.iter()
-                .map(|h| {
-                    (
-                        EnvoyBuffer {
-                            ptr: h.key_ptr,
-                            length: h.key_length,
-                        }
-                        .as_bytes(),
-                        EnvoyBuffer {
-                            ptr: h.value_ptr,
-                            length: h.value_length,
-                        }
-                        .as_bytes(),
-                    )
-                })
-                .collect()
+    /// Call `f` with every header of `kind`, in order (a repeated header
+    /// once per value). The pairs borrow Envoy's buffers and the array is
+    /// the worker's own, reused from request to request: no allocation.
+    pub fn with_headers<R>(&self, kind: HeaderKind, f: impl FnOnce(&[Header]) -> R) -> R {
+        thread_local! {
+            static SCRATCH: RefCell<Vec<EnvoyHttpHeader>> = const { RefCell::new(Vec::new()) };
         }
+        SCRATCH.with(|scratch| {
+            // Never re-entered in practice; a fresh array if it ever were.
+            let mut fresh = Vec::new();
+            let mut borrowed = scratch.try_borrow_mut();
+            let raw = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            // SAFETY: `ptr` is valid for this hook; the array is sized by
+            // Envoy's own count.
+            let filled = unsafe {
+                let count =
+                    envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind.raw());
+                raw.clear();
+                raw.resize(count, EnvoyHttpHeader::NULL);
+                count > 0
+                    && envoy_dynamic_module_callback_http_get_headers(
+                        self.ptr,
+                        kind.raw(),
+                        raw.as_mut_ptr(),
+                    )
+            };
+            if !filled {
+                raw.clear();
+            }
+            // SAFETY: `Header` is a transparent wrapper of `EnvoyHttpHeader`.
+            let headers =
+                unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<Header>(), raw.len()) };
+            f(headers)
+        })
     }
 
     /// Set (`Some`) or remove (`None`) a header.
@@ -161,30 +191,24 @@ impl Stream {
     }
 
     /// `HTTP/1.1`, `HTTP/2`, … as ext_authz reports it.
-    pub fn protocol(&self) -> Option<Vec<u8>> {
+    pub fn protocol(&self) -> Option<&[u8]> {
         self.attribute_string(ATTRIBUTE_ID_REQUEST_PROTOCOL)
-            .map(<[u8]>::to_vec)
     }
 
-    fn address(&self, address: AttributeId, port: AttributeId) -> Option<(String, u32)> {
-        let text = std::str::from_utf8(self.attribute_string(address)?).ok()?;
-        // Envoy gives `ip:port`; keep the ip (and the port attribute).
-        let ip = match text.parse::<SocketAddr>() {
-            Ok(socket) => socket.ip().to_string(),
-            Err(_) => text.to_owned(),
-        };
+    fn address(&self, address: AttributeId, port: AttributeId) -> Option<(Bytes, u32)> {
+        let ip = ip_of_socket_text(self.attribute_string(address)?);
         let port = self
             .attribute_int(port)
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0);
-        Some((ip, port))
+        Some((Bytes::copy_from_slice(ip), port))
     }
 
-    pub fn source_address(&self) -> Option<(String, u32)> {
+    pub fn source_address(&self) -> Option<(Bytes, u32)> {
         self.address(ATTRIBUTE_ID_SOURCE_ADDRESS, ATTRIBUTE_ID_SOURCE_PORT)
     }
 
-    pub fn destination_address(&self) -> Option<(String, u32)> {
+    pub fn destination_address(&self) -> Option<(Bytes, u32)> {
         self.address(
             ATTRIBUTE_ID_DESTINATION_ADDRESS,
             ATTRIBUTE_ID_DESTINATION_PORT,

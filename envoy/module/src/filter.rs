@@ -7,10 +7,13 @@
 //! dynamic metadata (namespace `sentinelnet`).
 //!
 //! Cost per request: the header bytes are copied once into one buffer that
-//! the message's fields slice (no copy per header), plus the header list,
-//! the decision event and the answer's few vectors: what the sidecar's
-//! check path allocates. No lock, no I/O: the bundle is read through
-//! `arc-swap`, the decision event goes to a bounded queue.
+//! the message's fields slice (no copy per header; Envoy's header list is
+//! read into the worker's own reused array), plus the message's entry list,
+//! the outcome and the answer's few vectors. What only a record needs (the
+//! request id, the deciding policy's evidence, the latency) is left to the
+//! records thread, or not read at all without records. No lock, no I/O:
+//! the bundle is read through `arc-swap`, the decision event goes to a
+//! bounded queue.
 
 use crate::bundles::{Active, Slot};
 use crate::envoy::{HeaderKind, Stream};
@@ -76,55 +79,62 @@ pub fn wants_body(config: &FilterConfig) -> bool {
 
 /// The message the view reads, from Envoy's request headers and `body`.
 fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: bool) -> CheckMessage {
-    let headers = stream.headers(HeaderKind::Request);
-    // One buffer holds every header byte; the message's fields are slices
-    // of it.
-    let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let mut arena = Vec::with_capacity(total);
-    let mut spans = Vec::with_capacity(headers.len());
-    for (key, value) in &headers {
-        let start = arena.len();
-        arena.extend_from_slice(key);
-        arena.extend_from_slice(value);
-        spans.push((start, start + key.len(), start + key.len() + value.len()));
-    }
-    let arena = Bytes::from(arena);
     let mut http = HttpRequest::default();
-    let mut entries = Vec::with_capacity(spans.len());
-    for (start, middle, end) in spans {
-        let key = arena.slice(start..middle);
-        let value = arena.slice(middle..end);
-        match &key[..] {
-            b":method" => http.method = value,
-            b":path" => http.path = value,
-            b":authority" => http.host = value,
-            b":scheme" => http.scheme = value,
-            k if k.starts_with(b":") => {}
-            k => {
-                if k == b"x-request-id" {
-                    http.id = value.clone();
-                }
-                entries.push(Entry { key, value });
-            }
+    stream.with_headers(HeaderKind::Request, |headers| {
+        // One buffer holds every header byte; the message's fields are
+        // slices of it.
+        let total: usize = headers
+            .iter()
+            .map(|h| h.name().len() + h.value().len())
+            .sum();
+        let mut arena = Vec::with_capacity(total);
+        for header in headers {
+            arena.extend_from_slice(header.name());
+            arena.extend_from_slice(header.value());
         }
-    }
-    http.headers = entries;
+        let arena = Bytes::from(arena);
+        let mut entries = Vec::with_capacity(headers.len());
+        let mut start = 0;
+        for header in headers {
+            let middle = start + header.name().len();
+            let end = middle + header.value().len();
+            let value = arena.slice(middle..end);
+            match header.name() {
+                b":method" => http.method = value,
+                b":path" => http.path = value,
+                b":authority" => http.host = value,
+                b":scheme" => http.scheme = value,
+                k if k.starts_with(b":") => {}
+                k => {
+                    if k == b"x-request-id" {
+                        http.id = value.clone();
+                    }
+                    entries.push(Entry {
+                        key: arena.slice(start..middle),
+                        value,
+                    });
+                }
+            }
+            start = end;
+        }
+        http.headers = entries;
+    });
     // Each attribute is a call into Envoy that formats a string: only when
     // the bundle reads one.
     if reads_connection {
         if let Some(protocol) = stream.protocol() {
-            http.protocol = Bytes::from(protocol);
+            http.protocol = Bytes::copy_from_slice(protocol);
         }
     }
     if let Some(body) = body {
         http.size = body.len() as i64;
         http.body = Bytes::from(body);
     }
-    let peer = |address: Option<(String, u32)>| {
+    let peer = |address: Option<(Bytes, u32)>| {
         address.map(|(ip, port)| Peer {
             address: Some(Address {
                 socket_address: Some(SocketAddress {
-                    address: Bytes::from(ip),
+                    address: ip,
                     port_value: Some(port),
                     named_port: None,
                 }),
@@ -150,13 +160,18 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: boo
 }
 
 /// Decide the request and apply the answer; whether it goes on.
+///
+/// What only a record needs (the request id, the deciding policy's
+/// evidence) is not read here: the records thread reads it from the
+/// request message it is handed, and without records nobody does.
 pub fn decide(
     stream: &Stream,
     config: &FilterConfig,
     filter: &mut Filter,
     body: Option<Vec<u8>>,
 ) -> bool {
-    let started = Instant::now();
+    // The latency goes in the record only.
+    let started = config.records.as_ref().map(|_| Instant::now());
     let at = SystemTime::now();
     let id = sentinelnet::ids::decision_id(at);
     let id_text = DecisionIdText::new(&id);
@@ -164,24 +179,27 @@ pub fn decide(
     let reads_connection = active.as_ref().is_none_or(|a| a.reads_connection);
     let message = request_message(stream, body, reads_connection);
     let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let view = RequestView::new(&message, &config.settings.view, now_unix);
-    let request_id = view.request_id().to_owned();
     let on_error = config.settings.on_error;
     let mut event = match &active {
-        None => DecisionEvent::without_bundle(id, at, request_id, on_error),
+        None => DecisionEvent::without_bundle(id, at, String::new(), on_error),
         Some(active) => {
+            let view = RequestView::new(&message, &config.settings.view, now_unix);
             let outcome = active.bundle.policies.decide(&view, on_error);
-            DecisionEvent::decided(id, at, request_id, active.bundle.clone(), outcome, &view)
+            DecisionEvent::decided_without_evidence(
+                id,
+                at,
+                String::new(),
+                active.bundle.clone(),
+                outcome,
+            )
         }
     };
-    drop(view);
     let answer = for_decision(&event, id_text.as_str());
     // The strings in one call (Envoy merges the namespace once), the
     // version on its own.
-    let fields = answer.metadata_fields();
     let mut texts: [(&str, &str); 4] = [("", ""); 4];
     let mut count = 0;
-    for (key, value) in &fields {
+    for (key, value) in &answer.metadata_fields() {
         match value {
             MetadataField::Text(text) => {
                 texts[count] = (key, text);
@@ -191,7 +209,9 @@ pub fn decide(
             MetadataField::Null => {}
         }
     }
-    stream.set_metadata_strings(METADATA_NAMESPACE, &texts[..count]);
+    if count > 0 {
+        stream.set_metadata_strings(METADATA_NAMESPACE, &texts[..count]);
+    }
     let allowed = answer.allows();
     if allowed {
         for (key, value) in answer.headers() {
@@ -209,8 +229,8 @@ pub fn decide(
         stream.send_response(answer.status(), answer.headers(), answer.body());
     }
     drop(answer);
-    event.latency_us = started.elapsed().as_micros() as u64;
-    if let Some(records) = &config.records {
+    if let (Some(records), Some(started)) = (&config.records, started) {
+        event.latency_us = started.elapsed().as_micros() as u64;
         records.record(event, message);
     }
     allowed

@@ -70,7 +70,7 @@ fn new_config(config: &[u8]) -> Result<FilterConfig, String> {
     .map_err(|e| format!("cannot start the bundle thread: {e}"))?;
     let records = match &settings.records {
         Some(socket) => Some(
-            records::Records::start(socket.clone(), log_warn)
+            records::Records::start(socket.clone(), settings.view.clone(), log_warn)
                 .map_err(|e| format!("cannot start the records thread: {e}"))?,
         ),
         None => None,

@@ -1,20 +1,22 @@
 //! Decision events to the sidecar's `--record-socket`: Envoy's worker hands
 //! each decision to a bounded queue (`try_send`, never waiting); a thread of
-//! the module's own turns it into a record and sends it as one Unix
-//! datagram ([`sentinelnet::audit::forward`]). A full queue, a full socket
+//! the module's own reads what only the record needs from the request (its
+//! id, the deciding policy's evidence), turns it into a record and sends it
+//! as one Unix datagram ([`sentinelnet::audit::forward`]). A full queue, a full socket
 //! or a sidecar that is not there drops the event and counts it; the
 //! request is never affected.
 
 use prost::Message;
 use sentinelnet::audit::{forward, to_record};
 use sentinelnet::authz::message::CheckMessage;
+use sentinelnet::authz::view::{RequestView, ViewSettings};
 use sentinelnet::decision::DecisionEvent;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Events waiting for the records thread, at most (as the sidecar's queue).
 const QUEUE_CAPACITY: usize = 16_384;
@@ -34,14 +36,19 @@ pub struct Records {
 }
 
 impl Records {
-    /// Start the records thread sending to `socket`.
-    pub fn start(socket: PathBuf, log: impl Fn(&str) + Send + 'static) -> std::io::Result<Records> {
+    /// Start the records thread sending to `socket`; `view` is how the
+    /// filter reads requests (the records thread reads them again).
+    pub fn start(
+        socket: PathBuf,
+        view: ViewSettings,
+        log: impl Fn(&str) + Send + 'static,
+    ) -> std::io::Result<Records> {
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let counts = Arc::new(Counts::default());
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("sentinelnet-records".into())
-            .spawn(move || send_events(rx, socket, thread_counts, log))?;
+            .spawn(move || send_events(rx, socket, view, thread_counts, log))?;
         Ok(Records { tx, counts })
     }
 
@@ -58,6 +65,7 @@ impl Records {
 fn send_events(
     rx: Receiver<(DecisionEvent, CheckMessage)>,
     socket: PathBuf,
+    view: ViewSettings,
     counts: Arc<Counts>,
     log: impl Fn(&str),
 ) {
@@ -72,8 +80,14 @@ fn send_events(
     };
     // A full socket drops the event instead of stalling the queue behind it.
     let _ = sender.set_nonblocking(true);
-    let mut datagram = Vec::with_capacity(4096);
-    let mut request = Vec::with_capacity(2048);
+    let mut out = Outbox {
+        sender,
+        socket,
+        view,
+        counts,
+        datagram: Vec::with_capacity(4096),
+        request: Vec::with_capacity(2048),
+    };
     let mut last_report: Option<Instant> = None;
     let mut reported_drops = 0;
     // Drained on a timer rather than parked in `recv()`: a parked receiver
@@ -95,24 +109,16 @@ fn send_events(
             }
         }
         for (event, message) in pending.drain(..) {
-            send_one(
-                &sender,
-                &socket,
-                event,
-                message,
-                &mut request,
-                &mut datagram,
-                &counts,
-            );
+            out.send(event, message);
         }
-        let dropped = counts.dropped.load(Ordering::Relaxed);
+        let dropped = out.counts.dropped.load(Ordering::Relaxed);
         if dropped > reported_drops
             && last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(60))
         {
             log(&format!(
                 "sentinelnet: {} decision events dropped so far (queue or {} full, or the sidecar not listening)",
                 dropped,
-                socket.display()
+                out.socket.display()
             ));
             reported_drops = dropped;
             last_report = Some(Instant::now());
@@ -123,23 +129,32 @@ fn send_events(
     }
 }
 
-/// Turn one decision into a record and send it.
-fn send_one(
-    sender: &UnixDatagram,
-    socket: &std::path::Path,
-    event: DecisionEvent,
-    message: CheckMessage,
-    request: &mut Vec<u8>,
-    datagram: &mut Vec<u8>,
-    counts: &Counts,
-) {
-    let at = event.at;
-    request.clear();
-    let _ = message.encode(request);
-    let record = to_record("", event, None);
-    let sent = forward::encode(&record, at, Some(request), datagram).is_ok()
-        && sender.send_to(datagram, socket).is_ok();
-    if !sent {
-        counts.dropped.fetch_add(1, Ordering::Relaxed);
+/// The records thread's end: where records go and its reused buffers.
+struct Outbox {
+    sender: UnixDatagram,
+    socket: PathBuf,
+    view: ViewSettings,
+    counts: Arc<Counts>,
+    datagram: Vec<u8>,
+    request: Vec<u8>,
+}
+
+impl Outbox {
+    /// Turn one decision into a record and send it.
+    fn send(&mut self, mut event: DecisionEvent, message: CheckMessage) {
+        let at = event.at;
+        let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let input = RequestView::new(&message, &self.view, now_unix);
+        event.request_id = input.request_id().to_owned();
+        event.read_evidence(&input);
+        drop(input);
+        self.request.clear();
+        let _ = message.encode(&mut self.request);
+        let record = to_record("", event, None);
+        let sent = forward::encode(&record, at, Some(&self.request), &mut self.datagram).is_ok()
+            && self.sender.send_to(&self.datagram, &self.socket).is_ok();
+        if !sent {
+            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
