@@ -34,7 +34,12 @@ use super::logic::{Expr, Op, Val};
 use super::Policy;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+// The maps are keyed by policy values and only looked up with request
+// values (never grown by requests), so a fixed, fast hash is safe here.
+// foldhash hashes a short key in a few instructions; xxh3's streaming
+// hasher (what `Xxh3DefaultBuilder` builds) first initialises ~300 bytes
+// of state per lookup.
+use foldhash::fast::FixedState;
 
 /// Rules with more nodes than this are never indexed: bounded evaluation
 /// of their prefix could come near the step budget.
@@ -292,8 +297,8 @@ fn node_count(expr: &Expr, limit: usize) -> usize {
 #[derive(Debug)]
 struct FieldIndex {
     path: VarPath,
-    exact: HashMap<Box<str>, Vec<u32>, Xxh3DefaultBuilder>,
-    prefixes: HashMap<Box<str>, Vec<u32>, Xxh3DefaultBuilder>,
+    exact: HashMap<Box<str>, Vec<u32>, FixedState>,
+    prefixes: HashMap<Box<str>, Vec<u32>, FixedState>,
     /// The distinct lengths of `prefixes`' keys, ascending.
     prefix_lengths: Vec<usize>,
     /// Every policy keyed on this field, ascending: the candidates when the

@@ -94,6 +94,9 @@ pub struct RequestView<'r> {
     http: Option<&'r HttpRequest>,
     settings: &'r ViewSettings,
     now_unix: u64,
+    /// The path and query of `:path`, split once (most policies read the
+    /// path, some several times).
+    target: OnceCell<(&'r str, &'r str)>,
     body: OnceCell<Body>,
     metadata: OnceCell<Value>,
     document: OnceCell<Value>,
@@ -110,6 +113,7 @@ impl<'r> RequestView<'r> {
             http,
             settings,
             now_unix,
+            target: OnceCell::new(),
             body: OnceCell::new(),
             metadata: OnceCell::new(),
             document: OnceCell::new(),
@@ -129,16 +133,26 @@ impl<'r> RequestView<'r> {
 
     /// Envoy sends the path with its query; the document's path has none.
     fn path(&self) -> &'r str {
-        let full = self.http.map_or("", |h| text(&h.path));
-        full.split_once('?').map_or(full, |(p, _)| p)
+        self.target().0
     }
 
     fn query_string(&self) -> &'r str {
-        let Some(http) = self.http else { return "" };
-        match text(&http.path).split_once('?') {
-            Some((_, q)) => q.split_once('#').map_or(q, |(q, _)| q),
-            None => text(&http.query),
-        }
+        self.target().1
+    }
+
+    /// `(path, query)`: `:path` cut at `?` (the query without a fragment),
+    /// or the whole path and ext_authz's separate `query` field.
+    fn target(&self) -> (&'r str, &'r str) {
+        *self.target.get_or_init(|| {
+            let Some(http) = self.http else {
+                return ("", "");
+            };
+            let full = text(&http.path);
+            match full.split_once('?') {
+                Some((path, q)) => (path, q.split_once('#').map_or(q, |(q, _)| q)),
+                None => (full, text(&http.query)),
+            }
+        })
     }
 
     /// A request header by lower-case name, from the header map or, when
