@@ -55,7 +55,10 @@ run by another build (e.g. the previous commit's release binary), so a
 change is measured against what it replaces in the same run;
 BASELINE_MODULE=DIR (a directory holding another build's
 libsentinelnet_envoy.so) does the same for the in-process setups, as
-`baseline-inprocess` and `baseline-inprocess-norec`.
+`baseline-inprocess` and `baseline-inprocess-norec`. PIN=1 runs every
+Envoy on CPU 1 and the load tool on CPU 0 (`taskset`): steadier numbers
+for in-process A/B runs on a shared 2-core machine (authz servers stay
+unpinned, so leave it off for ext_authz rows).
 """
 import json
 import os
@@ -91,6 +94,9 @@ if BASELINE_MODULE:
     SETUPS += [f"baseline-{s}" for s in ("inprocess", "inprocess-norec")
                if s in SETUPS and f"baseline-{s}" not in SETUPS]
 LOADS = os.environ.get("LOADS", "1conn,1k,5k,saturation").split(",")
+PIN = os.environ.get("PIN", "0") == "1"
+ENVOY_CPU = ["taskset", "-c", "1"] if PIN else []
+LOAD_CPU = ["taskset", "-c", "0"] if PIN else []
 AUTHZ_SERVERS = {"floor", "floor-hyper", "floor-shaped", "sidecar-tcp", "sidecar-uds", "sidecar-hung", "baseline-tcp",
                  "sidecar-noinput", "sidecar-tls", "sidecar-http", "sidecar-nats", "sidecar-9", "sidecar-1k",
                  "sidecar-10k", "sidecar-signed", "sidecar-hsm", "inprocess", "baseline-inprocess"}
@@ -256,7 +262,7 @@ end
 
 
 def run_wrk(url, connections, lua, duration=None):
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration or DURATION}s", "-s", lua, url]
+    args = LOAD_CPU + ["wrk", "-t1", f"-c{connections}", f"-d{duration or DURATION}s", "-s", lua, url]
     for h in HEADERS:
         args += ["-H", h]
     out = subprocess.run(args, capture_output=True, text=True).stdout
@@ -269,7 +275,7 @@ def run_h2load(url, rate, tmp):
     clients = 16
     log = Path(tmp) / "h2load.log"
     log.unlink(missing_ok=True)  # h2load appends
-    args = ["h2load", "--h1", "-c", str(clients), "-D", str(DURATION), f"--rps={rate // clients}",
+    args = LOAD_CPU + ["h2load", "--h1", "-c", str(clients), "-D", str(DURATION), f"--rps={rate // clients}",
             f"--log-file={log}", url]
     for h in HEADERS:
         args += ["-H", h]
@@ -440,7 +446,7 @@ def main():
         path.write_text(json.dumps(cfg))
         os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = (
             BASELINE_MODULE if name.startswith("baseline-inprocess") else str(ROOT / "target/release"))
-        envoy = spawn([ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
+        envoy = spawn(ENVOY_CPU + [ENVOY, "-c", path, "--concurrency", "1", "--disable-hot-restart", "-l", "error"],
                       f"{tmp}/envoy-{name}.log")
         wait_http(f"http://127.0.0.1:{admin}/ready")
         envoys[name] = (f"http://127.0.0.1:{port}{PATH}", envoy)

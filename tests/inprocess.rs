@@ -206,6 +206,46 @@ fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
         0.0,
         "the sidecar decided nothing itself"
     );
+
+    // The sidecar goes away: requests still decide (their events are
+    // dropped). A new sidecar binds the same path: the module, which keeps
+    // its socket connected, reconnects and records arrive again.
+    drop(sidecar);
+    let read = |request_id: &str| {
+        send(
+            http.get(envoy.url("/v1/kernels"))
+                .header("x-user", "alice")
+                .header("x-request-id", request_id),
+        )
+        .0
+    };
+    assert_eq!(read("while-down"), 200);
+    let sidecar = Sidecar::start(
+        &repo().join("policies"),
+        Grpc::tcp(),
+        &["--record-socket", &format!("unix:{}", socket.display())],
+        dir.path(),
+    );
+    let mut sent = 0;
+    wait_until(
+        "records after the sidecar restarted",
+        Duration::from_secs(10),
+        || {
+            sent += 1;
+            assert_eq!(read(&format!("after-restart-{sent}")), 200);
+            std::thread::sleep(Duration::from_millis(100));
+            sidecar.metric("sentinel_audit_forwarded_total") >= 1.0
+        },
+    );
+    let records = http_json(&sidecar.admin("/v1/decisions?limit=50"))["decisions"].clone();
+    let ids: Vec<&str> = records
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["requestId"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        ids.iter().any(|id| id.starts_with("after-restart-")),
+        "{ids:?}"
+    );
 }
 
 #[test]

@@ -85,6 +85,8 @@ fn send_events(
         socket,
         view,
         counts,
+        connected: false,
+        next_connect: Instant::now(),
         datagram: Vec::with_capacity(4096),
         request: Vec::with_capacity(2048),
     };
@@ -129,10 +131,21 @@ fn send_events(
     }
 }
 
+/// How long after a failed connect the next one is tried (events in
+/// between are dropped and counted, as they would be by a failed send).
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The records thread's end: where records go and its reused buffers.
+///
+/// The socket is connected to the sidecar's path once and sends with
+/// `send`: `sendto` with a path would resolve the path in the kernel for
+/// every record. A sidecar that restarts binds a new socket at the path;
+/// the first send that fails reconnects.
 struct Outbox {
     sender: UnixDatagram,
     socket: PathBuf,
+    connected: bool,
+    next_connect: Instant,
     view: ViewSettings,
     counts: Arc<Counts>,
     datagram: Vec<u8>,
@@ -152,9 +165,33 @@ impl Outbox {
         let _ = message.encode(&mut self.request);
         let record = to_record("", event, None);
         let sent = forward::encode(&record, at, Some(&self.request), &mut self.datagram).is_ok()
-            && self.sender.send_to(&self.datagram, &self.socket).is_ok();
+            && self.send_datagram();
         if !sent {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Send `datagram`, connecting (again) when needed; whether it went.
+    fn send_datagram(&mut self) -> bool {
+        if self.connected {
+            match self.sender.send(&self.datagram) {
+                Ok(_) => return true,
+                // The sidecar's queue is full: drop this one, keep the
+                // connection.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                // The sidecar is gone (or restarted at the same path).
+                Err(_) => self.connected = false,
+            }
+        }
+        let now = Instant::now();
+        if now < self.next_connect {
+            return false;
+        }
+        if self.sender.connect(&self.socket).is_err() {
+            self.next_connect = now + RECONNECT_INTERVAL;
+            return false;
+        }
+        self.connected = true;
+        self.sender.send(&self.datagram).is_ok()
     }
 }
