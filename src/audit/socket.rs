@@ -64,7 +64,7 @@ pub async fn receive(
                 continue;
             }
         };
-        match forward::decode(&buffer[..length]) {
+        forward::decode_each(&buffer[..length], |event| match event {
             Ok(event) => {
                 counters.forwarded.inc();
                 recorder.forward(event);
@@ -76,7 +76,7 @@ pub async fn receive(
                     tracing::warn!(error = %e, socket = %path.display(), "record socket: refused a datagram that is not a decision event (counted in sentinel_audit_forwarded_invalid_total)");
                 }
             }
-        }
+        });
     }
     let _ = std::fs::remove_file(&path);
 }

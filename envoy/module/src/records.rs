@@ -1,8 +1,9 @@
 //! Decision events to the sidecar's `--record-socket`: Envoy's worker hands
 //! each decision to a bounded queue (`try_send`, never waiting); a thread of
 //! the module's own reads what only the record needs from the request (its
-//! id, the deciding policy's evidence), turns it into a record and sends it
-//! as one Unix datagram ([`sentinelnet::audit::forward`]). A full queue, a full socket
+//! id, the deciding policy's evidence), turns it into a record and sends
+//! what one drain of the queue collected in as few Unix datagrams as fit
+//! ([`sentinelnet::audit::forward`] batches). A full queue, a full socket
 //! or a sidecar that is not there drops the event and counts it; the
 //! request is never affected.
 
@@ -87,9 +88,11 @@ fn send_events(
         counts,
         connected: false,
         next_connect: Instant::now(),
-        datagram: Vec::with_capacity(4096),
+        batch: Vec::with_capacity(forward::MAX_DATAGRAM),
+        in_batch: 0,
         request: Vec::with_capacity(2048),
     };
+    forward::begin_batch(&mut out.batch);
     let mut last_report: Option<Instant> = None;
     let mut reported_drops = 0;
     // Drained on a timer rather than parked in `recv()`: a parked receiver
@@ -111,8 +114,9 @@ fn send_events(
             }
         }
         for (event, message) in pending.drain(..) {
-            out.send(event, message);
+            out.add(event, message);
         }
+        out.flush();
         let dropped = out.counts.dropped.load(Ordering::Relaxed);
         if dropped > reported_drops
             && last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(60))
@@ -131,6 +135,11 @@ fn send_events(
     }
 }
 
+/// A batch is sent once it holds this much: small against the receiving
+/// socket's buffer (~208 KiB by default), so a sidecar that falls behind
+/// loses a few events at a time rather than a whole drain's worth.
+const BATCH_BYTES: usize = 32 * 1024;
+
 /// How long after a failed connect the next one is tried (events in
 /// between are dropped and counted, as they would be by a failed send).
 const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
@@ -148,13 +157,16 @@ struct Outbox {
     next_connect: Instant,
     view: ViewSettings,
     counts: Arc<Counts>,
-    datagram: Vec<u8>,
+    /// The batch datagram being filled, and how many events it holds.
+    batch: Vec<u8>,
+    in_batch: u64,
     request: Vec<u8>,
 }
 
 impl Outbox {
-    /// Turn one decision into a record and send it.
-    fn send(&mut self, mut event: DecisionEvent, message: CheckMessage) {
+    /// Turn one decision into a record and add it to the batch (sending
+    /// the batch first when it is full).
+    fn add(&mut self, mut event: DecisionEvent, message: CheckMessage) {
         let at = event.at;
         let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let input = RequestView::new(&message, &self.view, now_unix);
@@ -164,17 +176,43 @@ impl Outbox {
         self.request.clear();
         let _ = message.encode(&mut self.request);
         let record = to_record("", event, None);
-        let sent = forward::encode(&record, at, Some(&self.request), &mut self.datagram).is_ok()
-            && self.send_datagram();
-        if !sent {
-            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut added = forward::append(&record, at, Some(&self.request), &mut self.batch);
+        if added.is_err() && self.in_batch > 0 {
+            self.flush();
+            added = forward::append(&record, at, Some(&self.request), &mut self.batch);
+        }
+        match added {
+            Ok(()) => {
+                self.in_batch += 1;
+                if self.batch.len() >= BATCH_BYTES {
+                    self.flush();
+                }
+            }
+            // Larger than a datagram on its own.
+            Err(_) => {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Send `datagram`, connecting (again) when needed; whether it went.
+    /// Send the batch, if it holds anything, and start the next one.
+    fn flush(&mut self) {
+        if forward::batch_is_empty(&self.batch) {
+            return;
+        }
+        if !self.send_datagram() {
+            self.counts
+                .dropped
+                .fetch_add(self.in_batch, Ordering::Relaxed);
+        }
+        forward::begin_batch(&mut self.batch);
+        self.in_batch = 0;
+    }
+
+    /// Send the batch, connecting (again) when needed; whether it went.
     fn send_datagram(&mut self) -> bool {
         if self.connected {
-            match self.sender.send(&self.datagram) {
+            match self.sender.send(&self.batch) {
                 Ok(_) => return true,
                 // The sidecar's queue is full: drop this one, keep the
                 // connection.
@@ -192,6 +230,6 @@ impl Outbox {
             return false;
         }
         self.connected = true;
-        self.sender.send(&self.datagram).is_ok()
+        self.sender.send(&self.batch).is_ok()
     }
 }
