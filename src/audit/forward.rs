@@ -63,10 +63,7 @@ pub fn encode(
 ) -> Result<(), ForwardError> {
     out.clear();
     out.extend_from_slice(MAGIC);
-    let micros = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    out.extend_from_slice(&micros.to_be_bytes());
+    out.extend_from_slice(&epoch_micros(at).to_be_bytes());
     out.extend_from_slice(&[0; 4]);
     // Serialising plain data into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, record);
@@ -79,6 +76,12 @@ pub fn encode(
         return Err(ForwardError::TooLarge(out.len()));
     }
     Ok(())
+}
+
+/// An event's time on the wire: microseconds since the epoch.
+fn epoch_micros(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Start a batch datagram in `out` (cleared first).
@@ -102,10 +105,7 @@ pub fn append(
     out: &mut Vec<u8>,
 ) -> Result<(), ForwardError> {
     let start = out.len();
-    let micros = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    out.extend_from_slice(&micros.to_be_bytes());
+    out.extend_from_slice(&epoch_micros(at).to_be_bytes());
     out.extend_from_slice(&[0; 8]);
     // Serialising plain data into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, record);
