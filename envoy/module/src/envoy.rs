@@ -69,6 +69,8 @@ impl Stream {
     /// Call `f` with every header of `kind`, in order (a repeated header
     /// once per value). The pairs borrow Envoy's buffers and the array is
     /// the worker's own, reused from request to request: no allocation.
+    /// `f` must not call a setter of this stream: a header write may move
+    /// the buffers the pairs point into.
     pub fn with_headers<R>(&self, kind: HeaderKind, f: impl FnOnce(&[Header]) -> R) -> R {
         thread_local! {
             static SCRATCH: RefCell<Vec<EnvoyHttpHeader>> = const { RefCell::new(Vec::new()) };
