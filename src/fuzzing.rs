@@ -220,3 +220,52 @@ pub fn ingest_batch(data: &[u8]) {
         );
     }
 }
+
+/// A datagram on the sidecar's `--record-socket`, a single event or a
+/// batch: every event read is a `policy.decision` with an id and an allow
+/// or deny; at most one error, and nothing read after it; and the events
+/// read, written again as a batch, read back the same.
+pub fn record_socket(data: &[u8]) {
+    use crate::audit::forward;
+    let mut events = Vec::new();
+    let mut errors = 0;
+    forward::decode_each(data, |event| match event {
+        Ok(event) => {
+            assert_eq!(errors, 0, "an event read after an error");
+            events.push(event);
+        }
+        Err(_) => errors += 1,
+    });
+    assert!(errors <= 1, "{errors} errors from one datagram");
+    for event in &events {
+        assert!(!event.record.id.is_empty());
+        assert!(matches!(event.record.decision.as_ref(), "allow" | "deny"));
+    }
+    let mut batch = Vec::new();
+    forward::begin_batch(&mut batch);
+    for event in &events {
+        if forward::append(
+            &event.record,
+            event.at,
+            event.request.as_deref(),
+            &mut batch,
+        )
+        .is_err()
+        {
+            // Written again, the events no longer fit one datagram (the
+            // record's JSON is written compactly, so this is rare).
+            return;
+        }
+    }
+    let mut again = Vec::new();
+    forward::decode_each(&batch, |event| match event {
+        Ok(event) => again.push(event),
+        Err(e) => panic!("an event written again does not read: {e}"),
+    });
+    assert_eq!(again.len(), events.len());
+    for (first, second) in events.iter().zip(&again) {
+        assert_eq!(first.record, second.record);
+        assert_eq!(first.at, second.at);
+        assert_eq!(first.request, second.request);
+    }
+}

@@ -32,13 +32,14 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_seed_runs_through_its_target() {
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("policy_document", sentinelnet::fuzzing::policy_document),
         ("bundle_archive", sentinelnet::fuzzing::bundle_archive),
         ("check_request", sentinelnet::fuzzing::check_request),
         ("spool_segment", sentinelnet::fuzzing::spool_segment),
         ("record_verify", sentinelnet::fuzzing::record_verify),
         ("ingest_batch", sentinelnet::fuzzing::ingest_batch),
+        ("record_socket", sentinelnet::fuzzing::record_socket),
     ];
     let mut ran = 0;
     for (target, run) in targets {
@@ -89,4 +90,12 @@ fn seeds_are_what_they_claim() {
         .expect("sentinelnet test runs")
         .status;
     assert!(status.success());
+    for (path, bytes) in seeds("record_socket") {
+        let mut read = 0;
+        sentinelnet::audit::forward::decode_each(&bytes, |event| {
+            event.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            read += 1;
+        });
+        assert!(read >= 1, "{}: no event", path.display());
+    }
 }
