@@ -54,7 +54,10 @@ pub enum ForwardError {
     TooLarge(usize),
 }
 
-/// Write one event into `out` (cleared first).
+/// Write one event into `out` (cleared first), as a single-event (`SNR1`)
+/// datagram. The module sends batches now; the sidecar still reads this
+/// form (modules built before batches), and the tests write it with this.
+#[cfg(test)]
 pub fn encode(
     record: &DecisionRecord,
     at: SystemTime,
