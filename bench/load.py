@@ -40,7 +40,8 @@ Loads: one connection (wrk -c1), fixed rates of 1k and 5k req/s (h2load
 --rps, per-request log for percentiles), and saturation (wrk -c16).
 
 Printed: req/s, p50/p99/p99.9, authz-server CPU µs per Check (from
-/proc/PID/task/*/schedstat, all threads, so audit work is included), Envoy's
+/proc/PID/task/*/schedstat, all threads, so audit work is included; the
+next column is the part of it on the audit thread, `sentinel-audit`), Envoy's
 CPU µs per request (all its threads), and ratios to the no-authz baseline
 and to the floor (the stock-tonic one, as the targets are stated). Then the
 10,004-policy bundle: resident memory, and bundle swaps under load (failed
@@ -133,6 +134,19 @@ def cpu_ns(pid):
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def audit_cpu_ns(pid):
+    """CPU of the authz server's audit thread (`sentinel-audit`): what
+    records cost, apart from the checks themselves."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "sentinel-audit":
+                total += int((task / "schedstat").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             pass
     return total
@@ -458,6 +472,7 @@ def main():
                 url, envoy = envoys[setup]
                 server = servers.get(setup)
                 before = cpu_ns(server.pid) if server else 0
+                audit_before = audit_cpu_ns(server.pid) if server else 0
                 envoy_before = cpu_ns(envoy.pid)
                 if load == "1conn":
                     res = run_wrk(url, 1, lua)
@@ -467,6 +482,8 @@ def main():
                     res = run_h2load(url, 1000 if load == "1k" else 5000, tmp)
                 if server:
                     res["cpu_us_per_check"] = (cpu_ns(server.pid) - before) / 1000 / max(res["requests"], 1)
+                    res["audit_us_per_check"] = (audit_cpu_ns(server.pid) - audit_before) / 1000 / max(
+                        res["requests"], 1)
                 res["envoy_cpu_us"] = (cpu_ns(envoy.pid) - envoy_before) / 1000 / max(res["requests"], 1)
                 results[(setup, load)].append(res)
                 print(f"round {r + 1}/{ROUNDS} {load:<10} {setup:<12} {res['rps']:>9.0f} req/s  "
@@ -506,8 +523,9 @@ def median(values):
 def report(results):
     print(f"\nMedians over {ROUNDS} interleaved rounds of {DURATION} s "
           "(latencies in µs; ratios are req/s against the same load's baseline)\n")
-    print(f"| load | setup | req/s | p50 | p99 | p99.9 | authz CPU µs/Check | Envoy CPU µs/req | × no-authz | × floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| load | setup | req/s | p50 | p99 | p99.9 | authz CPU µs/Check | of it audit thread | "
+          "Envoy CPU µs/req | × no-authz | × floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for load in LOADS:
         base = median([r["rps"] for r in results[("noauthz", load)]])
         floor = median([r["rps"] for r in results[("floor", load)]])
@@ -515,10 +533,12 @@ def report(results):
             runs = results[(setup, load)]
             rps = median([r["rps"] for r in runs])
             cpu = median([r.get("cpu_us_per_check", 0) for r in runs]) if setup in AUTHZ_SERVERS else None
+            audit = median([r.get("audit_us_per_check", 0) for r in runs]) if setup in AUTHZ_SERVERS else 0
             errors = sum(r["errors"] for r in runs)
             print(f"| {load} | {setup}{' (' + str(errors) + ' errors)' if errors else ''} | {rps:.0f} | "
                   f"{median([r['p50'] for r in runs])} | {median([r['p99'] for r in runs])} | "
                   f"{median([r['p999'] for r in runs])} | {'' if cpu is None else f'{cpu:.1f}'} | "
+                  f"{f'{audit:.1f}' if audit else ''} | "
                   f"{median([r['envoy_cpu_us'] for r in runs]):.1f} | "
                   f"{rps / base if base else 0:.2f} | {rps / floor if floor else 0:.2f} |")
 

@@ -109,19 +109,49 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-22T23:59:59.123456Z`.
 pub(crate) fn format_timestamp(at: SystemTime) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_timestamp(at, &mut out);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Append [`format_timestamp`]'s text (a record line is written with it,
+/// so the digits go straight in, without the formatting machinery).
+pub(crate) fn write_timestamp(at: SystemTime, out: &mut Vec<u8>) {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
+    if !(0..=9999).contains(&y) {
+        // Past year 9999 the year takes more digits than the fixed layout.
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            since.subsec_micros()
+        );
+        return;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 6, u64::from(since.subsec_micros()));
+    out.extend_from_slice(&text);
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -154,6 +184,17 @@ mod tests {
             let at = SystemTime::UNIX_EPOCH + Duration::from_micros(micros as u64);
             assert_eq!(parse_rfc3339(&format_timestamp(at)), Some(micros));
         }
+        let at = |micros| SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+        assert_eq!(format_timestamp(at(0)), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp(at(1_795_391_999_123_456)),
+            "2026-11-22T23:59:59.123456Z"
+        );
+        // Past year 9999 the year grows a digit, as `{:04}` writes it.
+        assert_eq!(
+            format_timestamp(at(253_402_300_800_000_001)),
+            "10000-01-01T00:00:00.000001Z"
+        );
         assert_eq!(
             parse_rfc3339("2026-11-23T00:59:59.5+01:00"),
             parse_rfc3339("2026-11-22T23:59:59.500000Z")

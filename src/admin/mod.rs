@@ -218,7 +218,8 @@ async fn explain(State(state): State<AdminState>, Path(id): Path<String>) -> Res
         .log
         .for_policy(&id)
         .iter()
-        .map(|r| decision_summary(r, &id))
+        .filter_map(|line| serde_json::from_slice::<DecisionRecord>(line).ok())
+        .map(|r| decision_summary(&r, &id))
         .collect();
     let doc = &policy.document;
     Json(json!({
@@ -256,11 +257,20 @@ async fn decisions(State(state): State<AdminState>, Query(q): Query<Limit>) -> R
             )
         }
     };
-    let records: Vec<Value> = state
-        .log
-        .recent(limit)
-        .iter()
-        .map(|r| serde_json::to_value(&**r).unwrap_or(Value::Null))
-        .collect();
-    Json(json!({ "decisions": records })).into_response()
+    // The kept lines are the records' JSON already: joined, not re-encoded.
+    let lines = state.log.recent(limit);
+    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b"{\"decisions\":[");
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(line);
+    }
+    body.extend_from_slice(b"]}");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }

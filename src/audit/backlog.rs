@@ -8,10 +8,11 @@
 use std::collections::VecDeque;
 
 /// One serialised record (compact JSON, no trailing newline) and its `seq`.
+/// The line is shared with the decision log, not copied.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub seq: u64,
-    pub line: Vec<u8>,
+    pub line: bytes::Bytes,
 }
 
 /// Where reading resumes in a backlog; opaque to the shipper.
@@ -127,7 +128,7 @@ impl Backlog for MemoryBacklog {
             first_seq.get_or_insert(entry.seq);
             last_seq = entry.seq;
             size += entry.line.len();
-            lines.push(entry.line.clone());
+            lines.push(entry.line.to_vec());
         }
         Some(Batch {
             first_seq: first_seq?,
@@ -172,7 +173,7 @@ mod tests {
     fn entry(seq: u64, size: usize) -> Entry {
         Entry {
             seq,
-            line: vec![b'x'; size],
+            line: vec![b'x'; size].into(),
         }
     }
 

@@ -32,6 +32,8 @@ pub const MAX_MASKS: usize = 64;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Masks {
     paths: Vec<Vec<String>>,
+    /// Each path dotted, as a JSON string (what `masked` lists).
+    quoted: Vec<String>,
 }
 
 /// Where a writer is in the document: the masks that still match the path
@@ -65,6 +67,7 @@ impl Masks {
                 .iter()
                 .map(|d| d.split('.').map(str::to_owned).collect())
                 .collect(),
+            quoted: dotted.iter().map(|d| super::json::quoted(d)).collect(),
         })
     }
 
@@ -89,6 +92,26 @@ impl Masks {
             .filter(|(i, _)| hits & (1 << i) != 0)
             .map(|(_, p)| p.join("."))
             .collect()
+    }
+
+    /// `,"masked":[…]` with the dotted paths whose bits are set in `hits`
+    /// (as [`Masks::named`] lists them), or nothing when none are.
+    pub fn write_named(&self, hits: u64, out: &mut Vec<u8>) {
+        if hits == 0 {
+            return;
+        }
+        out.extend_from_slice(b",\"masked\":[");
+        let mut first = true;
+        for (i, quoted) in self.quoted.iter().enumerate() {
+            if hits & (1 << i) != 0 {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(quoted.as_bytes());
+            }
+        }
+        out.push(b']');
     }
 }
 
@@ -255,6 +278,11 @@ impl InputRecording {
         selected(self.percent, request_id)
     }
 
+    /// About how many bytes the last input took.
+    pub(crate) fn size_hint(&self) -> usize {
+        self.size_hint.load(Ordering::Relaxed)
+    }
+
     /// The masked input of a selected record, and the masks that removed
     /// something.
     pub(crate) fn input(
@@ -263,24 +291,60 @@ impl InputRecording {
         request: &(dyn Any + Send),
         at: SystemTime,
     ) -> Option<(RecordInput, Vec<String>)> {
+        // Sized like the last input (plus room for a longer one), so the
+        // text is neither grown while written nor shrunk afterwards.
+        let hint = self.size_hint();
+        let mut text = Vec::with_capacity(hint + hint / 4 + 64);
+        let hits = self.write(request_id, request, at, &mut text)?;
+        let text = String::from_utf8(text).ok()?;
+        Some((RecordInput::Written(text), self.masks.named(hits)))
+    }
+
+    /// Append `,"input":` and the masked input of a selected record to a
+    /// record line being written; the bits of the masks that removed
+    /// something. Nothing is appended when the record carries no input.
+    pub(crate) fn write_field(
+        &self,
+        request_id: &str,
+        request: &(dyn Any + Send),
+        at: SystemTime,
+        line: &mut Vec<u8>,
+    ) -> Option<u64> {
+        const KEY: &[u8] = b",\"input\":";
+        let start = line.len();
+        line.extend_from_slice(KEY);
+        let hits = self.write(request_id, request, at, line);
+        if hits.is_none() {
+            line.truncate(start);
+        }
+        hits
+    }
+
+    /// Write the masked input document of a selected record to `out`.
+    fn write(
+        &self,
+        request_id: &str,
+        request: &(dyn Any + Send),
+        at: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
         if !self.selects(request_id) {
             return None;
         }
-        // Sized like the last input (plus room for a longer one), so the
-        // text is neither grown while written nor shrunk afterwards.
-        let hint = self.size_hint.load(Ordering::Relaxed);
-        let mut text = Vec::with_capacity(hint + hint / 4 + 64);
-        let hits = (self.build)(request, at, self.masks.root(), &mut text)?;
-        self.size_hint.store(text.len(), Ordering::Relaxed);
-        let text = String::from_utf8(text).ok()?;
-        // The record writer copies the text into the line unchecked: a
-        // builder must write one JSON value, canonical and without padding.
+        let start = out.len();
+        let hits = (self.build)(request, at, self.masks.root(), out)?;
+        self.size_hint.store(out.len() - start, Ordering::Relaxed);
+        // Records take the text as it is, unchecked: a builder must write
+        // one JSON value, canonical and without padding.
         debug_assert!(
-            serde_json::from_str::<Value>(&text)
-                .is_ok_and(|v| serde_json::to_string(&v).is_ok_and(|c| c == text)),
-            "an input builder wrote text that is not canonical JSON: {text}"
+            std::str::from_utf8(&out[start..]).is_ok_and(|text| {
+                serde_json::from_str::<Value>(text)
+                    .is_ok_and(|v| serde_json::to_string(&v).is_ok_and(|c| c == text))
+            }),
+            "an input builder wrote text that is not canonical JSON: {}",
+            String::from_utf8_lossy(&out[start..])
         );
-        Some((RecordInput::Written(text), self.masks.named(hits)))
+        Some(hits)
     }
 }
 
@@ -352,6 +416,54 @@ mod tests {
         let written = serde_json::to_string(&input).unwrap_or_default();
         let read = RecordInput::Read(input.to_value());
         assert_eq!(serde_json::to_string(&read).unwrap_or_default(), written);
+    }
+
+    #[test]
+    fn the_field_written_into_a_line_is_the_input_and_its_masks() {
+        let r = recording(100, &["request.body.card", "request.headers.absent"]);
+        let (input, masked) = r.input("req-1", &(), SystemTime::now()).expect("selected");
+        let mut line = b"{\"id\":1".to_vec();
+        let hits = r
+            .write_field("req-1", &(), SystemTime::now(), &mut line)
+            .expect("selected");
+        let expected = format!(
+            "{{\"id\":1,\"input\":{}",
+            serde_json::to_string(&input).unwrap_or_default()
+        );
+        assert_eq!(String::from_utf8_lossy(&line), expected);
+        let mut named = Vec::new();
+        r.masks.write_named(hits, &mut named);
+        assert_eq!(
+            String::from_utf8_lossy(&named),
+            format!(
+                ",\"masked\":{}",
+                serde_json::to_string(&masked).unwrap_or_default()
+            )
+        );
+        let mut nothing = Vec::new();
+        r.masks.write_named(0, &mut nothing);
+        assert!(nothing.is_empty());
+        // A record that carries no input gets no field.
+        let none = recording(0, &[]);
+        let mut line = b"{".to_vec();
+        assert!(none
+            .write_field("req-1", &(), SystemTime::now(), &mut line)
+            .is_none());
+        assert_eq!(line, b"{");
+        // Nor does one whose request does not decode, whatever the builder
+        // wrote before it gave up.
+        let failing = InputRecording::new(
+            100,
+            Masks::with_defaults(&[]).expect("masks"),
+            Arc::new(|_, _, _, out| {
+                out.extend_from_slice(b"{\"half");
+                None
+            }),
+        );
+        assert!(failing
+            .write_field("req-1", &(), SystemTime::now(), &mut line)
+            .is_none());
+        assert_eq!(line, b"{");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 mod backlog;
 pub mod forward;
 pub mod inputs;
+pub mod json;
+mod line;
 pub mod log;
 pub mod record;
 mod seal;
@@ -316,6 +318,7 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<Pending>) {
         inputs,
         mut sealer,
     } = writer;
+    let mut lines = line::LineWriter::new(&node);
     // Drain on a timer instead of parking in `recv()`: a parked receiver
     // makes every `try_send` on the check path wake this thread (a futex
     // call and a context switch per decision). Polling every few
@@ -355,23 +358,39 @@ async fn write_records(writer: RecordWriter, mut rx: mpsc::Receiver<Pending>) {
             let mut entries = Vec::with_capacity(events.len() + 1);
             let now = Instant::now();
             for pending in events.drain(..) {
-                let mut record = match pending {
-                    Pending::Decided(event) => to_record(&node, event, inputs.as_ref()),
-                    Pending::Forwarded(forwarded) => {
-                        forwarded_record(&node, *forwarded, inputs.as_ref())
+                let seq = chain.next_seq;
+                // Each record is written as its line, linked, maybe signed,
+                // then kept by the log (and the backlog) as those bytes.
+                let mut sign_and_keep = |mut line: Vec<u8>, chain: &Chain| {
+                    if let Some(sealer) = sealer.as_mut() {
+                        sealer.linked(&chain.last_hash, &mut line, now);
                     }
+                    let line = bytes::Bytes::from(line);
+                    if shipping {
+                        entries.push(Entry {
+                            seq,
+                            line: line.clone(),
+                        });
+                    }
+                    line
                 };
-                let mut line = chain.link(&mut record);
-                if let Some(sealer) = sealer.as_mut() {
-                    sealer.linked(&mut record, &mut line, now);
+                match pending {
+                    Pending::Decided(event) => {
+                        let line = lines.write(&event, &mut chain, inputs.as_ref());
+                        let line = sign_and_keep(line, &chain);
+                        log.push(line, line::involved(&event));
+                    }
+                    Pending::Forwarded(forwarded) => {
+                        let mut record = forwarded_record(&node, *forwarded, inputs.as_ref());
+                        let line = chain.link(&mut record);
+                        let line = sign_and_keep(line, &chain);
+                        let shadowed = record.shadow.iter().map(|s| s.policy_id.as_str());
+                        log.push(
+                            line,
+                            record.policy_id.as_deref().into_iter().chain(shadowed),
+                        );
+                    }
                 }
-                if shipping {
-                    entries.push(Entry {
-                        seq: record.seq,
-                        line,
-                    });
-                }
-                log.push(record);
             }
             if shipping {
                 if let Some(sealer) = sealer.as_mut() {
@@ -572,7 +591,10 @@ fn forwarded_record(
     record
 }
 
-/// Build the record for an event (everything but the chain fields).
+/// Build the record for an event (everything but the chain fields): for
+/// `sentinelnet eval` and as the reference the audit thread's line writer
+/// (`line.rs`, which writes the same bytes without this struct) is tested
+/// against.
 pub fn to_record(
     node: &str,
     event: DecisionEvent,

@@ -182,7 +182,7 @@ pub(crate) fn write_canonical(value: &Value, out: &mut String) {
 
 /// Room for a record's line besides its input (a record without input
 /// with its hash is ~0.7 KB).
-const LINE_WITHOUT_INPUT: usize = 1024;
+pub(super) const LINE_WITHOUT_INPUT: usize = 1024;
 
 /// The writer's end of a node's chain: assigns `seq`, `prevHash`, `hash`.
 #[derive(Debug, Clone)]
@@ -227,14 +227,28 @@ impl Chain {
         let input = record.input.as_ref().map_or(0, RecordInput::size_hint);
         let mut line = Vec::with_capacity(LINE_WITHOUT_INPUT + input);
         record.write_unhashed(&mut line);
-        record.hash = hex::encode(Sha256::digest(&line));
+        self.finish_line(&mut line);
+        record.hash.clone_from(&self.last_hash);
+        line
+    }
+
+    /// Finish a line written canonically without `hash` (ending in `}`)
+    /// with this chain's `chainId`, `prevHash` and `seq` in it: hash it,
+    /// append `"hash"` as the last key, and advance the chain.
+    pub(crate) fn finish_line(&mut self, line: &mut Vec<u8>) {
+        let digest = Sha256::digest(line.as_slice());
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(digest, &mut hex);
         line.pop();
         line.extend_from_slice(b",\"hash\":\"");
-        line.extend_from_slice(record.hash.as_bytes());
+        line.extend_from_slice(&hex);
         line.extend_from_slice(b"\"}");
         self.next_seq += 1;
-        self.last_hash.clone_from(&record.hash);
-        line
+        self.last_hash.clear();
+        // Hex digits are ASCII.
+        self.last_hash
+            .push_str(std::str::from_utf8(&hex).unwrap_or_default());
     }
 }
 

@@ -109,23 +109,18 @@ impl Sealer {
     }
 
     /// A record was just linked (its line ends with `hash`): sign it if a
-    /// checkpoint is due.
-    pub(crate) fn linked(
-        &mut self,
-        record: &mut super::record::DecisionRecord,
-        line: &mut Vec<u8>,
-        now: Instant,
-    ) {
+    /// checkpoint is due; whether it was signed.
+    pub(crate) fn linked(&mut self, hash: &str, line: &mut Vec<u8>, now: Instant) -> bool {
         self.last_signed = false;
         if self.may_try(now) && (self.due_by_time(now) || self.unsigned + 1 >= SEAL_EVERY_RECORDS) {
-            if let Some(signature) = self.signature(&record.hash, now) {
+            if let Some(signature) = self.signature(hash, now) {
                 seal_line(line, &signature);
-                record.sig = Some(signature);
                 self.last_signed = true;
-                return;
+                return true;
             }
         }
         self.unsigned += 1;
+        false
     }
 
     /// Before a drain's `entries` go to the backlog: the record held from an
@@ -161,7 +156,10 @@ impl Sealer {
     fn release(&mut self, now: Instant) -> Option<Entry> {
         let Held { mut entry, hash } = self.held.take()?;
         if let Some(signature) = self.signature(&hash, now) {
-            seal_line(&mut entry.line, &signature);
+            // The one line a second that is signed late is copied to be.
+            let mut line = entry.line.to_vec();
+            seal_line(&mut line, &signature);
+            entry.line = line.into();
         }
         Some(entry)
     }
@@ -223,13 +221,13 @@ mod tests {
     fn link(s: &mut Setup, now: Instant) -> (Entry, bool) {
         let mut record = sample_record(&format!("id-{}", s.chain.next_seq));
         let mut line = s.chain.link(&mut record);
-        s.sealer.linked(&mut record, &mut line, now);
+        let signed = s.sealer.linked(&record.hash, &mut line, now);
         (
             Entry {
                 seq: record.seq,
-                line,
+                line: line.into(),
             },
-            record.sig.is_some(),
+            signed,
         )
     }
 

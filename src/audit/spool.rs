@@ -620,7 +620,7 @@ mod tests {
         let line = serde_json::json!({"seq": seq, "chainId": chain, "hash": format!("h{seq}"), "pad": "x".repeat(pad)});
         Entry {
             seq,
-            line: serde_json::to_vec(&line).unwrap_or_default(),
+            line: serde_json::to_vec(&line).unwrap_or_default().into(),
         }
     }
 
