@@ -7,18 +7,20 @@
 //!
 //! Run: `cargo bench --bench evaluator`
 
-use criterion::{criterion_group, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{Address as CoreAddress, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use prost::Message;
+use sentinelnet::audit::line::{LineWriter, Links};
 use sentinelnet::audit::{log::DecisionLog, AuditConfig, AuditStatus, Pipeline};
 use sentinelnet::authz::message::CheckMessage;
 use sentinelnet::authz::view::RequestView;
 use sentinelnet::authz::{Authorizer, Engine, ViewSettings};
 use sentinelnet::bundle::{Bundle, BundleFiles, Source};
+use sentinelnet::decision::DecisionEvent;
 use sentinelnet::metrics::Metrics;
 use sentinelnet::policy::input::{Input, VarPath};
 use sentinelnet::policy::{IndexSettings, Policy, PolicySet, Verdict};
@@ -168,6 +170,50 @@ fn benches(c: &mut Criterion) {
             document.clear();
             let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
             black_box(view.write_document(masks.root(), &mut document));
+        })
+    });
+    // A decision's record as JSON (the 20-policy bundle deciding the
+    // sample request): built as a `DecisionRecord` and serialised by serde,
+    // as the in-process module did before, against written straight from
+    // the event, as the module and the sidecar's audit thread do now
+    // (`sentinelnet::audit::line`). Chain fields empty, no input.
+    let kernel20 = Arc::new(
+        Source::Directory(Path::new(KERNEL_20).into())
+            .load()
+            .expect("bundle"),
+    );
+    let event = || {
+        let view = RequestView::new(&request, &settings, 1_795_000_000);
+        let outcome = kernel20.policies.decide(&view, Verdict::Deny);
+        let at = SystemTime::now();
+        DecisionEvent::decided(
+            sentinelnet::ids::decision_id(at),
+            at,
+            view.request_id().to_owned(),
+            kernel20.clone(),
+            outcome,
+            &view,
+        )
+    };
+    let mut json = Vec::with_capacity(2048);
+    c.bench_function("record/decision JSON, DecisionRecord + serde", |b| {
+        b.iter_batched(
+            event,
+            |e| {
+                json.clear();
+                let record = sentinelnet::audit::to_record("", e, None);
+                let _ = serde_json::to_writer(&mut json, &record);
+                record
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let sample = event();
+    let mut lines = LineWriter::new("");
+    c.bench_function("record/decision JSON, written from the event", |b| {
+        b.iter(|| {
+            json.clear();
+            lines.write_unlinked(black_box(&sample), Links::NONE, None, &mut json);
         })
     });
     let bundles = [

@@ -17,11 +17,14 @@
 //! `send` and a receiver wake-up each). A frame that does not read ends the
 //! batch; the frames before it are kept.
 //!
-//! Cost for the sender: one JSON serialisation per decision and one `send`
+//! Cost for the sender: one record written as JSON per decision (straight
+//! from the event, [`append_event`]) and one `send`
 //! per batch, off Envoy's worker threads (the module hands events to a
 //! thread of its own).
 
+use super::line::{LineWriter, Links};
 use super::record::{DecisionRecord, RECORD_TYPE};
+use crate::decision::DecisionEvent;
 use bytes::Bytes;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -107,11 +110,35 @@ pub fn append(
     request: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) -> Result<(), ForwardError> {
+    append_framed(at, request, out, |out| {
+        // Serialising plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, record);
+    })
+}
+
+/// As [`append`] for a decision event, its record written by `lines`
+/// straight into the batch (the same JSON, without building the record).
+pub fn append_event(
+    lines: &mut LineWriter,
+    event: &DecisionEvent,
+    request: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Result<(), ForwardError> {
+    append_framed(event.at, request, out, |out| {
+        lines.write_unlinked(event, Links::NONE, None, out);
+    })
+}
+
+fn append_framed(
+    at: SystemTime,
+    request: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    write_record: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), ForwardError> {
     let start = out.len();
     out.extend_from_slice(&epoch_micros(at).to_be_bytes());
     out.extend_from_slice(&[0; 8]);
-    // Serialising plain data into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, record);
+    write_record(out);
     let json = (out.len() - start - FRAME_HEADER) as u32;
     let request = request.unwrap_or_default();
     out[start + 8..start + 12].copy_from_slice(&json.to_be_bytes());
@@ -257,6 +284,33 @@ mod tests {
         let mut events = Vec::new();
         decode_each(datagram, |e| events.push(e));
         events
+    }
+
+    #[test]
+    fn events_written_straight_read_back_as_their_record() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_790_000_000_123_456);
+        let id = crate::ids::decision_id(at);
+        let event = || {
+            let mut e = DecisionEvent::without_bundle(
+                id,
+                at,
+                "req \"1\"".into(),
+                crate::policy::Verdict::Deny,
+            );
+            e.latency_us = 42;
+            e
+        };
+        let mut batch = Vec::new();
+        begin_batch(&mut batch);
+        let mut lines = LineWriter::new("");
+        append_event(&mut lines, &event(), Some(b"\x0a\x01x"), &mut batch).expect("appends");
+        let events = decoded(&batch);
+        let [Ok(back)] = &events[..] else {
+            panic!("one event expected: {events:?}");
+        };
+        assert_eq!(back.record, crate::audit::to_record("", event(), None));
+        assert_eq!(back.at, at);
+        assert_eq!(back.request.as_deref(), Some(&b"\x0a\x01x"[..]));
     }
 
     #[test]

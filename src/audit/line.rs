@@ -27,11 +27,28 @@ use crate::timestamp::write_timestamp;
 use std::sync::Arc;
 
 /// Writes decision lines for one node's chain.
-pub(super) struct LineWriter {
+pub struct LineWriter {
     /// The node, as a JSON string.
     node: String,
     /// Text of the bundle the last event was decided by.
     bundle: Option<BundleText>,
+}
+
+/// The chain fields a record is written with.
+#[derive(Debug, Clone, Copy)]
+pub struct Links<'c> {
+    pub chain_id: &'c str,
+    pub prev_hash: &'c str,
+    pub seq: u64,
+}
+
+impl Links<'_> {
+    /// Not linked yet: empty ids, seq 0 (as an unlinked record serialises).
+    pub const NONE: Links<'static> = Links {
+        chain_id: "",
+        prev_hash: "",
+        seq: 0,
+    };
 }
 
 /// A bundle's text, and its policies' as they are needed.
@@ -129,7 +146,7 @@ pub(super) fn involved(event: &DecisionEvent) -> impl Iterator<Item = &str> + Cl
 }
 
 impl LineWriter {
-    pub(super) fn new(node: &str) -> LineWriter {
+    pub fn new(node: &str) -> LineWriter {
         LineWriter {
             node: json::quoted(node),
             bundle: None,
@@ -146,6 +163,28 @@ impl LineWriter {
     ) -> Vec<u8> {
         let room = LINE_WITHOUT_INPUT + inputs.map_or(0, InputRecording::size_hint);
         let mut line = Vec::with_capacity(room);
+        let links = Links {
+            chain_id: &chain.chain_id,
+            prev_hash: &chain.last_hash,
+            seq: chain.next_seq,
+        };
+        self.write_unlinked(event, links, inputs, &mut line);
+        chain.finish_line(&mut line);
+        line
+    }
+
+    /// Append the record of `event` without `hash`, with the given chain
+    /// fields: the JSON serde writes for [`super::to_record`]'s record
+    /// with them set. The in-process module sends records this way, with
+    /// the fields empty ([`Links::NONE`]); the sidecar that receives them
+    /// links them into its chain.
+    pub fn write_unlinked(
+        &mut self,
+        event: &DecisionEvent,
+        links: Links<'_>,
+        inputs: Option<&InputRecording>,
+        line: &mut Vec<u8>,
+    ) {
         let bundle = match &event.bundle {
             Some(b) => {
                 if !self
@@ -180,16 +219,16 @@ impl LineWriter {
         let deciding = deciding.and_then(|i| text.and_then(|t| t.policy(i)));
 
         line.extend_from_slice(b"{\"bundle\":");
-        put_text(&mut line, text.map(|t| t.name.as_str()));
+        put_text(line, text.map(|t| t.name.as_str()));
         line.extend_from_slice(b",\"bundleRevision\":");
-        put_text(&mut line, text.map(|t| t.revision.as_str()));
+        put_text(line, text.map(|t| t.revision.as_str()));
         line.extend_from_slice(b",\"chainId\":");
-        json::string(&mut line, &chain.chain_id);
+        json::string(line, links.chain_id);
         line.extend_from_slice(b",\"decision\":");
-        json::string(&mut line, event.verdict.as_str());
+        json::string(line, event.verdict.as_str());
         line.extend_from_slice(b",\"evidence\":");
         // Serialising plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut line, &event.evidence);
+        let _ = serde_json::to_writer(&mut *line, &event.evidence);
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let id = event.id.hyphenated().encode_lower(&mut id);
         line.extend_from_slice(b",\"evidenceRefs\":[\"decision:");
@@ -208,14 +247,14 @@ impl LineWriter {
         line.push(b'"');
         let hits = match (inputs, &event.request) {
             (Some(inputs), Some(request)) => inputs
-                .write_field(&event.request_id, request.as_ref(), event.at, &mut line)
+                .write_field(&event.request_id, request.as_ref(), event.at, line)
                 .map(|hits| (inputs, hits)),
             _ => None,
         };
         line.extend_from_slice(b",\"latencyUs\":");
-        json::number(&mut line, event.latency_us);
+        json::number(line, event.latency_us);
         if let Some((inputs, hits)) = hits {
-            inputs.masks.write_named(hits, &mut line);
+            inputs.masks.write_named(hits, line);
         }
         line.extend_from_slice(b",\"node\":");
         line.extend_from_slice(self.node.as_bytes());
@@ -224,20 +263,20 @@ impl LineWriter {
             Some(p) => {
                 line.extend_from_slice(p.id.as_bytes());
                 line.extend_from_slice(b",\"policyVersion\":");
-                json::number(&mut line, p.version);
+                json::number(line, p.version);
             }
             None => line.extend_from_slice(b"null,\"policyVersion\":null"),
         }
         line.extend_from_slice(b",\"prevHash\":");
-        json::string(&mut line, &chain.last_hash);
+        json::string(line, links.prev_hash);
         line.extend_from_slice(b",\"rationale\":");
-        write_rationale(&mut line, event, deciding);
+        write_rationale(line, event, deciding);
         line.extend_from_slice(b",\"reason\":");
-        json::string(&mut line, event.reason.as_str());
+        json::string(line, event.reason.as_str());
         line.extend_from_slice(b",\"requestId\":");
-        json::string(&mut line, &event.request_id);
+        json::string(line, &event.request_id);
         line.extend_from_slice(b",\"seq\":");
-        json::number(&mut line, chain.next_seq);
+        json::number(line, links.seq);
         line.extend_from_slice(b",\"shadow\":[");
         if let Some(t) = text {
             for (n, i) in shadowed().enumerate() {
@@ -250,14 +289,12 @@ impl LineWriter {
             }
         }
         line.extend_from_slice(b"],\"status\":");
-        json::number(&mut line, u64::from(event.status));
+        json::number(line, u64::from(event.status));
         line.extend_from_slice(b",\"ts\":\"");
-        write_timestamp(event.at, &mut line);
+        write_timestamp(event.at, line);
         line.extend_from_slice(b"\",\"type\":");
-        json::string(&mut line, RECORD_TYPE);
+        json::string(line, RECORD_TYPE);
         line.push(b'}');
-        chain.finish_line(&mut line);
-        line
     }
 }
 
@@ -447,6 +484,7 @@ mod tests {
         let mut written = Chain::fresh("chain-1".into());
         let mut reference = Chain::fresh("chain-1".into());
         let mut seen: Vec<Value> = Vec::new();
+        let mut module = LineWriter::new("");
         for (n, c) in cases.iter().enumerate() {
             let event = c.event(n, at);
             let line = writer.write(&event, &mut written, Some(&inputs));
@@ -469,6 +507,17 @@ mod tests {
                 .collect();
             assert_eq!(involved(&event).collect::<Vec<_>>(), named, "case {n}");
             seen.push(serde_json::from_slice(&line).unwrap_or_default());
+            // Unlinked, as the in-process module sends it: serde's JSON of
+            // the reference record without node, chain fields or input.
+            let mut unlinked = Vec::new();
+            module.write_unlinked(&event, Links::NONE, None, &mut unlinked);
+            let reference = serde_json::to_vec(&super::super::to_record("", c.event(n, at), None))
+                .unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(&unlinked),
+                String::from_utf8_lossy(&reference),
+                "case {n}, unlinked"
+            );
         }
         // The cases covered what they claim to.
         for reason in ["policy", "default", "error"] {

@@ -11,7 +11,7 @@ mod backlog;
 pub mod forward;
 pub mod inputs;
 pub mod json;
-mod line;
+pub mod line;
 pub mod log;
 pub mod record;
 mod seal;

@@ -1,14 +1,15 @@
 //! Decision events to the sidecar's `--record-socket`: Envoy's worker hands
 //! each decision to a bounded queue (`try_send`, never waiting); a thread of
 //! the module's own reads what only the record needs from the request (its
-//! id, the deciding policy's evidence), turns it into a record and sends
+//! id, the deciding policy's evidence), writes its record and sends
 //! what one drain of the queue collected in as few Unix datagrams as fit
 //! ([`sentinelnet::audit::forward`] batches). A full queue, a full socket
 //! or a sidecar that is not there drops the event and counts it; the
 //! request is never affected.
 
 use prost::Message;
-use sentinelnet::audit::{forward, to_record};
+use sentinelnet::audit::forward;
+use sentinelnet::audit::line::LineWriter;
 use sentinelnet::authz::message::CheckMessage;
 use sentinelnet::authz::view::{RequestView, ViewSettings};
 use sentinelnet::decision::DecisionEvent;
@@ -91,6 +92,8 @@ fn send_events(
         batch: Vec::with_capacity(forward::MAX_DATAGRAM),
         in_batch: 0,
         request: Vec::with_capacity(2048),
+        // The sidecar sets the node (and links the record) on arrival.
+        lines: LineWriter::new(""),
     };
     forward::begin_batch(&mut out.batch);
     let mut last_report: Option<Instant> = None;
@@ -161,6 +164,8 @@ struct Outbox {
     batch: Vec<u8>,
     in_batch: u64,
     request: Vec<u8>,
+    /// Writes each record's JSON straight into the batch.
+    lines: LineWriter,
 }
 
 impl Outbox {
@@ -175,11 +180,12 @@ impl Outbox {
         drop(input);
         self.request.clear();
         let _ = message.encode(&mut self.request);
-        let record = to_record("", event, None);
-        let mut added = forward::append(&record, at, Some(&self.request), &mut self.batch);
+        let request = Some(self.request.as_slice());
+        let mut added = forward::append_event(&mut self.lines, &event, request, &mut self.batch);
         if added.is_err() && self.in_batch > 0 {
             self.flush();
-            added = forward::append(&record, at, Some(&self.request), &mut self.batch);
+            let request = Some(self.request.as_slice());
+            added = forward::append_event(&mut self.lines, &event, request, &mut self.batch);
         }
         match added {
             Ok(()) => {
