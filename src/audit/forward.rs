@@ -101,9 +101,12 @@ pub fn batch_is_empty(out: &[u8]) -> bool {
     out.len() <= BATCH_MAGIC.len()
 }
 
-/// Append one event to the batch in `out` (see [`begin_batch`]). A batch
-/// that would pass [`MAX_DATAGRAM`] is refused with `TooLarge` and `out`
-/// is left as it was: send it and start the next one.
+/// Append one event, given as its record, to the batch in `out` (see
+/// [`begin_batch`]). A batch that would pass [`MAX_DATAGRAM`] is refused
+/// with `TooLarge` and `out` is left as it was: send it and start the next
+/// one. The module writes from the event instead ([`append_event`]); this
+/// form serves records already read back (the `record_socket` fuzz target
+/// writes the events it read again with it).
 pub fn append(
     record: &DecisionRecord,
     at: SystemTime,
