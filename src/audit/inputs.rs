@@ -34,15 +34,26 @@ pub struct Masks {
     paths: Vec<Vec<String>>,
     /// Each path dotted, as a JSON string (what `masked` lists).
     quoted: Vec<String>,
+    /// The paths as a tree of their segments, the root first: a writer
+    /// stepping into a key compares it with the segments that follow the
+    /// path so far (one at the root for the defaults), not with every path.
+    nodes: Vec<MaskNode>,
 }
 
-/// Where a writer is in the document: the masks that still match the path
-/// so far (bits) at this depth.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MaskNode {
+    /// The next segments and their nodes.
+    children: Vec<(String, usize)>,
+    /// The bits of the masks whose path ends here.
+    ends: u64,
+}
+
+/// Where a writer is in the document: the node of the mask tree the path
+/// so far leads to, or none when no mask goes on from here.
 #[derive(Debug, Clone, Copy)]
 pub struct MaskCursor<'m> {
     masks: &'m Masks,
-    depth: usize,
-    live: u64,
+    node: Option<usize>,
 }
 
 impl Masks {
@@ -62,12 +73,31 @@ impl Masks {
                 DEFAULT_MASKS.len()
             ));
         }
+        let paths: Vec<Vec<String>> = dotted
+            .iter()
+            .map(|d| d.split('.').map(str::to_owned).collect())
+            .collect();
+        let mut nodes = vec![MaskNode::default()];
+        for (i, path) in paths.iter().enumerate() {
+            let mut at = 0;
+            for segment in path {
+                let known = nodes[at].children.iter().find(|(s, _)| s == segment);
+                at = match known {
+                    Some(&(_, next)) => next,
+                    None => {
+                        nodes.push(MaskNode::default());
+                        let next = nodes.len() - 1;
+                        nodes[at].children.push((segment.clone(), next));
+                        next
+                    }
+                };
+            }
+            nodes[at].ends |= 1 << i;
+        }
         Ok(Masks {
-            paths: dotted
-                .iter()
-                .map(|d| d.split('.').map(str::to_owned).collect())
-                .collect(),
+            paths,
             quoted: dotted.iter().map(|d| super::json::quoted(d)).collect(),
+            nodes,
         })
     }
 
@@ -75,12 +105,11 @@ impl Masks {
     pub fn root(&self) -> MaskCursor<'_> {
         MaskCursor {
             masks: self,
-            depth: 0,
-            live: if self.paths.len() >= 64 {
-                u64::MAX
-            } else {
-                (1u64 << self.paths.len()) - 1
-            },
+            node: self
+                .nodes
+                .first()
+                .filter(|n| !n.children.is_empty())
+                .map(|_| 0),
         }
     }
 
@@ -119,27 +148,21 @@ impl<'m> MaskCursor<'m> {
     /// Step into `key`: `Err(bits)` when a mask ends exactly here (leave
     /// the key out; `bits` says which), else the cursor for its value.
     pub fn enter(self, key: &str) -> Result<MaskCursor<'m>, u64> {
-        if self.live == 0 {
+        let Some(node) = self.node.and_then(|n| self.masks.nodes.get(n)) else {
             return Ok(self);
+        };
+        let next = node
+            .children
+            .iter()
+            .find(|(segment, _)| segment == key)
+            .map(|&(_, next)| next);
+        match next.and_then(|n| self.masks.nodes.get(n)) {
+            Some(child) if child.ends != 0 => Err(child.ends),
+            _ => Ok(MaskCursor {
+                masks: self.masks,
+                node: next,
+            }),
         }
-        let (mut live, mut ended) = (0u64, 0u64);
-        for (i, path) in self.masks.paths.iter().enumerate() {
-            if self.live & (1 << i) != 0 && path.get(self.depth).is_some_and(|s| s == key) {
-                if path.len() == self.depth + 1 {
-                    ended |= 1 << i;
-                } else {
-                    live |= 1 << i;
-                }
-            }
-        }
-        if ended != 0 {
-            return Err(ended);
-        }
-        Ok(MaskCursor {
-            masks: self.masks,
-            depth: self.depth + 1,
-            live,
-        })
     }
 }
 
@@ -147,10 +170,10 @@ impl MaskCursor<'_> {
     /// Step into array element `i`: masks may name elements by index
     /// (`request.body.items.0.card`); an element itself is never removed.
     pub fn enter_index(self, i: usize) -> Self {
-        if self.live == 0 {
+        if self.node.is_none() {
             return self;
         }
-        self.enter(&i.to_string()).unwrap_or(self)
+        self.enter(itoa::Buffer::new().format(i)).unwrap_or(self)
     }
 }
 
@@ -416,6 +439,25 @@ mod tests {
         let written = serde_json::to_string(&input).unwrap_or_default();
         let read = RecordInput::Read(input.to_value());
         assert_eq!(serde_json::to_string(&read).unwrap_or_default(), written);
+    }
+
+    #[test]
+    fn a_mask_on_a_parent_removes_it_whole_and_alone_is_named() {
+        // `request.headers` ends where the default masks go on: the
+        // headers go, and only the mask that removed them is listed.
+        let r = recording(100, &["request.headers", "request.body.card.number"]);
+        let (input, masked) = r.input("req-1", &(), SystemTime::now()).expect("selected");
+        assert_eq!(
+            input.to_value(),
+            json!({"request": {"method": "GET", "body": {"amount": 3, "card": "4111"}}})
+        );
+        assert_eq!(masked, vec!["request.headers"]);
+        // No masks at all: nothing removed, nothing named.
+        let bare = Masks::default();
+        let doc = json!({"request": {"headers": {"cookie": "s=1"}}});
+        let mut out = Vec::new();
+        assert_eq!(write_masked(&doc, bare.root(), &mut out), 0);
+        assert_eq!(out, serde_json::to_vec(&doc).unwrap_or_default());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::{query_pairs, Body, RequestView};
 use crate::audit::inputs::MaskCursor;
-use crate::audit::json::string;
+use crate::audit::json::{self, string};
 use crate::authz::message::text;
 use crate::policy::logic::Val;
 use serde_json::Value;
@@ -32,6 +32,33 @@ impl<'o> Object<'o> {
         cursor: MaskCursor<'m>,
         hits: &mut u64,
     ) -> Option<MaskCursor<'m>> {
+        let child = self.enter(key, cursor, hits)?;
+        string(self.out, key);
+        self.out.push(b':');
+        Some(child)
+    }
+
+    /// [`Object::key`] for the document's own field names, which need no
+    /// escaping: copied without looking for any.
+    fn field<'m>(
+        &mut self,
+        name: &'static str,
+        cursor: MaskCursor<'m>,
+        hits: &mut u64,
+    ) -> Option<MaskCursor<'m>> {
+        let child = self.enter(name, cursor, hits)?;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        Some(child)
+    }
+
+    fn enter<'m>(
+        &mut self,
+        key: &str,
+        cursor: MaskCursor<'m>,
+        hits: &mut u64,
+    ) -> Option<MaskCursor<'m>> {
         match cursor.enter(key) {
             Err(bits) => {
                 *hits |= bits;
@@ -42,8 +69,6 @@ impl<'o> Object<'o> {
                     self.out.push(b',');
                 }
                 self.first = false;
-                string(self.out, key);
-                self.out.push(b':');
                 Some(child)
             }
         }
@@ -129,53 +154,53 @@ impl RequestView<'_> {
         let mut hits = 0;
         let h = &mut hits;
         let mut doc = Object::open(out);
-        if let Some(c) = doc.key("context", cursor, h) {
-            let entries: Vec<(&str, &str)> = self
+        if let Some(c) = doc.field("context", cursor, h) {
+            let entries: Vec<(&str, &[u8])> = self
                 .attributes
                 .map(|a| {
                     a.context_extensions
                         .iter()
-                        .map(|e| (text(&e.key), text(&e.value)))
+                        .map(|e| (text(&e.key), e.value.as_ref()))
                         .collect()
                 })
                 .unwrap_or_default();
             let mut o = Object::open(doc.out);
             for (k, v) in sorted(entries, true) {
                 if o.key(k, c, h).is_some() {
-                    string(o.out, v);
+                    json::text(o.out, v);
                 }
             }
             o.close();
         }
-        if let Some(c) = doc.key("destination", cursor, h) {
+        if let Some(c) = doc.field("destination", cursor, h) {
             self.write_peer(false, c, doc.out, h);
         }
-        if let Some(c) = doc.key("metadata", cursor, h) {
+        if let Some(c) = doc.field("metadata", cursor, h) {
             json(doc.out, self.metadata(), c, h);
         }
-        if let Some(c) = doc.key("principal", cursor, h) {
+        if let Some(c) = doc.field("principal", cursor, h) {
             let mut o = Object::open(doc.out);
             if let Some(id) = self.principal_id() {
-                if let Some(c) = o.key("id", c, h) {
+                if let Some(c) = o.field("id", c, h) {
                     val(o.out, &id, c, h);
                 }
             }
             if let Some(roles) = self.principal_roles() {
-                if let Some(c) = o.key("roles", c, h) {
+                if let Some(c) = o.field("roles", c, h) {
                     val(o.out, &roles, c, h);
                 }
             }
             o.close();
         }
-        if let Some(c) = doc.key("request", cursor, h) {
+        if let Some(c) = doc.field("request", cursor, h) {
             self.write_request(c, doc.out, h);
         }
-        if let Some(c) = doc.key("source", cursor, h) {
+        if let Some(c) = doc.field("source", cursor, h) {
             self.write_peer(true, c, doc.out, h);
         }
-        if let Some(c) = doc.key("time", cursor, h) {
+        if let Some(c) = doc.field("time", cursor, h) {
             let mut o = Object::open(doc.out);
-            if o.key("unix", c, h).is_some() {
+            if o.field("unix", c, h).is_some() {
                 let _ = serde_json::to_writer(&mut *o.out, &self.now_unix);
             }
             o.close();
@@ -193,7 +218,7 @@ impl RequestView<'_> {
                 ("principal", self.peer_principal(source)),
             ] {
                 if let Some(value) = value {
-                    if let Some(c) = o.key(key, cursor, h) {
+                    if let Some(c) = o.field(key, cursor, h) {
                         val(o.out, &value, c, h);
                     }
                 }
@@ -206,30 +231,30 @@ impl RequestView<'_> {
         let mut o = Object::open(out);
         match self.body() {
             Body::Json(v) => {
-                if let Some(c) = o.key("body", cursor, h) {
+                if let Some(c) = o.field("body", cursor, h) {
                     json(o.out, v, c, h);
                 }
             }
             Body::Invalid(e) => {
-                if o.key("bodyError", cursor, h).is_some() {
+                if o.field("bodyError", cursor, h).is_some() {
                     string(o.out, e);
                 }
             }
             Body::Absent => {}
         }
-        if let Some(c) = o.key("headers", cursor, h) {
+        if let Some(c) = o.field("headers", cursor, h) {
             // As `document()` builds them: the header map (a later entry
             // of a repeated name wins), then raw headers not already there.
-            let mut headers: Vec<(Cow<'_, str>, &str)> = Vec::new();
+            let mut headers: Vec<(Cow<'_, str>, &[u8])> = Vec::new();
             if let Some(http) = self.http {
                 let entries = http
                     .headers
                     .iter()
-                    .map(|e| (Cow::Borrowed(text(&e.key)), text(&e.value)))
+                    .map(|e| (Cow::Borrowed(text(&e.key)), e.value.as_ref()))
                     .collect();
                 headers = sorted(entries, true);
                 if let Some(raw) = &http.header_map {
-                    let mut extra: Vec<(Cow<'_, str>, &str)> = Vec::new();
+                    let mut extra: Vec<(Cow<'_, str>, &[u8])> = Vec::new();
                     for entry in &raw.headers {
                         let key = text(&entry.key).to_ascii_lowercase();
                         let known = headers
@@ -237,7 +262,7 @@ impl RequestView<'_> {
                             .is_ok()
                             || extra.iter().any(|(k, _)| *k == key);
                         if !known {
-                            let value = self.header(&key).unwrap_or("");
+                            let value = self.header(&key).unwrap_or("").as_bytes();
                             extra.push((Cow::Owned(key), value));
                         }
                     }
@@ -248,14 +273,14 @@ impl RequestView<'_> {
             let mut hs = Object::open(o.out);
             for (k, v) in &headers {
                 if hs.key(k, c, h).is_some() {
-                    string(hs.out, v);
+                    json::text(hs.out, v);
                 }
             }
             hs.close();
         }
         if let Some(http) = self.http {
-            if let Some(c) = o.key("host", cursor, h) {
-                val(o.out, &Val::str(text(&http.host)), c, h);
+            if o.field("host", cursor, h).is_some() {
+                json::text(o.out, &http.host);
             }
         }
         for (key, value) in [
@@ -263,16 +288,16 @@ impl RequestView<'_> {
             ("method", Val::str(self.method())),
             ("path", Val::str(self.path())),
         ] {
-            if let Some(c) = o.key(key, cursor, h) {
+            if let Some(c) = o.field(key, cursor, h) {
                 val(o.out, &value, c, h);
             }
         }
         if let Some(http) = self.http {
-            if let Some(c) = o.key("protocol", cursor, h) {
-                val(o.out, &Val::str(text(&http.protocol)), c, h);
+            if o.field("protocol", cursor, h).is_some() {
+                json::text(o.out, &http.protocol);
             }
         }
-        if let Some(c) = o.key("query", cursor, h) {
+        if let Some(c) = o.field("query", cursor, h) {
             let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
                 query_pairs(self.query_string()).collect();
             let mut q = Object::open(o.out);
@@ -284,11 +309,11 @@ impl RequestView<'_> {
             q.close();
         }
         if let Some(http) = self.http {
-            if let Some(c) = o.key("scheme", cursor, h) {
-                val(o.out, &Val::str(text(&http.scheme)), c, h);
+            if o.field("scheme", cursor, h).is_some() {
+                json::text(o.out, &http.scheme);
             }
         }
-        if o.key("segments", cursor, h).is_some() {
+        if o.field("segments", cursor, h).is_some() {
             // As `Val::List(self.segments())` writes, without the list.
             o.out.push(b'[');
             for (i, segment) in self.path().split('/').filter(|s| !s.is_empty()).enumerate() {
@@ -299,7 +324,7 @@ impl RequestView<'_> {
             }
             o.out.push(b']');
         }
-        if let Some(c) = o.key("size", cursor, h) {
+        if let Some(c) = o.field("size", cursor, h) {
             val(o.out, &Val::Num(self.size()), c, h);
         }
         o.close();
