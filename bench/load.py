@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "5"))
 ENVOY = os.environ.get("ENVOY_BIN", str(ROOT / "target/envoy-venv/bin/envoy"))
-SENTINEL = ROOT / "target/release/sentinelnet"
+SENTINEL = Path(os.environ.get("SENTINEL_BIN", ROOT / "target/release/sentinelnet"))
 FLOOR = ROOT / "target/release/examples/authz-floor"
 FLOOR_HYPER = ROOT / "target/release/examples/authz-floor-hyper"
 GEN_BUNDLE = ROOT / "target/release/examples/gen-bundle"
@@ -269,8 +269,8 @@ WRK_LUA = """
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
                + summary.errors.status + summary.errors.timeout
-  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), errors))
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), errors, latency.max))
 end
 """
 
@@ -281,8 +281,9 @@ def run_wrk(url, connections, lua, duration=None):
         args += ["-H", h]
     out = subprocess.run(args, capture_output=True, text=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT"))
-    n, dur_us, p50, p99, p999, errors = map(int, line.split()[1:])
-    return {"requests": n, "rps": n / (dur_us / 1e6), "p50": p50, "p99": p99, "p999": p999, "errors": errors}
+    n, dur_us, p50, p99, p999, errors, worst = map(int, line.split()[1:])
+    return {"requests": n, "rps": n / (dur_us / 1e6), "p50": p50, "p99": p99, "p999": p999, "errors": errors,
+            "max": worst}
 
 
 def run_h2load(url, rate, tmp):
@@ -588,7 +589,8 @@ def large_bundle_checks(tmp, lua):
     rss_loaded = rss_kib(sidecar.pid)
     print(f"\n10,004-policy bundle: RSS {rss_idle / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB after load and swaps")
     print(f"swap under saturation load: {result.get('requests', 0)} requests, {result.get('errors', 0)} failed, "
-          f"{result.get('rps', 0):.0f} req/s; new revision live after "
+          f"{result.get('rps', 0):.0f} req/s, p99 {result.get('p99', 0)} µs, slowest {result.get('max', 0)} µs; "
+          "new revision live after "
           + ", ".join(f"{s:.0f}" for s in swaps) + " ms (includes the watch debounce of 20 ms)")
     return {"rss_mib": rss_loaded / 1024, "swap_ms": swaps, "swap_load": result}
 

@@ -110,6 +110,18 @@ impl Activator {
         }
     }
 
+    /// [`Activator::activate`] on a blocking thread: installing is work in
+    /// the bundle's size (a metric per policy, the previous bundle freed),
+    /// and the check path shares the runtime's one thread.
+    async fn activate_off_runtime(&self, bundle: Bundle, origin: &str) {
+        let (activator, origin) = (self.clone(), origin.to_owned());
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || activator.activate(bundle, &origin)).await
+        {
+            tracing::error!(error = %e, "installing a bundle failed; the active bundle stays");
+        }
+    }
+
     /// Install `bundle`; `origin` is what `/v1/status` shows as its source.
     fn activate(&self, bundle: Bundle, origin: &str) {
         self.log
@@ -420,14 +432,24 @@ impl RemotePuller {
 
     /// Load and activate a fetched bundle unless it is the active one.
     async fn install(&self, bytes: Vec<u8>, active_digest: &mut Option<String>) {
+        // Shared, not copied, between the loader and the cache writer.
+        let bytes = bytes::Bytes::from(bytes);
         match self.load(bytes.clone()).await {
             Ok(bundle) if active_digest.as_deref() == Some(bundle.digest.as_str()) => {}
             Ok(bundle) => {
                 *active_digest = Some(bundle.digest.clone());
-                self.activator.activate(bundle, self.fetcher.url());
-                if let Some(cache) = &self.cache {
-                    if let Err(e) = save_cache(cache, &bytes) {
-                        tracing::warn!(path = %cache.display(), error = %e, "cannot write the bundle cache");
+                self.activator
+                    .activate_off_runtime(bundle, self.fetcher.url())
+                    .await;
+                if let Some(cache) = self.cache.clone() {
+                    // A file write of the bundle's size: not on the
+                    // check path's thread either.
+                    let saved = tokio::task::spawn_blocking(move || {
+                        save_cache(&cache, &bytes).map_err(|e| (cache, e))
+                    })
+                    .await;
+                    if let Ok(Err((path, e))) = saved {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the bundle cache");
                     }
                 }
             }
@@ -435,7 +457,7 @@ impl RemotePuller {
         }
     }
 
-    async fn load(&self, bytes: Vec<u8>) -> Result<Bundle, BundleError> {
+    async fn load(&self, bytes: bytes::Bytes) -> Result<Bundle, BundleError> {
         let trusted = self.trusted.clone();
         let url = self.fetcher.url().to_owned();
         tokio::task::spawn_blocking(move || {
@@ -448,15 +470,17 @@ impl RemotePuller {
 
     async fn serve_cache(&self, active_digest: &mut Option<String>) {
         let Some(cache) = &self.cache else { return };
-        let Ok(bytes) = std::fs::read(cache) else {
+        let path = cache.clone();
+        let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await else {
             return;
         };
-        match self.load(bytes).await {
+        match self.load(bytes.into()).await {
             Ok(bundle) => {
                 tracing::warn!(path = %cache.display(), revision = %bundle.revision, "registry unreachable: serving the cached bundle");
                 *active_digest = Some(bundle.digest.clone());
                 self.activator
-                    .activate(bundle, &format!("cache:{}", cache.display()));
+                    .activate_off_runtime(bundle, &format!("cache:{}", cache.display()))
+                    .await;
             }
             Err(e) => self.activator.apply(Err(e)),
         }

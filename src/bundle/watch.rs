@@ -3,8 +3,9 @@
 //! Directories are watched recursively with symlinks followed, which covers
 //! editors that save by rename and Kubernetes ConfigMap volumes (a new
 //! `..YYYY_*` directory appears and the `..data` symlink is renamed over).
-//! Events are debounced, the files are re-read off the runtime, and a reload
-//! whose content digest is unchanged is dropped.
+//! Events are debounced; the files are re-read, hashed and installed off the
+//! runtime (the check path shares its thread), and a reload whose content
+//! digest is unchanged is dropped.
 
 use super::signing::TrustedKeys;
 use super::{Bundle, BundleError, Source};
@@ -41,6 +42,7 @@ pub(crate) fn watch<F>(
 where
     F: Fn(Result<Bundle, BundleError>) + Send + Sync + 'static,
 {
+    let on_load = Arc::new(on_load);
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -72,7 +74,16 @@ where
                 }
             }
             let src = source.clone();
-            let read = tokio::task::spawn_blocking(move || src.read()).await;
+            // The digest too is worked out off the runtime: it hashes every
+            // file, seconds of a check thread's time for 10,000 policies in
+            // a debug build, during which Envoy's checks would time out.
+            let read = tokio::task::spawn_blocking(move || {
+                src.read().map(|files| {
+                    let digest = super::digest(&files);
+                    (files, digest)
+                })
+            })
+            .await;
             let files = match read {
                 Ok(files) => files,
                 Err(join_error) => Err(BundleError::file(
@@ -81,8 +92,7 @@ where
                 )),
             };
             let result = match files {
-                Ok(files) => {
-                    let digest = super::digest(&files);
+                Ok((files, digest)) => {
                     if last_digest.as_deref() == Some(digest.as_str()) {
                         continue;
                     }
@@ -104,7 +114,10 @@ where
                 }
                 Err(e) => Err(e),
             };
-            on_load(result);
+            // Installing a bundle is work in its size too (a metric per
+            // policy, the previous bundle freed): off the runtime as well.
+            let on_load = on_load.clone();
+            let _ = tokio::task::spawn_blocking(move || on_load(result)).await;
         }
     });
     Ok(WatchHandle {
