@@ -75,8 +75,8 @@ where
             }
             let src = source.clone();
             // The digest too is worked out off the runtime: it hashes every
-            // file, seconds of a check thread's time for 10,000 policies in
-            // a debug build, during which Envoy's checks would time out.
+            // file, work in the bundle's size that would otherwise hold up
+            // the checks sharing the runtime's thread.
             let read = tokio::task::spawn_blocking(move || {
                 src.read().map(|files| {
                     let digest = super::digest(&files);
@@ -117,7 +117,9 @@ where
             // Installing a bundle is work in its size too (a metric per
             // policy, the previous bundle freed): off the runtime as well.
             let on_load = on_load.clone();
-            let _ = tokio::task::spawn_blocking(move || on_load(result)).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || on_load(result)).await {
+                tracing::error!(source = %source, error = %e, "installing a reloaded bundle failed; the active bundle stays");
+            }
         }
     });
     Ok(WatchHandle {
