@@ -24,7 +24,7 @@ use crate::bundle::Bundle;
 use crate::decision::DecisionEvent;
 use crate::policy::{Mode, Policy, Reason, Verdict};
 use crate::timestamp::write_timestamp;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Writes decision lines for one node's chain.
 pub struct LineWriter {
@@ -53,7 +53,11 @@ impl Links<'_> {
 
 /// A bundle's text, and its policies' as they are needed.
 struct BundleText {
-    bundle: Arc<Bundle>,
+    /// Which bundle, without keeping it: after a swap the old bundle is
+    /// freed with its last event, not held by an idle writer until the
+    /// next record. (A weak reference keeps the allocation's address
+    /// taken, so a new bundle can never be mistaken for it.)
+    bundle: Weak<Bundle>,
     name: String,
     revision: String,
     /// `"bundle:NAME@REVISION"`.
@@ -107,7 +111,7 @@ impl PolicyText {
 impl BundleText {
     fn new(bundle: &Arc<Bundle>) -> BundleText {
         BundleText {
-            bundle: bundle.clone(),
+            bundle: Arc::downgrade(bundle),
             name: json::quoted(&bundle.name),
             revision: json::quoted(&bundle.revision),
             reference: json::quoted(&format!("bundle:{}@{}", bundle.name, bundle.revision)),
@@ -115,13 +119,14 @@ impl BundleText {
         }
     }
 
-    /// Prepare the text of policy `index` if it is not yet.
-    fn prepare(&mut self, index: usize) {
+    /// Prepare the text of policy `index` of `bundle` (this text's bundle,
+    /// as the event holds it) if it is not yet.
+    fn prepare(&mut self, bundle: &Bundle, index: usize) {
         if self.policies.len() <= index {
             self.policies.resize_with(index + 1, || None);
         }
         if self.policies[index].is_none() {
-            self.policies[index] = Some(PolicyText::new(self.bundle.policies.get(index)));
+            self.policies[index] = Some(PolicyText::new(bundle.policies.get(index)));
         }
     }
 
@@ -190,11 +195,11 @@ impl LineWriter {
                 if !self
                     .bundle
                     .as_ref()
-                    .is_some_and(|t| Arc::ptr_eq(&t.bundle, b))
+                    .is_some_and(|t| std::ptr::eq(t.bundle.as_ptr(), Arc::as_ptr(b)))
                 {
                     self.bundle = Some(BundleText::new(b));
                 }
-                self.bundle.as_mut()
+                self.bundle.as_mut().map(|text| (text, &**b))
             }
             None => None,
         };
@@ -209,11 +214,11 @@ impl LineWriter {
                 .filter(|m| m.mode != Mode::Enforce)
                 .map(|m| m.policy)
         };
-        let text = bundle.map(|text| {
+        let text = bundle.map(|(text, bundle)| {
             deciding
                 .into_iter()
                 .chain(shadowed())
-                .for_each(|i| text.prepare(i));
+                .for_each(|i| text.prepare(bundle, i));
             &*text
         });
         let deciding = deciding.and_then(|i| text.and_then(|t| t.policy(i)));
@@ -533,5 +538,38 @@ mod tests {
             .any(|r| r["masked"].is_array() && r["input"].is_object()));
         assert!(seen.iter().any(|r| r["evidence"]["who"] == "ann"));
         assert!(seen.iter().any(|r| r["bundleRevision"] == "r2"));
+    }
+
+    /// The writer does not keep a bundle alive: once a swap has replaced
+    /// it and its events are written, it is freed though the writer, idle,
+    /// has written nothing since; a later bundle gets its own text.
+    #[test]
+    fn a_swapped_out_bundle_is_freed_with_its_last_event() {
+        let old = bundle("r1", &[policy("deny-one", "active", "deny", 1, "old")]);
+        let watch = Arc::downgrade(&old);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        fn event(b: &Arc<Bundle>, n: usize, at: SystemTime) -> DecisionEvent {
+            let case = Case {
+                bundle: Some(b),
+                input: json!({"x": 1}),
+                request_id: "req-1",
+                on_error: Verdict::Deny,
+                request: None,
+            };
+            case.event(n, at)
+        }
+        let mut writer = LineWriter::new("node");
+        let mut chain = Chain::fresh("chain-1".into());
+        let line = writer.write(&event(&old, 0, at), &mut chain, None);
+        assert!(String::from_utf8_lossy(&line).contains("deny-one matched: old"));
+        drop(old);
+        assert!(watch.upgrade().is_none(), "the writer kept the old bundle");
+        let new = bundle("r2", &[policy("deny-one", "active", "deny", 1, "new")]);
+        let line = writer.write(&event(&new, 1, at), &mut chain, None);
+        let line = String::from_utf8_lossy(&line);
+        assert!(
+            line.contains("deny-one matched: new") && line.contains("\"r2\""),
+            "{line}"
+        );
     }
 }
