@@ -31,7 +31,8 @@ pub const MAX_MASKS: usize = 64;
 /// Dotted paths to leave out of a recorded input, split once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Masks {
-    paths: Vec<Vec<String>>,
+    /// Each path as given (what `masked` names), bit `i` for path `i`.
+    dotted: Vec<String>,
     /// Each path dotted, as a JSON string (what `masked` lists).
     quoted: Vec<String>,
     /// The paths as a tree of their segments, the root first: a writer
@@ -73,21 +74,17 @@ impl Masks {
                 DEFAULT_MASKS.len()
             ));
         }
-        let paths: Vec<Vec<String>> = dotted
-            .iter()
-            .map(|d| d.split('.').map(str::to_owned).collect())
-            .collect();
         let mut nodes = vec![MaskNode::default()];
-        for (i, path) in paths.iter().enumerate() {
+        for (i, path) in dotted.iter().enumerate() {
             let mut at = 0;
-            for segment in path {
+            for segment in path.split('.') {
                 let known = nodes[at].children.iter().find(|(s, _)| s == segment);
                 at = match known {
                     Some(&(_, next)) => next,
                     None => {
                         nodes.push(MaskNode::default());
                         let next = nodes.len() - 1;
-                        nodes[at].children.push((segment.clone(), next));
+                        nodes[at].children.push((segment.to_owned(), next));
                         next
                     }
                 };
@@ -95,8 +92,8 @@ impl Masks {
             nodes[at].ends |= 1 << i;
         }
         Ok(Masks {
-            paths,
             quoted: dotted.iter().map(|d| super::json::quoted(d)).collect(),
+            dotted,
             nodes,
         })
     }
@@ -115,11 +112,11 @@ impl Masks {
 
     /// The dotted paths whose bits are set in `hits`.
     pub fn named(&self, hits: u64) -> Vec<String> {
-        self.paths
+        self.dotted
             .iter()
             .enumerate()
             .filter(|(i, _)| hits & (1 << i) != 0)
-            .map(|(_, p)| p.join("."))
+            .map(|(_, p)| p.clone())
             .collect()
     }
 

@@ -135,19 +135,30 @@ impl BundleText {
     }
 }
 
+/// The policies a decision's record names, by index in its bundle: the
+/// deciding one, and those that matched without enforcing (its `shadow`);
+/// none without a bundle.
+fn named_policies(
+    event: &DecisionEvent,
+) -> (Option<usize>, impl Iterator<Item = usize> + Clone + '_) {
+    let outcome = event.outcome.as_ref().filter(|_| event.bundle.is_some());
+    let shadowed = outcome
+        .into_iter()
+        .flat_map(|o| o.matches.iter())
+        .filter(|m| m.mode != Mode::Enforce)
+        .map(|m| m.policy);
+    (outcome.and_then(|o| o.deciding), shadowed)
+}
+
 /// The policies a decision involves, as the decision log files it: the
 /// deciding one, then those that matched without enforcing.
 pub(super) fn involved(event: &DecisionEvent) -> impl Iterator<Item = &str> + Clone {
     let set = event.bundle.as_deref().map(|b| &b.policies);
-    let outcome = event.outcome.as_ref().zip(set);
-    let deciding = outcome.and_then(|(o, set)| o.deciding.map(|i| &*set.get(i).id));
-    let shadowed = outcome.into_iter().flat_map(|(o, set)| {
-        o.matches
-            .iter()
-            .filter(|m| m.mode != Mode::Enforce)
-            .map(move |m| &*set.get(m.policy).id)
-    });
-    deciding.into_iter().chain(shadowed)
+    let (deciding, shadowed) = named_policies(event);
+    deciding
+        .into_iter()
+        .chain(shadowed)
+        .filter_map(move |i| set.map(|set| &*set.get(i).id))
 }
 
 impl LineWriter {
@@ -203,21 +214,11 @@ impl LineWriter {
             }
             None => None,
         };
-        // Which policies the record names: the deciding one (only with a
-        // bundle, as the reference has it) and those shadowing.
-        let outcome = event.outcome.as_ref().filter(|_| bundle.is_some());
-        let deciding = outcome.and_then(|o| o.deciding);
-        let shadowed = || {
-            outcome
-                .into_iter()
-                .flat_map(|o| o.matches.iter())
-                .filter(|m| m.mode != Mode::Enforce)
-                .map(|m| m.policy)
-        };
+        let (deciding, shadowed) = named_policies(event);
         let text = bundle.map(|(text, bundle)| {
             deciding
                 .into_iter()
-                .chain(shadowed())
+                .chain(shadowed.clone())
                 .for_each(|i| text.prepare(bundle, i));
             &*text
         });
@@ -284,7 +285,7 @@ impl LineWriter {
         json::number(line, links.seq);
         line.extend_from_slice(b",\"shadow\":[");
         if let Some(t) = text {
-            for (n, i) in shadowed().enumerate() {
+            for (n, i) in shadowed.enumerate() {
                 if n > 0 {
                     line.push(b',');
                 }
