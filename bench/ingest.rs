@@ -16,7 +16,8 @@
 //!   target/release/examples/ingest-bench [sqlite] [postgres] [stream]
 //!
 //! Environment: BATCHES (per sidecar, default 12), SENTINEL_BENCH_POSTGRES
-//! (default postgres://postgres@127.0.0.1:5432).
+//! (default postgres://postgres@127.0.0.1:5432), SENTINEL_BIN (the central
+//! to run, default target/release/sentinelnet).
 
 #[path = "records.rs"]
 mod records;
@@ -86,9 +87,26 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Post every sidecar's batches concurrently; records/s and the 99th
-/// percentile batch latency.
-fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
+/// When the simulated sidecars gzip their batches.
+#[derive(Clone, Copy, PartialEq)]
+enum Gzip {
+    /// Before the clock starts: the rate is central's alone.
+    Before,
+    /// Each sidecar compresses a batch just before posting it, as the
+    /// sidecar's HTTP sink does: the machine pays for it in the run, as it
+    /// pays for the publishers in the stream rows.
+    AsPosted,
+}
+
+fn gzip(text: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// Post every sidecar's batches concurrently; records/s, the 99th
+/// percentile batch latency and the machine's CPU time meanwhile.
+fn post_all(tmp: &Path, port: u16, work: &[Vec<String>], when: Gzip) -> (f64, Duration, Duration) {
     let client = dev_client(tmp, "sidecar");
     let url = format!("https://127.0.0.1:{port}/v1/audit/decisions");
     let bodies: Vec<Vec<Vec<u8>>> = work
@@ -96,11 +114,9 @@ fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
         .map(|batches| {
             batches
                 .iter()
-                .map(|text| {
-                    let mut gz =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    gz.write_all(text.as_bytes()).expect("gzip");
-                    gz.finish().expect("gzip")
+                .map(|text| match when {
+                    Gzip::Before => gzip(text.as_bytes()),
+                    Gzip::AsPosted => text.as_bytes().to_vec(),
                 })
                 .collect()
         })
@@ -111,7 +127,7 @@ fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let started = Instant::now();
+        let (started, machine_before) = (Instant::now(), machine_busy());
         let mut tasks = Vec::new();
         for batches in bodies {
             let (client, url) = (client.clone(), url.clone());
@@ -119,6 +135,12 @@ fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
                 let mut latencies = Vec::new();
                 for body in batches {
                     let t = Instant::now();
+                    let body = match when {
+                        Gzip::Before => body,
+                        Gzip::AsPosted => tokio::task::spawn_blocking(move || gzip(&body))
+                            .await
+                            .expect("gzip"),
+                    };
                     let response = client
                         .post(&url)
                         .header("content-type", "application/x-ndjson")
@@ -146,7 +168,11 @@ fn post_all(tmp: &Path, port: u16, work: &[Vec<String>]) -> (f64, Duration) {
         latencies.sort();
         let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
         let records = (latencies.len() * BATCH) as f64;
-        (records / elapsed.as_secs_f64(), p99)
+        (
+            records / elapsed.as_secs_f64(),
+            p99,
+            machine_busy() - machine_before,
+        )
     })
 }
 
@@ -281,8 +307,9 @@ async fn stored(client: &reqwest::Client, port: u16) -> u64 {
 
 /// Publish every record of `work` to JetStream at `url` (8 publishers, each
 /// batch's messages in flight together, as the sidecar's sink does) and
-/// wait until the centrals on `ports` stored them all: records/s.
-fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64 {
+/// wait until the centrals on `ports` stored them all: records/s, and the
+/// machine's CPU time meanwhile.
+fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> (f64, Duration) {
     let pki = tmp.join("pki");
     let metrics_client = dev_client(tmp, "admin");
     let total: u64 = work
@@ -335,7 +362,7 @@ fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64
         for _ in 0..messages.len() {
             contexts.push(async_nats::jetstream::new(connect().await));
         }
-        let started = Instant::now();
+        let (started, machine_before) = (Instant::now(), machine_busy());
         let mut tasks = Vec::new();
         for (n, (batches, context)) in messages.into_iter().zip(contexts).enumerate() {
             let subject = format!("sentinel.decisions.kernel-{n}");
@@ -376,7 +403,10 @@ fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> f64
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        total as f64 / started.elapsed().as_secs_f64()
+        (
+            total as f64 / started.elapsed().as_secs_f64(),
+            machine_busy() - machine_before,
+        )
     })
 }
 
@@ -423,35 +453,76 @@ fn cpu_time(child: &Child) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time the whole machine has been busy so far (all cores: user, nice,
+/// system, interrupts, steal; not idle or I/O wait), from `/proc/stat`.
+/// Across a row it counts PostgreSQL, NATS, the simulated sidecars and
+/// everything else the path makes the machine do.
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: u64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4 | 8 | 9))
+        .map(|(_, v)| v)
+        .sum();
+    Duration::from_millis(busy * 10)
+}
+
 /// HTTP ingest vs the stream into one and two centrals, on PostgreSQL.
 fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]) {
     let total = (work.iter().flatten().count() * BATCH) as f64;
     let per_thousand = |cpu: Duration| cpu.as_secs_f64() * 1e3 / (total / 1e3);
-    println!("\n| path (PostgreSQL, fresh database each) | records/s | × HTTP ingest | central CPU ms / 1k records (all replicas) | nats-server CPU ms / 1k records |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    let http = {
-        let db = PgDb::create(pg_base, "http");
+    println!("\n| path (PostgreSQL, fresh database each) | records/s | × HTTP ingest | × HTTP, gzip before the clock | central CPU ms / 1k records (all replicas) | nats-server CPU ms / 1k records | machine CPU ms / 1k records |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    // Every row counts what its simulated sidecars make the machine do
+    // during the run: publishing for the stream, compressing and posting
+    // for HTTP. The row with gzip before the clock is central's rate alone.
+    let mut http = [0.0; 2];
+    for (slot, when, label) in [
+        (0, Gzip::AsPosted, "HTTP ingest, one central"),
+        (
+            1,
+            Gzip::Before,
+            "HTTP ingest, one central, gzip before the clock",
+        ),
+    ] {
+        let db = PgDb::create(pg_base, &format!("http{slot}"));
         let (central, port) = start_central(bin, tmp, &db.url(), None);
         let before = cpu_time(&central.0);
-        let rate = post_all(tmp, port, work).0;
+        let (rate, _, machine) = post_all(tmp, port, work, when);
         let used = cpu_time(&central.0) - before;
+        http[slot] = rate;
+        // The second ratio is known from the second row on.
+        let against_before = if slot == 1 { "1.00" } else { "" };
         println!(
-            "| HTTP ingest, one central | {rate:.0} | 1.00 | {:.0} | |",
-            per_thousand(used)
+            "| {label} | {rate:.0} | {:.2} | {against_before} | {:.0} | | {:.0} |",
+            rate / http[0],
+            per_thousand(used),
+            per_thousand(machine)
         );
-        rate
-    };
+    }
+    let [http, http_before] = http;
     let (_nats, url) = start_nats(tmp);
     {
         // What the publishers and JetStream alone sustain, nobody
         // consuming: the most any consumer can store in this setup.
         create_stream(tmp, &url);
         let nats_before = cpu_time(&_nats.0);
-        let rate = stream_all(tmp, &url, &[], work);
+        let (rate, machine) = stream_all(tmp, &url, &[], work);
         println!(
-            "| JetStream publish only (no consumer) | {rate:.0} | {:.2} | | {:.0} |",
+            "| JetStream publish only (no consumer) | {rate:.0} | {:.2} | {:.2} | | {:.0} | {:.0} |",
             rate / http,
-            per_thousand(cpu_time(&_nats.0) - nats_before)
+            rate / http_before,
+            per_thousand(cpu_time(&_nats.0) - nats_before),
+            per_thousand(machine)
         );
         purge_stream(tmp, &url);
     }
@@ -470,16 +541,18 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
             running.iter().map(|(c, _)| cpu_time(&c.0)).sum()
         };
         let (central_before, nats_before) = (cpu(&running), cpu_time(&_nats.0));
-        let rate = stream_all(tmp, &url, &ports, work);
+        let (rate, machine_used) = stream_all(tmp, &url, &ports, work);
         let (central_used, nats_used) = (
             cpu(&running) - central_before,
             cpu_time(&_nats.0) - nats_before,
         );
         println!(
-            "| {label} | {rate:.0} | {:.2} | {:.0} | {:.0} |",
+            "| {label} | {rate:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
             rate / http,
+            rate / http_before,
             per_thousand(central_used),
-            per_thousand(nats_used)
+            per_thousand(nats_used),
+            per_thousand(machine_used)
         );
         // The next run starts from an empty stream: a new record set would
         // collide with these ids inside the duplicate window.
@@ -547,7 +620,10 @@ fn main() {
         .unwrap_or(12);
     let pg_base = std::env::var("SENTINEL_BENCH_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let bin = root().join("target/release/sentinelnet");
+    // SENTINEL_BIN: another build's central (a baseline), as for load.py.
+    let bin = std::env::var_os("SENTINEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/sentinelnet"));
     let tmp = tempfile::tempdir().expect("tempdir");
     run(
         &bin,
@@ -605,7 +681,7 @@ fn main() {
         let central_db = db_url("central");
         let raw_db = db_url("raw");
         let (_central, port) = start_central(&bin, tmp.path(), &central_db, None);
-        let (ingest_rate, p99) = post_all(tmp.path(), port, &work);
+        let (ingest_rate, p99, _) = post_all(tmp.path(), port, &work, Gzip::Before);
         let all: Vec<String> = work.iter().flatten().cloned().collect();
         let (inserted, took) =
             sentinelnet::raw_insert_rate(&raw_db, all, SIDECARS).expect("raw inserts");

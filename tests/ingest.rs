@@ -601,3 +601,93 @@ fn a_sidecar_cannot_write_into_another_nodes_chain() {
         "{node_a}"
     );
 }
+
+/// One batch touching 150 chains (more than one statement's worth: chains
+/// are locked, walked and saved in statements of 100), each chain's middle
+/// record arriving in a later batch, and one forged link past the first
+/// hundred: every chain is verified on its own.
+fn a_batch_spanning_many_chains_verifies_each(db: &str) {
+    const CHAINS: usize = 150;
+    const FORGED: usize = 130;
+    let world = World::new();
+    let central = Central::start(world.path(), free_port(), db, &world.pki, &[]);
+    let sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
+    let ts = "2026-11-25T01:00:00.000000Z";
+    let (mut first_and_last, mut middles) = (Vec::new(), Vec::new());
+    for n in 0..CHAINS {
+        let (node, chain) = (format!("node-{n:03}"), format!("chain-{n:03}"));
+        let r0 = record(&node, &chain, 0, GENESIS, ts);
+        let r1 = record(&node, &chain, 1, r0["hash"].as_str().expect("hash"), ts);
+        // The forged record hashes right but names the wrong predecessor.
+        let prev = if n == FORGED {
+            GENESIS
+        } else {
+            r1["hash"].as_str().expect("hash")
+        };
+        let r2 = record(&node, &chain, 2, prev, ts);
+        first_and_last.extend([r2, r0]);
+        middles.push(r1);
+    }
+    let post = |records: &[Value]| {
+        call(
+            sidecar
+                .post(central.url("/v1/audit/decisions"))
+                .body(ndjson(records)),
+        )
+    };
+    let (status, body) = post(&first_and_last);
+    assert_eq!(
+        (status, &body["accepted"]),
+        (200, &json!(2 * CHAINS)),
+        "{body}"
+    );
+    let all = chains(&sidecar, &central);
+    assert_eq!(all.len(), CHAINS);
+    for chain in &all {
+        assert_eq!(
+            (&chain["status"], &chain["verifiedThrough"], &chain["gaps"]),
+            (&json!("gap"), &json!(0), &json!([[1, 1]])),
+            "{chain}"
+        );
+    }
+    let (status, body) = post(&middles);
+    assert_eq!((status, &body["accepted"]), (200, &json!(CHAINS)), "{body}");
+    for chain in chains(&sidecar, &central) {
+        if chain["node"] == format!("node-{FORGED}") {
+            assert_eq!(
+                (
+                    &chain["status"],
+                    &chain["verifiedThrough"],
+                    &chain["breaks"][0]["seq"]
+                ),
+                (&json!("broken"), &json!(1), &json!(2)),
+                "{chain}"
+            );
+        } else {
+            assert_eq!(
+                (
+                    &chain["status"],
+                    &chain["verifiedThrough"],
+                    &chain["lastSeq"]
+                ),
+                (&json!("ok"), &json!(2), &json!(2)),
+                "{chain}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_batch_spanning_many_chains_verifies_each_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_batch_spanning_many_chains_verifies_each(&format!(
+        "sqlite://{}",
+        dir.path().join("central.db").display()
+    ));
+}
+
+#[test]
+fn a_batch_spanning_many_chains_verifies_each_on_postgres() {
+    let db = PgDatabase::create();
+    a_batch_spanning_many_chains_verifies_each(&db.url());
+}

@@ -553,72 +553,86 @@ async fn verify_chains(
             .push(r.row.seq);
     }
     let now = format_timestamp(SystemTime::now());
-    let mut breaks = 0;
-    for ((node, chain_id), seqs) in by_chain {
-        let fresh = ChainState::new();
-        let row = sql::lock_chain(
-            tx,
-            &ChainRow {
-                node: node.to_owned(),
-                chain_id: chain_id.to_owned(),
-                first_seq: fresh.first_seq,
-                last_seq: fresh.last_seq,
-                checked_through: fresh.checked_through,
-                checked_hash: fresh.checked_hash.clone(),
-                verified_through: fresh.verified_through,
-                gaps: "[]".into(),
-                gap_count: 0,
-                breaks: "[]".into(),
-                updated_at: now.clone(),
-                signed_through: fresh.signed_through,
-            },
-        )
-        .await?;
-        let mut state = chain_state(&row);
-        let before = state.breaks.len();
-        for &seq in &seqs {
+    let fresh_state = ChainState::new();
+    let fresh: Vec<ChainRow> = by_chain
+        .keys()
+        .map(|(node, chain_id)| ChainRow {
+            node: (*node).to_owned(),
+            chain_id: (*chain_id).to_owned(),
+            first_seq: fresh_state.first_seq,
+            last_seq: fresh_state.last_seq,
+            checked_through: fresh_state.checked_through,
+            checked_hash: fresh_state.checked_hash.clone(),
+            verified_through: fresh_state.verified_through,
+            gaps: "[]".into(),
+            gap_count: 0,
+            breaks: "[]".into(),
+            updated_at: now.clone(),
+            signed_through: fresh_state.signed_through,
+        })
+        .collect();
+    let locked = sql::lock_chains(tx, &fresh).await?;
+    let locked: HashMap<(&str, &str), &ChainRow> = locked
+        .iter()
+        .map(|r| ((r.node.as_str(), r.chain_id.as_str()), r))
+        .collect();
+    let mut states: Vec<(&str, &str, ChainState)> = Vec::with_capacity(by_chain.len());
+    for ((node, chain_id), seqs) in &by_chain {
+        let row = locked.get(&(*node, *chain_id)).ok_or_else(|| {
+            StoreError::Query(sqlx::Error::Protocol(format!(
+                "chain {node}/{chain_id} has no row after it was created"
+            )))
+        })?;
+        let mut state = chain_state(row);
+        for &seq in seqs {
             if seq <= state.checked_through {
                 state.duplicate_seq(seq);
             }
         }
-        let links: Vec<chains::Link> =
-            sql::chain_links(tx, node, chain_id, state.checked_through, WALK_LIMIT)
-                .await?
-                .into_iter()
-                .map(|(seq, prev_hash, hash, hash_ok, sig_check)| chains::Link {
+        states.push((node, chain_id, state));
+    }
+    let walks: Vec<(&str, &str, i64)> = states
+        .iter()
+        .map(|(node, chain_id, state)| (*node, *chain_id, state.checked_through))
+        .collect();
+    let links = sql::chain_links(tx, &walks, WALK_LIMIT).await?;
+    let mut breaks = 0;
+    let mut saved = Vec::with_capacity(states.len());
+    for ((node, chain_id, mut state), stored) in states.into_iter().zip(links) {
+        let before = state.breaks.len();
+        let links: Vec<chains::Link> = stored
+            .into_iter()
+            .map(
+                |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
                     seq,
                     prev_hash,
                     hash,
                     hash_ok: hash_ok != 0,
                     seal: Seal::from_stored(sig_check),
-                })
-                .collect();
+                },
+            )
+            .collect();
         state.advance(&links);
-        if state.breaks.len() > before {
-            for b in &state.breaks[before..] {
-                tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
-            }
+        for b in &state.breaks[before..] {
+            tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
         }
         breaks += state.breaks.len() - before;
-        sql::update_chain(
-            tx,
-            &ChainRow {
-                node: node.to_owned(),
-                chain_id: chain_id.to_owned(),
-                first_seq: state.first_seq,
-                last_seq: state.last_seq,
-                checked_through: state.checked_through,
-                checked_hash: state.checked_hash.clone(),
-                verified_through: state.verified_through,
-                gaps: serde_json::to_string(&state.gaps).unwrap_or_else(|_| "[]".into()),
-                gap_count: state.gaps.len() as i64,
-                breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
-                updated_at: now.clone(),
-                signed_through: state.signed_through,
-            },
-        )
-        .await?;
+        saved.push(ChainRow {
+            node: node.to_owned(),
+            chain_id: chain_id.to_owned(),
+            first_seq: state.first_seq,
+            last_seq: state.last_seq,
+            checked_through: state.checked_through,
+            checked_hash: state.checked_hash.clone(),
+            verified_through: state.verified_through,
+            gaps: serde_json::to_string(&state.gaps).unwrap_or_else(|_| "[]".into()),
+            gap_count: state.gaps.len() as i64,
+            breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
+            updated_at: now.clone(),
+            signed_through: state.signed_through,
+        });
     }
+    sql::update_chains(tx, &saved).await?;
     Ok(breaks)
 }
 

@@ -208,49 +208,100 @@ pub(crate) struct ChainRow {
 
 const CHAIN_COLUMNS: &str = "node, chain_id, first_seq, last_seq, checked_through, checked_hash, verified_through, gaps, gap_count, breaks, updated_at, signed_through";
 
-/// Create the chain's row if it is new, then hold its row lock until the
-/// transaction ends (a no-op update, as for bundles), so centrals sharing
-/// a database verify one chain one batch at a time.
-pub(crate) async fn lock_chain(
+/// Chains per statement when several are locked, walked or saved at once
+/// (12 parameters per row: far below either store's limit).
+const CHAINS_PER_STATEMENT: usize = 100;
+
+/// Create the rows of chains that are new, then hold the row lock of every
+/// chain in `fresh` until the transaction ends, so centrals sharing a
+/// database verify one chain one batch at a time. Their stored state, in
+/// no particular order.
+///
+/// A constant number of statements however many chains a batch touches: a
+/// batch from the decision stream interleaves every node's records, and a
+/// round trip per chain per step was most of its store work. Deadlocks
+/// between two centrals are avoided by order: rows are created in the
+/// order of `fresh` (the caller sorts it) and locked in the database's
+/// `(node, chain_id)` order. PostgreSQL locks with `SELECT … FOR UPDATE`;
+/// SQLite has one writer, which this transaction already is (it inserted
+/// the batch's records).
+pub(crate) async fn lock_chains(
     conn: &mut AnyConnection,
-    fresh: &ChainRow,
-) -> Result<ChainRow, StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (node, chain_id) DO NOTHING"
-    ))
-    .bind(&fresh.node)
-    .bind(&fresh.chain_id)
-    .bind(fresh.first_seq)
-    .bind(fresh.last_seq)
-    .bind(fresh.checked_through)
-    .bind(&fresh.checked_hash)
-    .bind(fresh.verified_through)
-    .bind(&fresh.gaps)
-    .bind(fresh.gap_count)
-    .bind(&fresh.breaks)
-    .bind(&fresh.updated_at)
-    .bind(fresh.signed_through)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE chains SET updated_at = updated_at WHERE node = $1 AND chain_id = $2")
-        .bind(&fresh.node)
-        .bind(&fresh.chain_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(sqlx::query_as(&format!(
-        "SELECT {CHAIN_COLUMNS} FROM chains WHERE node = $1 AND chain_id = $2"
-    ))
-    .bind(&fresh.node)
-    .bind(&fresh.chain_id)
-    .fetch_one(&mut *conn)
-    .await?)
+    fresh: &[ChainRow],
+) -> Result<Vec<ChainRow>, StoreError> {
+    let ph = placeholders(conn);
+    let sqlite = conn.backend_name().eq_ignore_ascii_case("sqlite");
+    let mut locked = Vec::with_capacity(fresh.len());
+    for chunk in fresh.chunks(CHAINS_PER_STATEMENT) {
+        let mut insert = format!("INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                insert.push(',');
+            }
+            let p: Vec<String> = (1..=12).map(|k| ph(i * 12 + k)).collect();
+            insert.push_str(&format!("({})", p.join(",")));
+        }
+        insert.push_str(" ON CONFLICT (node, chain_id) DO NOTHING");
+        let mut query = sqlx::query::<Any>(&insert);
+        for row in chunk {
+            query = bind_chain(query, row);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for chunk in fresh.chunks(CHAINS_PER_STATEMENT) {
+        let keys: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({},{})", ph(i * 2 + 1), ph(i * 2 + 2)))
+            .collect();
+        let select = format!(
+            "SELECT {CHAIN_COLUMNS} FROM chains WHERE (node, chain_id) IN (VALUES {}) ORDER BY node, chain_id{}",
+            keys.join(","),
+            if sqlite { "" } else { " FOR UPDATE" }
+        );
+        let mut query = sqlx::query_as::<Any, ChainRow>(&select);
+        for row in chunk {
+            query = query.bind(&row.node).bind(&row.chain_id);
+        }
+        locked.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(locked)
 }
 
-pub(crate) async fn update_chain(
+/// Save the state of chains this transaction locked ([`lock_chains`]): one
+/// multi-row upsert per [`CHAINS_PER_STATEMENT`] chains.
+pub(crate) async fn update_chains(
     conn: &mut AnyConnection,
-    row: &ChainRow,
+    rows: &[ChainRow],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE chains SET first_seq = $1, last_seq = $2, checked_through = $3, checked_hash = $4, verified_through = $5, gaps = $6, gap_count = $7, breaks = $8, updated_at = $9, signed_through = $10 WHERE node = $11 AND chain_id = $12")
+    let ph = placeholders(conn);
+    for chunk in rows.chunks(CHAINS_PER_STATEMENT) {
+        let mut sql = format!("INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let p: Vec<String> = (1..=12).map(|k| ph(i * 12 + k)).collect();
+            sql.push_str(&format!("({})", p.join(",")));
+        }
+        sql.push_str(
+            " ON CONFLICT (node, chain_id) DO UPDATE SET first_seq = excluded.first_seq, last_seq = excluded.last_seq, checked_through = excluded.checked_through, checked_hash = excluded.checked_hash, verified_through = excluded.verified_through, gaps = excluded.gaps, gap_count = excluded.gap_count, breaks = excluded.breaks, updated_at = excluded.updated_at, signed_through = excluded.signed_through",
+        );
+        let mut query = sqlx::query::<Any>(&sql);
+        for row in chunk {
+            query = bind_chain(query, row);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A chain row's values in [`CHAIN_COLUMNS`] order.
+fn bind_chain<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    row: &'q ChainRow,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&row.node)
+        .bind(&row.chain_id)
         .bind(row.first_seq)
         .bind(row.last_seq)
         .bind(row.checked_through)
@@ -261,31 +312,54 @@ pub(crate) async fn update_chain(
         .bind(&row.breaks)
         .bind(&row.updated_at)
         .bind(row.signed_through)
-        .bind(&row.node)
-        .bind(&row.chain_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
-/// `(seq, prev_hash, hash, hash_ok, sig_check)` of a chain's records after
-/// `after`, in seq order (at most `limit`).
+/// One link of a chain as stored: `(seq, id, prev_hash, hash, hash_ok,
+/// sig_check)`.
+pub(crate) type StoredLink = (i64, String, String, String, i64, i64);
+
+/// For each `(node, chain_id, after)`, the links of that chain's records
+/// after `after` in seq order (at most `limit` each), in the order asked:
+/// one statement per [`CHAINS_PER_STATEMENT`] chains.
 pub(crate) async fn chain_links(
     conn: &mut AnyConnection,
-    node: &str,
-    chain_id: &str,
-    after: i64,
+    chains: &[(&str, &str, i64)],
     limit: i64,
-) -> Result<Vec<(i64, String, String, i64, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT seq, prev_hash, hash, hash_ok, sig_check FROM decisions WHERE node = $1 AND chain_id = $2 AND seq > $3 ORDER BY seq, id LIMIT $4",
-    )
-    .bind(node)
-    .bind(chain_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+) -> Result<Vec<Vec<StoredLink>>, StoreError> {
+    let ph = placeholders(conn);
+    let mut links: Vec<Vec<StoredLink>> = vec![Vec::new(); chains.len()];
+    for (c, chunk) in chains.chunks(CHAINS_PER_STATEMENT).enumerate() {
+        // Each branch is tagged with its chain's index (a number made
+        // here, not a value from outside) so the rows can be told apart.
+        let branches: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "SELECT * FROM (SELECT CAST({i} AS BIGINT) AS k, seq, id, prev_hash, hash, hash_ok, sig_check FROM decisions WHERE node = {} AND chain_id = {} AND seq > {} ORDER BY seq, id LIMIT {}) AS l{i}",
+                    ph(i * 4 + 1),
+                    ph(i * 4 + 2),
+                    ph(i * 4 + 3),
+                    ph(i * 4 + 4)
+                )
+            })
+            .collect();
+        let sql = branches.join(" UNION ALL ");
+        let mut query = sqlx::query_as::<Any, (i64, i64, String, String, String, i64, i64)>(&sql);
+        for (node, chain_id, after) in chunk {
+            query = query.bind(*node).bind(*chain_id).bind(*after).bind(limit);
+        }
+        for (k, seq, id, prev_hash, hash, hash_ok, sig_check) in query.fetch_all(&mut *conn).await?
+        {
+            let index = c * CHAINS_PER_STATEMENT + usize::try_from(k).unwrap_or(usize::MAX);
+            if let Some(chain) = links.get_mut(index) {
+                chain.push((seq, id, prev_hash, hash, hash_ok, sig_check));
+            }
+        }
+    }
+    // A union keeps no order between or within its branches by contract.
+    for chain in &mut links {
+        chain.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    }
+    Ok(links)
 }
 
 pub(crate) async fn chains(conn: &mut AnyConnection) -> Result<Vec<ChainRow>, StoreError> {
