@@ -232,22 +232,7 @@ pub(crate) async fn lock_chains(
     let ph = placeholders(conn);
     let sqlite = conn.backend_name().eq_ignore_ascii_case("sqlite");
     let mut locked = Vec::with_capacity(fresh.len());
-    for chunk in fresh.chunks(CHAINS_PER_STATEMENT) {
-        let mut insert = format!("INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                insert.push(',');
-            }
-            let p: Vec<String> = (1..=12).map(|k| ph(i * 12 + k)).collect();
-            insert.push_str(&format!("({})", p.join(",")));
-        }
-        insert.push_str(" ON CONFLICT (node, chain_id) DO NOTHING");
-        let mut query = sqlx::query::<Any>(&insert);
-        for row in chunk {
-            query = bind_chain(query, row);
-        }
-        query.execute(&mut *conn).await?;
-    }
+    write_chains(conn, fresh, "DO NOTHING").await?;
     for chunk in fresh.chunks(CHAINS_PER_STATEMENT) {
         let keys: Vec<String> = (0..chunk.len())
             .map(|i| format!("({},{})", ph(i * 2 + 1), ph(i * 2 + 2)))
@@ -272,6 +257,21 @@ pub(crate) async fn update_chains(
     conn: &mut AnyConnection,
     rows: &[ChainRow],
 ) -> Result<(), StoreError> {
+    write_chains(
+        conn,
+        rows,
+        "DO UPDATE SET first_seq = excluded.first_seq, last_seq = excluded.last_seq, checked_through = excluded.checked_through, checked_hash = excluded.checked_hash, verified_through = excluded.verified_through, gaps = excluded.gaps, gap_count = excluded.gap_count, breaks = excluded.breaks, updated_at = excluded.updated_at, signed_through = excluded.signed_through",
+    )
+    .await
+}
+
+/// Insert chain rows, `ON CONFLICT (node, chain_id) {on_conflict}`: one
+/// multi-row statement per [`CHAINS_PER_STATEMENT`] rows.
+async fn write_chains(
+    conn: &mut AnyConnection,
+    rows: &[ChainRow],
+    on_conflict: &str,
+) -> Result<(), StoreError> {
     let ph = placeholders(conn);
     for chunk in rows.chunks(CHAINS_PER_STATEMENT) {
         let mut sql = format!("INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ");
@@ -282,9 +282,8 @@ pub(crate) async fn update_chains(
             let p: Vec<String> = (1..=12).map(|k| ph(i * 12 + k)).collect();
             sql.push_str(&format!("({})", p.join(",")));
         }
-        sql.push_str(
-            " ON CONFLICT (node, chain_id) DO UPDATE SET first_seq = excluded.first_seq, last_seq = excluded.last_seq, checked_through = excluded.checked_through, checked_hash = excluded.checked_hash, verified_through = excluded.verified_through, gaps = excluded.gaps, gap_count = excluded.gap_count, breaks = excluded.breaks, updated_at = excluded.updated_at, signed_through = excluded.signed_through",
-        );
+        sql.push_str(" ON CONFLICT (node, chain_id) ");
+        sql.push_str(on_conflict);
         let mut query = sqlx::query::<Any>(&sql);
         for row in chunk {
             query = bind_chain(query, row);
