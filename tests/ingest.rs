@@ -609,6 +609,7 @@ fn a_sidecar_cannot_write_into_another_nodes_chain() {
 fn a_batch_spanning_many_chains_verifies_each(db: &str) {
     const CHAINS: usize = 150;
     const FORGED: usize = 130;
+    const DOUBLED: usize = 5;
     let world = World::new();
     let central = Central::start(world.path(), free_port(), db, &world.pki, &[]);
     let sidecar = caller(Some(&world.sidecar), &world.pki.ca_path());
@@ -652,8 +653,23 @@ fn a_batch_spanning_many_chains_verifies_each(db: &str) {
     }
     let (status, body) = post(&middles);
     assert_eq!((status, &body["accepted"]), (200, &json!(CHAINS)), "{body}");
+    // A second record for a seq already walked (a new id, so no dedupe).
+    let mut twin = middles[DOUBLED].clone();
+    twin["id"] = json!("a-second-seq-1");
+    twin["requestId"] = json!("another-request");
+    let (status, body) = post(&[seal(twin)]);
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
     for chain in chains(&sidecar, &central) {
-        if chain["node"] == format!("node-{FORGED}") {
+        if chain["node"] == format!("node-{DOUBLED:03}") {
+            assert_eq!(
+                (&chain["status"], &chain["breaks"]),
+                (
+                    &json!("broken"),
+                    &json!([{"seq": 1, "reason": "duplicate"}])
+                ),
+                "{chain}"
+            );
+        } else if chain["node"] == format!("node-{FORGED}") {
             assert_eq!(
                 (
                     &chain["status"],
@@ -675,6 +691,11 @@ fn a_batch_spanning_many_chains_verifies_each(db: &str) {
             );
         }
     }
+    // The forged link and the second seq 1, each counted once.
+    assert_eq!(
+        central_metric(&sidecar, &central, "sentinel_central_chain_breaks_total"),
+        2.0
+    );
 }
 
 #[test]

@@ -576,7 +576,9 @@ async fn verify_chains(
         .iter()
         .map(|r| ((r.node.as_str(), r.chain_id.as_str()), r))
         .collect();
-    let mut states: Vec<(&str, &str, ChainState)> = Vec::with_capacity(by_chain.len());
+    // Each chain's state and how many breaks it had before this batch
+    // (a seq already walked is a break found here, before the walk).
+    let mut states: Vec<(&str, &str, ChainState, usize)> = Vec::with_capacity(by_chain.len());
     for ((node, chain_id), seqs) in &by_chain {
         let row = locked.get(&(*node, *chain_id)).ok_or_else(|| {
             StoreError::Query(sqlx::Error::Protocol(format!(
@@ -584,22 +586,22 @@ async fn verify_chains(
             )))
         })?;
         let mut state = chain_state(row);
+        let before = state.breaks.len();
         for &seq in seqs {
             if seq <= state.checked_through {
                 state.duplicate_seq(seq);
             }
         }
-        states.push((node, chain_id, state));
+        states.push((node, chain_id, state, before));
     }
     let walks: Vec<(&str, &str, i64)> = states
         .iter()
-        .map(|(node, chain_id, state)| (*node, *chain_id, state.checked_through))
+        .map(|(node, chain_id, state, _)| (*node, *chain_id, state.checked_through))
         .collect();
     let links = sql::chain_links(tx, &walks, WALK_LIMIT).await?;
     let mut breaks = 0;
     let mut saved = Vec::with_capacity(states.len());
-    for ((node, chain_id, mut state), stored) in states.into_iter().zip(links) {
-        let before = state.breaks.len();
+    for ((node, chain_id, mut state, before), stored) in states.into_iter().zip(links) {
         let links: Vec<chains::Link> = stored
             .into_iter()
             .map(
