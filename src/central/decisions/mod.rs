@@ -539,6 +539,24 @@ fn chain_state(row: &ChainRow) -> ChainState {
     }
 }
 
+/// A chain's state as stored: the inverse of [`chain_state`].
+fn chain_row(node: &str, chain_id: &str, state: &ChainState, now: &str) -> ChainRow {
+    ChainRow {
+        node: node.to_owned(),
+        chain_id: chain_id.to_owned(),
+        first_seq: state.first_seq,
+        last_seq: state.last_seq,
+        checked_through: state.checked_through,
+        checked_hash: state.checked_hash.clone(),
+        verified_through: state.verified_through,
+        gaps: serde_json::to_string(&state.gaps).unwrap_or_else(|_| "[]".into()),
+        gap_count: state.gaps.len() as i64,
+        breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
+        updated_at: now.to_owned(),
+        signed_through: state.signed_through,
+    }
+}
+
 /// Lock, walk and save every chain the new records belong to; the number
 /// of new breaks.
 async fn verify_chains(
@@ -556,20 +574,7 @@ async fn verify_chains(
     let fresh_state = ChainState::new();
     let fresh: Vec<ChainRow> = by_chain
         .keys()
-        .map(|(node, chain_id)| ChainRow {
-            node: (*node).to_owned(),
-            chain_id: (*chain_id).to_owned(),
-            first_seq: fresh_state.first_seq,
-            last_seq: fresh_state.last_seq,
-            checked_through: fresh_state.checked_through,
-            checked_hash: fresh_state.checked_hash.clone(),
-            verified_through: fresh_state.verified_through,
-            gaps: "[]".into(),
-            gap_count: 0,
-            breaks: "[]".into(),
-            updated_at: now.clone(),
-            signed_through: fresh_state.signed_through,
-        })
+        .map(|(node, chain_id)| chain_row(node, chain_id, &fresh_state, &now))
         .collect();
     let locked = sql::lock_chains(tx, &fresh).await?;
     let locked: HashMap<(&str, &str), &ChainRow> = locked
@@ -619,20 +624,7 @@ async fn verify_chains(
             tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
         }
         breaks += state.breaks.len() - before;
-        saved.push(ChainRow {
-            node: node.to_owned(),
-            chain_id: chain_id.to_owned(),
-            first_seq: state.first_seq,
-            last_seq: state.last_seq,
-            checked_through: state.checked_through,
-            checked_hash: state.checked_hash.clone(),
-            verified_through: state.verified_through,
-            gaps: serde_json::to_string(&state.gaps).unwrap_or_else(|_| "[]".into()),
-            gap_count: state.gaps.len() as i64,
-            breaks: serde_json::to_string(&state.breaks).unwrap_or_else(|_| "[]".into()),
-            updated_at: now.clone(),
-            signed_through: state.signed_through,
-        });
+        saved.push(chain_row(node, chain_id, &state, &now));
     }
     sql::update_chains(tx, &saved).await?;
     Ok(breaks)
