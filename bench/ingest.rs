@@ -10,7 +10,11 @@
 //! batch in flight) into one central and into two centrals consuming the
 //! shared durable consumer, next to HTTP ingest into one central, each on a
 //! fresh database in the same run; timed until central's
-//! `sentinel_central_ingested_records_total` says all are stored.
+//! `sentinel_central_ingested_records_total` says all are stored. Two
+//! pairs compare like with like: every sender's work inside the clock (the
+//! HTTP sidecars gzip as they post, the stream's publish), or none of it
+//! (HTTP bodies gzipped before the clock, the stream filled before central
+//! starts and timed from its first stored batch).
 //!
 //!   cargo build --release --bin sentinelnet --example ingest-bench
 //!   target/release/examples/ingest-bench [sqlite] [postgres] [stream]
@@ -410,6 +414,69 @@ fn stream_all(tmp: &Path, url: &str, ports: &[u16], work: &[Vec<String>]) -> (f6
     })
 }
 
+/// How fast a central drained records waiting for it, and what it cost.
+struct Drained {
+    rate: f64,
+    /// Records counted from the first poll that saw any stored.
+    records: u64,
+    /// CPU of each watched process over the same span.
+    cpu: Vec<Duration>,
+    machine: Duration,
+}
+
+impl Drained {
+    fn per_thousand(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e3 / (self.records as f64 / 1e3)
+    }
+}
+
+/// Time central on `port` storing records that are already waiting for it
+/// until `total` are stored. The clock starts at the first poll that sees
+/// any stored, so central's start-up (store, NATS, consumer) is not in it;
+/// the records stored before that poll are not counted either.
+fn drain(tmp: &Path, port: u16, total: u64, watched: &[&Child]) -> Drained {
+    let client = dev_client(tmp, "admin");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let poll = Duration::from_millis(5);
+        let first = loop {
+            let now = stored(&client, port).await;
+            if now > 0 {
+                break now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "central stores nothing from the stream"
+            );
+            tokio::time::sleep(poll).await;
+        };
+        let (started, machine_before) = (Instant::now(), machine_busy());
+        let cpu_before: Vec<Duration> = watched.iter().map(|c| cpu_time(c)).collect();
+        while stored(&client, port).await < total {
+            assert!(
+                Instant::now() < deadline,
+                "central did not store every record"
+            );
+            tokio::time::sleep(poll).await;
+        }
+        let records = total - first;
+        Drained {
+            rate: records as f64 / started.elapsed().as_secs_f64(),
+            records,
+            cpu: watched
+                .iter()
+                .zip(cpu_before)
+                .map(|(c, before)| cpu_time(c) - before)
+                .collect(),
+            machine: machine_busy() - machine_before,
+        }
+    })
+}
+
 /// A nats-server with JetStream and TLS (clients need a certificate from
 /// the dev CA), stopped on drop.
 fn start_nats(tmp: &Path) -> (Central, String) {
@@ -524,6 +591,25 @@ fn stream_comparison(bin: &Path, tmp: &Path, pg_base: &str, work: &[Vec<String>]
             per_thousand(cpu_time(&_nats.0) - nats_before),
             per_thousand(machine)
         );
+        // The same records, already in the stream, drained by one central:
+        // its rate alone, next to HTTP's with gzip before the clock (no
+        // sender works during either).
+        let db = PgDb::create(pg_base, "drain");
+        let (central, port) = start_central(bin, tmp, &db.url(), Some(&url));
+        let drained = drain(tmp, port, total as u64, &[&central.0, &_nats.0]);
+        let [central_used, nats_used] = drained.cpu[..] else {
+            unreachable!("two processes watched")
+        };
+        println!(
+            "| JetStream filled before the clock, drained by one central | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            drained.rate,
+            drained.rate / http,
+            drained.rate / http_before,
+            drained.per_thousand(central_used),
+            drained.per_thousand(nats_used),
+            drained.per_thousand(drained.machine)
+        );
+        drop(central);
         purge_stream(tmp, &url);
     }
     for (label, centrals) in [

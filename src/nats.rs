@@ -34,23 +34,39 @@ pub(crate) fn is_stream_url(url: &str) -> bool {
     url.starts_with("nats://") || url.starts_with("tls://")
 }
 
+/// What every record subject starts with; the node's token follows.
+const SUBJECT_PREFIX: &str = "sentinel.decisions.";
+
 /// The subject of `node`'s records: NATS subjects are dot-separated tokens
 /// without spaces or wildcards, so anything else in a node name becomes `_`.
 pub(crate) fn subject_for(node: &str) -> String {
-    let token: String = node
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let token: String = node.chars().map(token_char).collect();
     format!(
-        "sentinel.decisions.{}",
+        "{SUBJECT_PREFIX}{}",
         if token.is_empty() { "_" } else { &token }
     )
+}
+
+/// Whether `subject` is [`subject_for`]`(node)`, without building it:
+/// central asks this of every record it takes from the stream.
+pub(crate) fn is_subject_for(subject: &str, node: &str) -> bool {
+    let Some(token) = subject.strip_prefix(SUBJECT_PREFIX) else {
+        return false;
+    };
+    if node.is_empty() {
+        return token == "_";
+    }
+    let mut token = token.chars();
+    node.chars().all(|c| token.next() == Some(token_char(c))) && token.next().is_none()
+}
+
+/// One character of a node name as it appears in its subject token.
+fn token_char(c: char) -> char {
+    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+        c
+    } else {
+        '_'
+    }
 }
 
 /// Connection options for `url` with this identity, or why not (checked
@@ -140,6 +156,24 @@ mod tests {
             "sentinel.decisions.pod_ns_svc_cluster__"
         );
         assert_eq!(subject_for(""), "sentinel.decisions._");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_subject_check_agrees_with_the_subject(
+            node in "[a-z0-9._ é>*-]{0,6}",
+            other in "[a-z0-9._ é>*-]{0,6}",
+        ) {
+            let subject = subject_for(&node);
+            proptest::prop_assert!(is_subject_for(&subject, &node));
+            proptest::prop_assert_eq!(
+                is_subject_for(&subject, &other),
+                subject == subject_for(&other)
+            );
+            let longer = format!("{subject}x");
+            proptest::prop_assert!(!is_subject_for(&longer, &node));
+            proptest::prop_assert!(!is_subject_for(&node, &node));
+        }
     }
 
     #[test]

@@ -206,7 +206,7 @@ async fn store_batch(decisions: Arc<Decisions>, batch: Vec<jetstream::Message>) 
     let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 1).sum());
     for message in &batch {
         let payload = &message.payload[..];
-        if payload.contains(&b'\n') {
+        if memchr::memchr(b'\n', payload).is_some() {
             body.extend(payload.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
         } else {
             // Every record: compact JSON has no newline; copied at once.
@@ -214,7 +214,7 @@ async fn store_batch(decisions: Arc<Decisions>, batch: Vec<jetstream::Message>) 
         }
         body.push(b'\n');
     }
-    let subjects: Vec<String> = batch.iter().map(|m| m.subject.to_string()).collect();
+    let subjects: Vec<&str> = batch.iter().map(|m| m.subject.as_str()).collect();
     match decisions
         .ingest(
             body,

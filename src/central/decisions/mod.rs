@@ -67,7 +67,7 @@ pub(crate) enum Source<'a> {
     /// `POST /v1/audit/decisions` by this client identity.
     Posted { identity: &'a str },
     /// The decision stream: the subject each line (message) arrived on.
-    Stream { subjects: &'a [String] },
+    Stream { subjects: &'a [&'a str] },
 }
 
 impl Source<'_> {
@@ -89,18 +89,19 @@ fn without_nul(text: &str) -> String {
 /// publisher allowed on one node's subject cannot write another's chain.
 fn on_their_subjects(
     incoming: Vec<Incoming>,
-    subjects: &[String],
+    subjects: &[&str],
     refused: &mut Vec<Refused>,
 ) -> Vec<Incoming> {
     let mut kept = Vec::with_capacity(incoming.len());
     for record in incoming {
         let arrived = subjects
             .get(record.line.saturating_sub(1))
-            .map_or("", String::as_str);
-        let expected = crate::nats::subject_for(&record.row.node);
-        if arrived == expected {
+            .copied()
+            .unwrap_or_default();
+        if crate::nats::is_subject_for(arrived, &record.row.node) {
             kept.push(record);
         } else {
+            let expected = crate::nats::subject_for(&record.row.node);
             refused.push(Refused {
                 line: record.line,
                 error: format!(
