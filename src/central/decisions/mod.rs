@@ -560,16 +560,27 @@ fn chain_row(node: &str, chain_id: &str, state: &ChainState, now: &str) -> Chain
 
 /// Lock, walk and save every chain the new records belong to; the number
 /// of new breaks.
+///
+/// A walk needs every stored record after the chain's checkpoint. Usually
+/// those are exactly this batch's: when the chain's row says nothing
+/// stored lies past the checkpoint (`last_seq <= checked_through`), the
+/// walk takes the batch's records from memory and the store is not read
+/// back. That holds because every transaction that stores records for a
+/// chain walks it under the row's lock before it commits, and a walk sees
+/// every committed record after the checkpoint (up to [`WALK_LIMIT`]; past
+/// it `last_seq` is beyond the checkpoint anyway): `last_seq` covers every
+/// committed record. Records that arrived ahead of a gap make `last_seq`
+/// larger, and then the chain is read from the store as before.
 async fn verify_chains(
     tx: &mut sqlx::AnyConnection,
     new: &[&Incoming],
 ) -> Result<usize, StoreError> {
-    let mut by_chain: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
+    let mut by_chain: BTreeMap<(&str, &str), Vec<&Incoming>> = BTreeMap::new();
     for r in new {
         by_chain
             .entry((r.row.node.as_str(), r.row.chain_id.as_str()))
             .or_default()
-            .push(r.row.seq);
+            .push(r);
     }
     let now = format_timestamp(SystemTime::now());
     let fresh_state = ChainState::new();
@@ -582,10 +593,8 @@ async fn verify_chains(
         .iter()
         .map(|r| ((r.node.as_str(), r.chain_id.as_str()), r))
         .collect();
-    // Each chain's state and how many breaks it had before this batch
-    // (a seq already walked is a break found here, before the walk).
-    let mut states: Vec<(&str, &str, ChainState, usize)> = Vec::with_capacity(by_chain.len());
-    for ((node, chain_id), seqs) in &by_chain {
+    let mut walks: Vec<ChainWalk> = Vec::with_capacity(by_chain.len());
+    for ((node, chain_id), records) in &by_chain {
         let row = locked.get(&(*node, *chain_id)).ok_or_else(|| {
             StoreError::Query(sqlx::Error::Protocol(format!(
                 "chain {node}/{chain_id} has no row after it was created"
@@ -593,33 +602,59 @@ async fn verify_chains(
         })?;
         let mut state = chain_state(row);
         let before = state.breaks.len();
-        for &seq in seqs {
-            if seq <= state.checked_through {
-                state.duplicate_seq(seq);
+        for r in records {
+            if r.row.seq <= state.checked_through {
+                state.duplicate_seq(r.row.seq);
             }
         }
-        states.push((node, chain_id, state, before));
+        let from_batch = (state.last_seq <= state.checked_through)
+            .then(|| batch_links(records, state.checked_through));
+        walks.push(ChainWalk {
+            node,
+            chain_id,
+            state,
+            breaks_before: before,
+            from_batch,
+        });
     }
-    let walks: Vec<(&str, &str, i64)> = states
+    let to_read: Vec<(&str, &str, i64)> = walks
         .iter()
-        .map(|(node, chain_id, state, _)| (*node, *chain_id, state.checked_through))
+        .filter(|w| w.from_batch.is_none())
+        .map(|w| (w.node, w.chain_id, w.state.checked_through))
         .collect();
-    let links = sql::chain_links(tx, &walks, WALK_LIMIT).await?;
+    let mut read = if to_read.is_empty() {
+        Vec::new()
+    } else {
+        sql::chain_links(tx, &to_read, WALK_LIMIT).await?
+    }
+    .into_iter();
     let mut breaks = 0;
-    let mut saved = Vec::with_capacity(states.len());
-    for ((node, chain_id, mut state, before), stored) in states.into_iter().zip(links) {
-        let links: Vec<chains::Link> = stored
-            .into_iter()
-            .map(
-                |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
-                    seq,
-                    prev_hash,
-                    hash,
-                    hash_ok: hash_ok != 0,
-                    seal: Seal::from_stored(sig_check),
-                },
-            )
-            .collect();
+    let mut saved = Vec::with_capacity(walks.len());
+    for walk in walks {
+        let ChainWalk {
+            node,
+            chain_id,
+            mut state,
+            breaks_before: before,
+            from_batch,
+        } = walk;
+        let links = match from_batch {
+            Some(links) => links,
+            None => read
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .map(
+                    |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
+                        seq,
+                        prev_hash,
+                        hash,
+                        hash_ok: hash_ok != 0,
+                        seal: Seal::from_stored(sig_check),
+                    },
+                )
+                .collect(),
+        };
         state.advance(&links);
         for b in &state.breaks[before..] {
             tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
@@ -629,6 +664,39 @@ async fn verify_chains(
     }
     sql::update_chains(tx, &saved).await?;
     Ok(breaks)
+}
+
+/// One chain a batch touches, on its way to being walked.
+struct ChainWalk<'a> {
+    node: &'a str,
+    chain_id: &'a str,
+    state: ChainState,
+    /// Breaks it had before this batch (a seq already walked is a break
+    /// found before the walk, and counts as new).
+    breaks_before: usize,
+    /// Its walk when this batch's records alone make it.
+    from_batch: Option<Vec<chains::Link>>,
+}
+
+/// A chain's walk from this batch's records alone: those after `after`, in
+/// the order the store would give them (seq, then id).
+fn batch_links(records: &[&Incoming], after: i64) -> Vec<chains::Link> {
+    let mut after_checkpoint: Vec<&DecisionRow> = records
+        .iter()
+        .map(|r| &r.row)
+        .filter(|row| row.seq > after)
+        .collect();
+    after_checkpoint.sort_unstable_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    after_checkpoint
+        .into_iter()
+        .map(|row| chains::Link {
+            seq: row.seq,
+            prev_hash: row.prev_hash.clone(),
+            hash: row.hash.clone(),
+            hash_ok: row.hash_ok,
+            seal: row.seal,
+        })
+        .collect()
 }
 
 /// A stored record as JSON: the record, its input if read, its label if set.
