@@ -123,6 +123,8 @@ pub(crate) struct Decisions {
     pin_nodes: bool,
     /// `--record-keys`: checkpoint signatures are verified at ingest.
     record_keys: Option<Arc<TrustedKeys>>,
+    /// [`WALK_LIMIT`]; smaller in tests, to cut walks short.
+    walk_limit: i64,
 }
 
 impl Decisions {
@@ -137,6 +139,7 @@ impl Decisions {
             metrics,
             pin_nodes,
             record_keys: record_keys.map(Arc::new),
+            walk_limit: WALK_LIMIT,
         }
     }
 
@@ -209,7 +212,7 @@ impl Decisions {
             })
             .collect();
         sql::insert_decision_policies(&mut tx, &index).await?;
-        let breaks = verify_chains(&mut tx, &new).await?;
+        let breaks = verify_chains(&mut tx, &new, self.walk_limit).await?;
 
         let now = SystemTime::now();
         let quarantined: Vec<QuarantineRow> = refused
@@ -567,13 +570,15 @@ fn chain_row(node: &str, chain_id: &str, state: &ChainState, now: &str) -> Chain
 /// walk takes the batch's records from memory and the store is not read
 /// back. That holds because every transaction that stores records for a
 /// chain walks it under the row's lock before it commits, and a walk sees
-/// every committed record after the checkpoint (up to [`WALK_LIMIT`]; past
-/// it `last_seq` is beyond the checkpoint anyway): `last_seq` covers every
-/// committed record. Records that arrived ahead of a gap make `last_seq`
-/// larger, and then the chain is read from the store as before.
+/// every committed record after the checkpoint (a walk cut at
+/// [`WALK_LIMIT`] asks the store for the chain's highest seq instead):
+/// `last_seq` covers every committed record. Records that arrived ahead of
+/// a gap make `last_seq` larger, and then the chain is read from the store
+/// as before.
 async fn verify_chains(
     tx: &mut sqlx::AnyConnection,
     new: &[&Incoming],
+    walk_limit: i64,
 ) -> Result<usize, StoreError> {
     let mut by_chain: BTreeMap<(&str, &str), Vec<&Incoming>> = BTreeMap::new();
     for r in new {
@@ -625,7 +630,7 @@ async fn verify_chains(
     let mut read = if to_read.is_empty() {
         Vec::new()
     } else {
-        sql::chain_links(tx, &to_read, WALK_LIMIT).await?
+        sql::chain_links(tx, &to_read, walk_limit).await?
     }
     .into_iter();
     let mut breaks = 0;
@@ -638,24 +643,34 @@ async fn verify_chains(
             breaks_before: before,
             from_batch,
         } = walk;
-        let links = match from_batch {
-            Some(links) => links,
-            None => read
-                .next()
-                .unwrap_or_default()
-                .into_iter()
-                .map(
-                    |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
-                        seq,
-                        prev_hash,
-                        hash,
-                        hash_ok: hash_ok != 0,
-                        seal: Seal::from_stored(sig_check),
-                    },
-                )
-                .collect(),
+        let (links, cut) = match from_batch {
+            Some(links) => (links, false),
+            None => {
+                let stored = read.next().unwrap_or_default();
+                let cut = i64::try_from(stored.len()).unwrap_or(i64::MAX) >= walk_limit;
+                let links = stored
+                    .into_iter()
+                    .map(
+                        |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
+                            seq,
+                            prev_hash,
+                            hash,
+                            hash_ok: hash_ok != 0,
+                            seal: Seal::from_stored(sig_check),
+                        },
+                    )
+                    .collect();
+                (links, cut)
+            }
         };
         state.advance(&links);
+        if cut {
+            // Records lie past what this walk read: `last_seq` must still
+            // cover them, or the next batch would walk from memory alone.
+            if let Some(highest) = sql::highest_seq(tx, node, chain_id).await? {
+                state.last_seq = state.last_seq.max(highest);
+            }
+        }
         for b in &state.breaks[before..] {
             tracing::warn!(node, chain = chain_id, seq = b.seq, reason = %b.reason, "central: decision chain broken");
         }
@@ -716,4 +731,77 @@ fn record_json(row: &StoredRecord) -> Value {
         record.insert("label".into(), Value::String(label.clone()));
     }
     Value::Object(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{sample_record, Chain};
+
+    fn metrics() -> DecisionMetrics {
+        let counter = |name: &str| IntCounter::new(name, name).unwrap_or_else(|e| panic!("{e}"));
+        DecisionMetrics {
+            ingested: counter("ingested"),
+            duplicates: counter("duplicates"),
+            rejected: counter("rejected"),
+            conflicts: counter("conflicts"),
+            chain_breaks: counter("breaks"),
+            chain_gaps: IntGauge::new("gaps", "gaps").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// Walks cut at three records, with records stored past the cut that
+    /// no walk has seen: the chain row must still know they are there, so
+    /// that a later batch is not walked from memory alone (which would
+    /// report the stored records as missing).
+    #[tokio::test]
+    async fn a_walk_cut_short_still_counts_the_records_past_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("d.db").display());
+        let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut decisions = Decisions::new(store, metrics(), false, None);
+        decisions.walk_limit = 3;
+        let mut chain = Chain::fresh("c1".into());
+        let lines: Vec<String> = (0..24)
+            .map(|i| {
+                let mut record = sample_record(&format!("r{i:02}"));
+                String::from_utf8(chain.link(&mut record)).unwrap_or_default()
+            })
+            .collect();
+        let post = |seqs: Vec<usize>| {
+            let body: String = seqs.iter().map(|&s| format!("{}\n", lines[s])).collect();
+            let (decisions, count) = (&decisions, seqs.len());
+            async move {
+                let source = Source::Posted {
+                    identity: "sidecar",
+                };
+                let report = decisions.ingest(body.into_bytes(), source).await;
+                let report = report.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(report.accepted, count, "{:?}", report.rejected);
+            }
+        };
+        let chain_now = || async {
+            let chains = decisions.chains().await.unwrap_or_else(|e| panic!("{e}"));
+            chains[0].clone()
+        };
+        // 0 and 2..=9: a gap at 1. Then 10..=20 arrive while the gap is
+        // open; the walk reads only 2, 3, 4 and never sees them.
+        post(vec![0, 2, 3, 4, 5, 6, 7, 8, 9]).await;
+        post((10..=20).collect()).await;
+        // 1 fills the gap; each later batch walks three more.
+        post(vec![1]).await;
+        post(vec![21]).await;
+        post(vec![22]).await;
+        let now = chain_now().await;
+        assert_eq!(now["verifiedThrough"], 9, "{now}");
+        assert_eq!(now["lastSeq"], 22, "{now}");
+        // Nothing stored past 9 may be taken for missing now.
+        post(vec![23]).await;
+        let now = chain_now().await;
+        assert_eq!(
+            (now["verifiedThrough"].clone(), now["status"].clone()),
+            (json!(12), json!("ok")),
+            "{now}"
+        );
+    }
 }

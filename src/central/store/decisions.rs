@@ -369,6 +369,25 @@ pub(crate) async fn chains(conn: &mut AnyConnection) -> Result<Vec<ChainRow>, St
     .await?)
 }
 
+/// The highest seq stored for a chain (`None`: nothing stored).
+pub(crate) async fn highest_seq(
+    conn: &mut AnyConnection,
+    node: &str,
+    chain_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let ph = placeholders(conn);
+    let (highest,): (Option<i64>,) = sqlx::query_as(&format!(
+        "SELECT MAX(seq) FROM decisions WHERE node = {} AND chain_id = {}",
+        ph(1),
+        ph(2)
+    ))
+    .bind(node)
+    .bind(chain_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(highest)
+}
+
 /// Open gaps across every chain.
 pub(crate) async fn gap_total(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let (total,): (i64,) =
