@@ -458,6 +458,28 @@ fn decisions_reach_central(db: &str) {
         ),
         1.0
     );
+    // A sidecar's first pull (no If-None-Match) puts it in the fleet,
+    // holding nothing yet; the gauge counts it at the next scrape.
+    let (status, _) = call(
+        as_sidecar
+            .get(central.url("/v1/bundles/kernel"))
+            .header("x-sentinel-node", "node-c"),
+    );
+    assert_eq!(status, 200);
+    let sidecars = fleet(&publisher);
+    let node_c = sidecars.iter().find(|s| s["node"] == "node-c");
+    assert!(
+        node_c.is_some_and(|s| s["revision"].is_null() && s["current"] == false),
+        "{sidecars:?}"
+    );
+    assert_eq!(
+        central_metric(
+            &publisher,
+            &central,
+            "sentinel_central_fleet_sidecars{current=\"false\"}"
+        ),
+        2.0
+    );
     drop((envoy_a, a, central));
 }
 

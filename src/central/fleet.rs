@@ -3,7 +3,8 @@
 //!
 //! A pull's `If-None-Match` names the revision the sidecar holds (one that
 //! refused a newer revision keeps naming the old one), recorded when the
-//! pull arrives: one upsert per poll.
+//! pull arrives: one upsert per poll. A pull without one (a sidecar's first)
+//! is recorded too, holding nothing yet ([`NONE_HELD`]).
 
 use super::registry::{revision_name, Registry};
 use super::store::fleet::{self as sql, FleetRow};
@@ -13,6 +14,10 @@ use prometheus::IntGaugeVec;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::SystemTime;
+
+/// The revision recorded for a sidecar that holds none of the bundle yet
+/// (revisions count from 1); shown as `"revision": null`, never current.
+pub(crate) const NONE_HELD: i64 = 0;
 
 pub(crate) struct Fleet {
     store: Store,
@@ -81,7 +86,7 @@ impl Fleet {
                     "identity": row.identity,
                     "node": row.node,
                     "bundle": row.bundle,
-                    "revision": revision_name(row.revision),
+                    "revision": (row.revision != NONE_HELD).then(|| revision_name(row.revision)),
                     "newest": newest.map(revision_name),
                     "lastSeen": row.last_seen,
                     "current": current,

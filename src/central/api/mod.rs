@@ -470,6 +470,11 @@ async fn json_errors(response: Response) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // The fleet gauge as of this scrape (the pruning loop refreshes it
+    // too, but only once a minute).
+    if let Err(e) = state.fleet.list(&state.registry).await {
+        tracing::warn!(error = %e, "central: cannot refresh the fleet gauge");
+    }
     let mut out = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
@@ -514,10 +519,13 @@ async fn get_bundle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         // The fleet: what the sidecar holds is what its If-None-Match names
-        // (a sidecar that refuses a new revision keeps asking with the old).
-        if let Some(held) = known.as_deref().and_then(|e| revision_of(e, &name)) {
-            state.saw_sidecar(&identity, &node, &name, held).await;
-        }
+        // (a sidecar that refuses a new revision keeps asking with the old);
+        // without one it holds nothing of this bundle yet.
+        let held = known
+            .as_deref()
+            .and_then(|e| revision_of(e, &name))
+            .unwrap_or(super::fleet::NONE_HELD);
+        state.saw_sidecar(&identity, &node, &name, held).await;
         let wait = Duration::from_secs(query.wait.unwrap_or(0)).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let mut published = state.registry.subscribe();
