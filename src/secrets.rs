@@ -22,6 +22,12 @@ pub(crate) const SECRET_ENV: &[&str] = &[
     "SENTINEL_CENTRAL_URL",
     // central: the decision stream (a NATS URL may carry user:password).
     "SENTINEL_CENTRAL_DECISION_STREAM",
+    // Signing keys: a key file's path, or a `pkcs11:` URI that may carry
+    // its token's PIN (`pin-value=`).
+    "SENTINEL_CENTRAL_SIGNING_KEY",
+    "SENTINEL_RECORD_SIGNING_KEY",
+    "SENTINEL_SIGN_KEY",
+    "SENTINEL_KEYGEN_PKCS11",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -146,3 +146,56 @@ fn the_audit_url_comes_from_a_file_and_its_password_is_never_shown() {
         "sentinelnet: SENTINEL_AUDIT_URL_FILE and SENTINEL_AUDIT_URL are both set; set one"
     );
 }
+
+/// A signing key given as `SENTINEL_SIGN_KEY_FILE` (a file holding the key
+/// setting: a path here, a `pkcs11:` URI with its PIN in a cluster) signs
+/// the bundle as `--sign-key` would.
+#[test]
+fn a_signing_key_setting_comes_from_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let run = |args: &[&str], env: &[(&str, &std::path::Path)]| {
+        let mut command = std::process::Command::new(support::sentinelnet());
+        command.args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let out = command.output().expect("sentinelnet runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let keys_arg = keys.to_str().expect("utf-8 path");
+    let (code, text) = run(&["keygen", "--out", keys_arg, "--name", "ops"], &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let setting = dir.path().join("sign-key");
+    std::fs::write(&setting, format!("{}\n", keys.join("ops.key").display())).expect("write");
+    let tarball = dir.path().join("kernel.tar.gz");
+    let policies = support::repo().join("policies");
+    let (code, text) = run(
+        &[
+            "bundle",
+            "build",
+            policies.to_str().expect("utf-8 path"),
+            "-o",
+            tarball.to_str().expect("utf-8 path"),
+        ],
+        &[("SENTINEL_SIGN_KEY_FILE", &setting)],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(
+        &[
+            "bundle",
+            "verify",
+            tarball.to_str().expect("utf-8 path"),
+            "--trusted-keys",
+            keys_arg,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("signed by ops"), "{text}");
+}
