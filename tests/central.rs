@@ -360,6 +360,29 @@ fn lifecycle_and_multisig(db: &str) {
             .json(&deny_delete("kernel.no-deletes", "HIGH")),
     );
     assert_eq!(status, 409, "policy ids are unique");
+    // Central sets version and state itself, so a body may leave them out.
+    let mut bare = deny_delete("kernel.bare", "LOW");
+    if let Some(fields) = bare.as_object_mut() {
+        fields.remove("version");
+        fields.remove("state");
+    }
+    let (status, body) = call(
+        publisher
+            .post(central.url("/v1/bundles/kernel/policies"))
+            .json(&bare),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, list) = call(publisher.get(central.url("/v1/bundles/kernel/policies")));
+    let bare = list["policies"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["id"] == "kernel.bare"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (bare["state"].as_str(), bare["version"].as_u64()),
+        (Some("draft"), Some(1)),
+        "{list}"
+    );
     let mut bad = deny_delete("kernel.bad", "LOW");
     bad["when"] = json!({"frobnicate": [{"var": "request.path"}]});
     let (status, body) = call(

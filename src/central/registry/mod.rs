@@ -106,10 +106,29 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
         .map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 
+/// `body` with `version` and `state` filled in where a publisher left them
+/// out: central sets both anyway (SPEC 7 forces the state to `draft`), so
+/// only what the publisher wrote can be wrong. A body that has both, or is
+/// no JSON object, is read as sent (its errors keep their positions).
+fn with_central_fields(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use serde_json::Value;
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
+        return body.into();
+    };
+    if fields.contains_key("version") && fields.contains_key("state") {
+        return body.into();
+    }
+    fields.entry("version").or_insert(Value::from(1));
+    fields
+        .entry("state")
+        .or_insert(Value::from(State::Draft.as_str()));
+    serde_json::to_vec(&Value::Object(fields)).map_or_else(|_| body.into(), std::borrow::Cow::Owned)
+}
+
 /// Parse and compile-check a policy document sent by a publisher, as the
 /// draft `version` central will store.
 pub(super) fn draft_document(body: &[u8], version: i64) -> Result<PolicyDocument> {
-    let mut document: PolicyDocument = parse_body(body)?;
+    let mut document: PolicyDocument = parse_body(&with_central_fields(body))?;
     // Central owns versions and states: a new version always starts as a draft.
     document.version = version as u64;
     document.state = State::Draft;
