@@ -1313,22 +1313,24 @@ fn run_bundle_verify(
         signing::TrustedKeys::load_dir(trusted_keys).map_err(|e| Failure::Usage(e.to_string()))?;
     let source = Source::parse(src, remote)?;
     let files = source.read()?;
-    match Bundle::from_trusted_files(&files, Some(&trusted)) {
-        Ok(bundle) => {
-            println!(
-                "{src}: bundle {} {} ({} policies) signed by {}, every file matches its signature",
-                bundle.name,
-                bundle.revision,
-                bundle.policies.policies().len(),
-                bundle.signer.unwrap_or_default()
-            );
-            Ok(())
-        }
+    // The verdict first: a signature that does not verify is what this
+    // command found (exit 1). Signed content that is no valid bundle is bad
+    // input, like any other (exit 2, one line naming file, policy, path).
+    let signer = match bundle::signing::verify_bundle(&files, &trusted) {
+        Ok(signer) => signer,
         Err(e) => {
             println!("{src}: {e}");
-            Err(Failure::Failed)
+            return Err(Failure::Failed);
         }
-    }
+    };
+    let bundle = Bundle::from_files(&files).map_err(|e| Failure::Usage(format!("{src}: {e}")))?;
+    println!(
+        "{src}: bundle {} {} ({} policies) signed by {signer}, every file matches its signature",
+        bundle.name,
+        bundle.revision,
+        bundle.policies.policies().len(),
+    );
+    Ok(())
 }
 
 fn parse_pkcs11_uri(text: &str) -> Result<keys::pkcs11::Pkcs11Uri, String> {

@@ -115,6 +115,41 @@ fn build_sign_verify_and_catch_a_tampered_policy() {
     );
 }
 
+/// Content that was signed but is no valid bundle (here a policy with an
+/// operator that does not exist) is bad input: exit 2, one line on stderr
+/// naming the file and the policy. A signature that does not verify stays
+/// the command's finding (exit 1, above).
+#[test]
+fn a_signed_bundle_with_an_invalid_policy_is_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (keys, tarball) = signed_bundle(dir.path());
+    let mut files = Source::Archive(tarball).read().expect("read tarball");
+    let policy = "policies/kernel.delete-needs-admin.json";
+    let edited = String::from_utf8_lossy(&files[policy]).replacen("\"==\"", "\"frobnicate\"", 1);
+    files.insert(policy.into(), edited.into_bytes());
+    let key = sentinelnet::keys::KeySource::parse(path(&keys.join("new.key")))
+        .expect("key source")
+        .open()
+        .expect("key opens");
+    sentinelnet::bundle::signing::sign_bundle(&mut files, key.as_ref()).expect("signs");
+    let resigned = dir.path().join("resigned.tar.gz");
+    std::fs::write(&resigned, pack(&files).expect("pack")).expect("write");
+    let out = run(&[
+        "bundle",
+        "verify",
+        path(&resigned),
+        "--trusted-keys",
+        path(&keys),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(policy) && err.contains("kernel.delete-needs-admin"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sign_prints_a_signature_that_verifies() {
     let dir = tempfile::tempdir().expect("tempdir");
