@@ -2,7 +2,8 @@
 //! input view construction, deciding with 1, 20, 1,004 and 10,004 policies
 //! (with the policy index, and by scanning every policy), and a
 //! whole in-process `Check` (view, decision, response, metrics, record
-//! hand-off), also with the protobuf decode and encode around it. After criterion, a per-iteration timing pass prints
+//! hand-off), also with the protobuf decode and encode around it, and
+//! central's ingest parser over a batch. After criterion, a per-iteration timing pass prints
 //! p50/p99/p99.9, which criterion does not report.
 //!
 //! Run: `cargo bench --bench evaluator`
@@ -28,6 +29,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+#[path = "records.rs"]
+mod records;
 
 // The bench uses only the bundles, not the counts the other users check.
 #[allow(dead_code)]
@@ -171,6 +175,28 @@ fn benches(c: &mut Criterion) {
             let view = RequestView::new(black_box(&request), &settings, 1_795_000_000);
             black_box(view.write_document(masks.root(), &mut document));
         })
+    });
+    // Central's ingest parser over one realistic batch (500 records of
+    // ~1.7 KB with input, one chain): every line parsed, its hash checked,
+    // its input and record text made ready to store.
+    let batch: String = {
+        let mut prev = records::GENESIS.to_owned();
+        (0..500)
+            .map(|seq| {
+                let r = records::record(
+                    "kernel-0",
+                    "0193aaaa-0000-7000-8000-000000000000",
+                    seq,
+                    &prev,
+                );
+                prev = r["hash"].as_str().unwrap_or_default().to_owned();
+                format!("{r}\n")
+            })
+            .collect()
+    };
+    assert_eq!(sentinelnet::parse_records(batch.as_bytes()), 500);
+    c.bench_function("ingest/parse a batch of 500 records", |b| {
+        b.iter(|| black_box(sentinelnet::parse_records(black_box(batch.as_bytes()))))
     });
     // A decision's record as JSON (the 20-policy bundle deciding the
     // sample request): built as a `DecisionRecord` and serialised by serde,

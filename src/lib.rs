@@ -41,4 +41,4 @@ pub mod tls;
 
 /// For `bench/ingest.rs` only (raw inserts through central's store code).
 #[doc(hidden)]
-pub use central::bench::raw_insert_rate;
+pub use central::bench::{parse_records, raw_insert_rate};

