@@ -179,21 +179,10 @@ fn benches(c: &mut Criterion) {
     // Central's ingest parser over one realistic batch (500 records of
     // ~1.7 KB with input, one chain): every line parsed, its hash checked,
     // its input and record text made ready to store.
-    let batch: String = {
-        let mut prev = records::GENESIS.to_owned();
-        (0..500)
-            .map(|seq| {
-                let r = records::record(
-                    "kernel-0",
-                    "0193aaaa-0000-7000-8000-000000000000",
-                    seq,
-                    &prev,
-                );
-                prev = r["hash"].as_str().unwrap_or_default().to_owned();
-                format!("{r}\n")
-            })
-            .collect()
-    };
+    let batch: String = records::chain("kernel-0", "0193aaaa-0000-7000-8000-000000000000")
+        .take(500)
+        .map(|r| format!("{r}\n"))
+        .collect();
     assert_eq!(sentinelnet::parse_records(batch.as_bytes()), 500);
     c.bench_function("ingest/parse a batch of 500 records", |b| {
         b.iter(|| black_box(sentinelnet::parse_records(black_box(batch.as_bytes()))))

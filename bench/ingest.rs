@@ -26,7 +26,7 @@
 #[path = "records.rs"]
 mod records;
 
-use records::{record, GENESIS};
+use records::chain;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,18 +45,15 @@ fn workload(batches: usize) -> Vec<Vec<String>> {
     (0..SIDECARS)
         .map(|n| {
             let node = format!("kernel-{n}");
-            let chain = format!("0193aaaa-0000-7000-8000-{n:012}");
-            let mut prev = GENESIS.to_owned();
+            let chain_id = format!("0193aaaa-0000-7000-8000-{n:012}");
+            let mut records = chain(&node, &chain_id);
             (0..batches)
-                .map(|b| {
-                    let mut text = String::new();
-                    for i in 0..BATCH {
-                        let r = record(&node, &chain, (b * BATCH + i) as u64, &prev);
-                        prev = r["hash"].as_str().unwrap_or_default().to_owned();
-                        text.push_str(&r.to_string());
-                        text.push('\n');
-                    }
-                    text
+                .map(|_| {
+                    records
+                        .by_ref()
+                        .take(BATCH)
+                        .map(|r| format!("{r}\n"))
+                        .collect()
                 })
                 .collect()
         })

@@ -4,10 +4,21 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A node's chain from seq 0, each record linked to the one before, as a
+/// sidecar writes them.
+pub(crate) fn chain<'a>(node: &'a str, chain_id: &'a str) -> impl Iterator<Item = Value> + 'a {
+    let mut prev = GENESIS.to_owned();
+    (0u64..).map(move |seq| {
+        let r = record(node, chain_id, seq, &prev);
+        prev = r["hash"].as_str().unwrap_or_default().to_owned();
+        r
+    })
+}
 
 /// A record as a sidecar writes it: realistic fields and input (~1 KB).
-pub(crate) fn record(node: &str, chain: &str, seq: u64, prev: &str) -> Value {
+fn record(node: &str, chain: &str, seq: u64, prev: &str) -> Value {
     // A mix of requests, so a realistic bundle's rules match some of them.
     let (method, path, role) = match seq % 10 {
         0 => ("DELETE", "/v1/kernels/k-1234", "reader"),

@@ -13,7 +13,7 @@
 #[path = "records.rs"]
 mod records;
 
-use records::{record, GENESIS};
+use records::chain;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -34,15 +34,8 @@ fn samples(path: &Path, inputs: &Path, count: usize) -> u64 {
     }
     let mut out = BufWriter::new(std::fs::File::create(path).expect("samples file"));
     let mut plain = BufWriter::new(std::fs::File::create(inputs).expect("inputs file"));
-    let mut prev = GENESIS.to_owned();
-    for seq in 0..count as u64 {
-        let mut r: Value = record(
-            "kernel-0",
-            "0193bbbb-0000-7000-8000-000000000000",
-            seq,
-            &prev,
-        );
-        prev = r["hash"].as_str().unwrap_or_default().to_owned();
+    let records = chain("kernel-0", "0193bbbb-0000-7000-8000-000000000000");
+    for (seq, mut r) in (0u64..).zip(records.take(count)) {
         if seq % 8 == 0 {
             // Labels are not covered by the hash (central adds them).
             r["label"] = json!(if seq % 24 == 0 {

@@ -1316,7 +1316,7 @@ fn run_bundle_verify(
     // The verdict first: a signature that does not verify is what this
     // command found (exit 1). Signed content that is no valid bundle is bad
     // input, like any other (exit 2, one line naming file, policy, path).
-    let signer = match bundle::signing::verify_bundle(&files, &trusted) {
+    let signer = match signing::verify_bundle(&files, &trusted) {
         Ok(signer) => signer,
         Err(e) => {
             println!("{src}: {e}");

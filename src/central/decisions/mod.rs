@@ -636,31 +636,14 @@ async fn verify_chains(
     let mut breaks = 0;
     let mut saved = Vec::with_capacity(walks.len());
     for walk in walks {
-        let ChainWalk {
-            node,
-            chain_id,
-            mut state,
-            breaks_before: before,
-            from_batch,
-        } = walk;
-        let (links, cut) = match from_batch {
+        let (node, chain_id, before, mut state) =
+            (walk.node, walk.chain_id, walk.breaks_before, walk.state);
+        let (links, cut) = match walk.from_batch {
             Some(links) => (links, false),
             None => {
                 let stored = read.next().unwrap_or_default();
                 let cut = i64::try_from(stored.len()).unwrap_or(i64::MAX) >= walk_limit;
-                let links = stored
-                    .into_iter()
-                    .map(
-                        |(seq, _id, prev_hash, hash, hash_ok, sig_check)| chains::Link {
-                            seq,
-                            prev_hash,
-                            hash,
-                            hash_ok: hash_ok != 0,
-                            seal: Seal::from_stored(sig_check),
-                        },
-                    )
-                    .collect();
-                (links, cut)
+                (stored.into_iter().map(stored_link).collect(), cut)
             }
         };
         state.advance(&links);
@@ -691,6 +674,17 @@ struct ChainWalk<'a> {
     breaks_before: usize,
     /// Its walk when this batch's records alone make it.
     from_batch: Option<Vec<chains::Link>>,
+}
+
+/// A link as the store gives it back.
+fn stored_link((seq, _id, prev_hash, hash, hash_ok, sig_check): sql::StoredLink) -> chains::Link {
+    chains::Link {
+        seq,
+        prev_hash,
+        hash,
+        hash_ok: hash_ok != 0,
+        seal: Seal::from_stored(sig_check),
+    }
 }
 
 /// A chain's walk from this batch's records alone: those after `after`, in

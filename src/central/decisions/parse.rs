@@ -151,6 +151,7 @@ fn parse_line(
     let seal = check_seal(&record, record_keys);
     let input = match record.input.take() {
         Some(RecordInput::Written(text)) => Some(text),
+        // Not after the line above, which leaves only written text.
         Some(RecordInput::Read(value)) => Some(value.to_string()),
         None => None,
     };
