@@ -185,6 +185,24 @@ pub fn record_verify(data: &[u8]) {
     }
 }
 
+/// The canonical-JSON check that lets a record read back keep its input as
+/// text (`audit/canonical.rs`): whatever it accepts must be exactly what
+/// serde_json writes for the value the text parses to, or a stored input
+/// and its record's hash would differ from the slow path's.
+pub fn canonical_json(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if crate::audit::canonical::is_canonical(text) {
+        let written = serde_json::from_str::<serde_json::Value>(text).map(|v| v.to_string());
+        assert_eq!(
+            written.as_deref().ok(),
+            Some(text),
+            "accepted as canonical, but serde_json writes it otherwise"
+        );
+    }
+}
+
 /// Central's ingest body and line parser: the first byte says whether the
 /// rest is gzip (as `Content-Encoding: gzip`); every line is accepted or
 /// refused with its line number.

@@ -32,7 +32,7 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_seed_runs_through_its_target() {
-    let targets: [Target; 7] = [
+    let targets: [Target; 8] = [
         ("policy_document", sentinelnet::fuzzing::policy_document),
         ("bundle_archive", sentinelnet::fuzzing::bundle_archive),
         ("check_request", sentinelnet::fuzzing::check_request),
@@ -40,6 +40,7 @@ fn every_seed_runs_through_its_target() {
         ("record_verify", sentinelnet::fuzzing::record_verify),
         ("ingest_batch", sentinelnet::fuzzing::ingest_batch),
         ("record_socket", sentinelnet::fuzzing::record_socket),
+        ("canonical_json", sentinelnet::fuzzing::canonical_json),
     ];
     let mut ran = 0;
     for (target, run) in targets {

@@ -174,16 +174,17 @@ impl MaskCursor<'_> {
     }
 }
 
-/// A record's input: the canonical JSON text the sidecar wrote (no tree
-/// built), or, when a record is read back (central, `audit verify`), the
-/// parsed value. Both serialise to the same canonical bytes.
+/// A record's input: canonical JSON text (no tree built), or a parsed
+/// value. Both serialise to the same canonical bytes.
 #[derive(Debug, Clone)]
 pub enum RecordInput {
-    /// Written by an [`InputBuilder`] and trusted as JSON without being
-    /// parsed again: the record writer copies it into the line as it is
+    /// Canonical text, copied into a line as it is: written by an
+    /// [`InputBuilder`] and trusted as JSON without being parsed again
     /// (validating 1 KB of JSON per record was a tenth of the audit
-    /// thread's time). Serde serialisation, off the write path, checks it.
+    /// thread's time; serde serialisation, off the write path, checks it),
+    /// or read back from a record and found canonical (`canonical.rs`).
     Written(String),
+    /// Read back from a record whose input text was not canonical.
     Read(Value),
 }
 
@@ -201,6 +202,14 @@ impl RecordInput {
         match self {
             RecordInput::Written(text) => text.len(),
             RecordInput::Read(_) => 1024,
+        }
+    }
+
+    /// The input's canonical JSON text (a written input as it is).
+    pub(crate) fn into_canonical(self) -> String {
+        match self {
+            RecordInput::Written(text) => text,
+            RecordInput::Read(value) => value.to_string(),
         }
     }
 
@@ -233,9 +242,21 @@ impl Serialize for RecordInput {
     }
 }
 
+/// A record read back keeps an input that is already canonical (what every
+/// sidecar writes) as its text, without building a tree only to write the
+/// same bytes again; anything else is parsed. Either way it serialises to
+/// the same canonical bytes. (Records are read with serde_json only: the
+/// raw text needs its deserializer.)
 impl<'de> Deserialize<'de> for RecordInput {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Value::deserialize(deserializer).map(RecordInput::Read)
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if super::canonical::is_canonical(raw.get()) {
+            Ok(RecordInput::Written(Box::<str>::from(raw).into_string()))
+        } else {
+            serde_json::from_str(raw.get())
+                .map(RecordInput::Read)
+                .map_err(serde::de::Error::custom)
+        }
     }
 }
 

@@ -38,7 +38,7 @@ fn copy_quoted(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `\`) or, with `non_ascii`, one at or above 0x80. Eight bytes at a time
 /// (SWAR): the strings written are mostly 5–40 bytes, too short for the
 /// compiler's vector loop, which left them to a byte-at-a-time tail.
-fn scan(bytes: &[u8], non_ascii: bool) -> bool {
+pub(super) fn scan(bytes: &[u8], non_ascii: bool) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Each test says exactly whether some byte of `w` matches (a borrow

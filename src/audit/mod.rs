@@ -8,6 +8,7 @@
 //! audit work never competes with checks on the check runtime.
 
 mod backlog;
+pub(crate) mod canonical;
 pub mod forward;
 pub mod inputs;
 pub mod json;

@@ -138,23 +138,16 @@ fn parse_line(
     let ts_us =
         parse_rfc3339(&record.ts).ok_or_else(|| format!("ts {:?} is not RFC 3339", record.ts))?;
     let seq = i64::try_from(record.seq).map_err(|_| format!("seq {} is too large", record.seq))?;
-    // The input in canonical form, written once: the hash copies this text
-    // and the store keeps it, where it used to be written twice (criterion
-    // `ingest/parse a batch of 500 records`: −1.6%).
-    record.input = record.input.take().map(|input| {
-        let mut text = Vec::new();
-        input.write_canonical(&mut text);
-        // serde_json writes UTF-8.
-        RecordInput::Written(String::from_utf8(text).unwrap_or_default())
-    });
+    // The input in canonical form, once: the hash copies this text and the
+    // store keeps it. A sidecar's input arrives canonical and is kept as
+    // the text it came as (no tree: `RecordInput`'s `Deserialize`).
+    record.input = record
+        .input
+        .take()
+        .map(|input| RecordInput::Written(input.into_canonical()));
     let hash_ok = record.compute_hash() == record.hash;
     let seal = check_seal(&record, record_keys);
-    let input = match record.input.take() {
-        Some(RecordInput::Written(text)) => Some(text),
-        // Not after the line above, which leaves only written text.
-        Some(RecordInput::Read(value)) => Some(value.to_string()),
-        None => None,
-    };
+    let input = record.input.take().map(RecordInput::into_canonical);
     let text = serde_json::to_string(&record).map_err(|e| format!("record: {e}"))?;
     let mut policies: Vec<String> = Vec::new();
     for id in record
