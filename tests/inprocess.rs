@@ -381,3 +381,92 @@ fn a_bad_filter_config_is_refused_with_its_reason() {
         "{text}"
     );
 }
+
+/// A client of the mutual-TLS listener, presenting `leaf`.
+fn mtls_client(ca: &Path, leaf: &pki::Leaf) -> reqwest::blocking::Client {
+    sentinelnet::tls::install_crypto_provider();
+    let ca = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).expect("CA")).expect("CA");
+    let mut pem = std::fs::read(&leaf.cert).expect("cert");
+    pem.push(b'\n');
+    pem.extend(std::fs::read(&leaf.key).expect("key"));
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only(ca)
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .build()
+        .expect("client")
+}
+
+/// With mutual TLS on Envoy's listener, the module reads the caller's
+/// identity from its certificate as ext_authz reports it to the sidecar
+/// (`source.principal`: the first URI SAN, else the first DNS SAN, else
+/// the subject; `destination.principal` from Envoy's own certificate), so
+/// the default `principalFrom` (the peer) works in process too.
+#[test]
+fn the_callers_certificate_is_its_principal_in_process() {
+    const GOOD: &str = "spiffe://sentinel.test/ns/default/sa/good";
+    const KERNEL: &str = "spiffe://sentinel.test/ns/kernel/sa/kernel";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki::Pki::new(&dir.path().join("pki"), "mesh");
+    let server = pki.issue("envoy", "kernel envoy", Some(KERNEL));
+    let good = pki.issue("good", "good client", Some(GOOD));
+    // No URI SAN: its first DNS SAN (`localhost`) is its principal.
+    let plain = pki.issue("plain", "plain client", None);
+    let bundle = dir.path().join("bundle");
+    let allow = |id: &str, path: &str, when: Value| {
+        json!({"id": id, "version": 1, "severity": "LOW", "state": "active", "effect": "allow",
+               "when": {"and": [{"==": [{"var": "request.path"}, path]}, when]},
+               "response": {"responseHeaders": {"x-policy": id}}})
+    };
+    write_bundle(
+        &bundle,
+        "mesh",
+        "r1",
+        "deny",
+        &[
+            allow(
+                "mesh.uri-san",
+                "/uri",
+                json!({"==": [{"var": "principal.id"}, GOOD]}),
+            ),
+            allow(
+                "mesh.dns-san",
+                "/dns",
+                json!({"==": [{"var": "principal.id"}, "localhost"]}),
+            ),
+            allow(
+                "mesh.both-ends",
+                "/ends",
+                json!({"and": [
+                    {"==": [{"var": "source.principal"}, GOOD]},
+                    {"==": [{"var": "destination.principal"}, KERNEL]}
+                ]}),
+            ),
+        ],
+    );
+    let kernel = Kernel::start();
+    // principalFrom left out: the peer, as for `serve`.
+    let config = json!({"bundle": bundle.display().to_string(), "onError": "deny"});
+    let envoy =
+        Envoy::start_inprocess_mtls(&config, &server, &pki.ca_path(), kernel.port, dir.path());
+    let good_client = mtls_client(&pki.ca_path(), &good);
+    let plain_client = mtls_client(&pki.ca_path(), &plain);
+
+    for (client, who, path, policy) in [
+        (&good_client, "good", "/uri", Some("mesh.uri-san")),
+        (&plain_client, "plain", "/uri", None),
+        (&plain_client, "plain", "/dns", Some("mesh.dns-san")),
+        (&good_client, "good", "/dns", None),
+        (&good_client, "good", "/ends", Some("mesh.both-ends")),
+        (&plain_client, "plain", "/ends", None),
+    ] {
+        let (status, headers, _) = send(client.get(envoy.url_tls(path)));
+        match policy {
+            Some(policy) => {
+                assert_eq!(status, 200, "{who} {path}");
+                assert_eq!(header(&headers, "x-policy"), Some(policy), "{who} {path}");
+            }
+            None => assert_eq!(status, 403, "{who} {path}: the default decision"),
+        }
+    }
+}

@@ -418,6 +418,50 @@ impl Envoy {
         )
     }
 
+    /// As [`Envoy::start_inprocess`], with the listener on mutual TLS:
+    /// Envoy presents `server` and requires a client certificate from
+    /// `ca` (`url_tls` is its address).
+    pub(crate) fn start_inprocess_mtls(
+        filter_config: &Value,
+        server: &pki::Leaf,
+        ca: &Path,
+        kernel_port: u16,
+        dir: &Path,
+    ) -> Envoy {
+        let module_dir = module_dir();
+        let downstream_tls = format!(
+            r#"    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ filename: "{}" }}
+            validation_context:
+              trusted_ca: {{ filename: "{}" }}
+      filters:"#,
+            server.cert.display(),
+            server.key.display(),
+            ca.display()
+        );
+        Envoy::start_rendered(
+            "envoy/envoy-inprocess.yaml",
+            &[
+                (inprocess_filter_config_line(), filter_config.to_string()),
+                (
+                    "    filter_chains:\n    - filters:".to_owned(),
+                    downstream_tls,
+                ),
+            ],
+            &[("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir.as_path())],
+            kernel_port,
+            dir,
+        )
+    }
+
     /// Start Envoy from `envoy/envoy-mtls.yaml`: the sidecar on
     /// `sidecar_port` over mutual TLS, with `ca.pem`, `envoy.crt` and
     /// `envoy.key` in `tls_dir`.
@@ -504,6 +548,11 @@ impl Envoy {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `url` on a listener with TLS.
+    pub(crate) fn url_tls(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
     }
 
     pub(crate) fn access_log_lines(&self) -> Vec<Value> {

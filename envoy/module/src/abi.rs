@@ -374,15 +374,24 @@ pub const ATTRIBUTE_ID_CONNECTION_MTLS: AttributeId = 29;
 pub const ATTRIBUTE_ID_CONNECTION_REQUESTED_SERVER_NAME: AttributeId = 30;
 /// `envoy_dynamic_module_type_attribute_id_ConnectionTlsVersion`:
 /// connection.tls_version
-#[allow(dead_code)]
 pub const ATTRIBUTE_ID_CONNECTION_TLS_VERSION: AttributeId = 31;
+/// `envoy_dynamic_module_type_attribute_id_ConnectionSubjectLocalCertificate`:
+/// connection.subject_local_certificate
+pub const ATTRIBUTE_ID_CONNECTION_SUBJECT_LOCAL_CERTIFICATE: AttributeId = 32;
 /// `envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate`:
 /// connection.subject_peer_certificate
-#[allow(dead_code)]
 pub const ATTRIBUTE_ID_CONNECTION_SUBJECT_PEER_CERTIFICATE: AttributeId = 33;
+/// `envoy_dynamic_module_type_attribute_id_ConnectionDnsSanLocalCertificate`:
+/// connection.dns_san_local_certificate
+pub const ATTRIBUTE_ID_CONNECTION_DNS_SAN_LOCAL_CERTIFICATE: AttributeId = 34;
+/// `envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate`:
+/// connection.dns_san_peer_certificate
+pub const ATTRIBUTE_ID_CONNECTION_DNS_SAN_PEER_CERTIFICATE: AttributeId = 35;
+/// `envoy_dynamic_module_type_attribute_id_ConnectionUriSanLocalCertificate`:
+/// connection.uri_san_local_certificate
+pub const ATTRIBUTE_ID_CONNECTION_URI_SAN_LOCAL_CERTIFICATE: AttributeId = 36;
 /// `envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate`:
 /// connection.uri_san_peer_certificate
-#[allow(dead_code)]
 pub const ATTRIBUTE_ID_CONNECTION_URI_SAN_PEER_CERTIFICATE: AttributeId = 37;
 /// `envoy_dynamic_module_type_attribute_id_ConnectionSha256PeerCertificateDigest`:
 /// connection.sha256_peer_certificate_digest

@@ -27,6 +27,8 @@ pub struct Active {
     /// Reads `source.*`, `destination.*` or `request.protocol` (attributes
     /// the filter then asks Envoy for).
     pub reads_connection: bool,
+    /// Reads `principal.*` (which may come from the peer certificate).
+    pub reads_principal: bool,
 }
 
 pub type Slot = Arc<ArcSwapOption<Active>>;
@@ -107,10 +109,12 @@ pub fn watch(
                                 &bundle,
                                 &["source.", "destination.", "request.protocol"],
                             );
+                            let reads_principal = reads_any(&bundle, &["principal."]);
                             slot.store(Some(Arc::new(Active {
                                 bundle: Arc::new(bundle),
                                 reads_body,
                                 reads_connection,
+                                reads_principal,
                             })));
                         }
                         Err(e) => log(&format!(

@@ -206,6 +206,40 @@ impl Stream {
         Some((Bytes::copy_from_slice(ip), port))
     }
 
+    /// Whether the downstream connection is TLS (Envoy has a TLS version
+    /// for it): on a plain connection there are no certificates to ask for.
+    pub fn is_tls(&self) -> bool {
+        self.attribute_string(ATTRIBUTE_ID_CONNECTION_TLS_VERSION)
+            .is_some_and(|v| !v.is_empty())
+    }
+
+    /// The first of `ids` Envoy has a non-empty value for.
+    fn first_attribute(&self, ids: [AttributeId; 3]) -> Option<&[u8]> {
+        ids.into_iter()
+            .find_map(|id| self.attribute_string(id).filter(|v| !v.is_empty()))
+    }
+
+    /// The downstream's principal as ext_authz reports it in
+    /// `source.principal`: the peer certificate's first URI SAN, else its
+    /// first DNS SAN, else its subject; `None` without a peer certificate.
+    pub fn peer_principal(&self) -> Option<&[u8]> {
+        self.first_attribute([
+            ATTRIBUTE_ID_CONNECTION_URI_SAN_PEER_CERTIFICATE,
+            ATTRIBUTE_ID_CONNECTION_DNS_SAN_PEER_CERTIFICATE,
+            ATTRIBUTE_ID_CONNECTION_SUBJECT_PEER_CERTIFICATE,
+        ])
+    }
+
+    /// This listener's own principal (`destination.principal`), from its
+    /// certificate in the same order.
+    pub fn local_principal(&self) -> Option<&[u8]> {
+        self.first_attribute([
+            ATTRIBUTE_ID_CONNECTION_URI_SAN_LOCAL_CERTIFICATE,
+            ATTRIBUTE_ID_CONNECTION_DNS_SAN_LOCAL_CERTIFICATE,
+            ATTRIBUTE_ID_CONNECTION_SUBJECT_LOCAL_CERTIFICATE,
+        ])
+    }
+
     pub fn source_address(&self) -> Option<(Bytes, u32)> {
         self.address(ATTRIBUTE_ID_SOURCE_ADDRESS, ATTRIBUTE_ID_SOURCE_PORT)
     }

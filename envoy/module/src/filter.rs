@@ -25,6 +25,7 @@ use sentinelnet::authz::message::{
 };
 use sentinelnet::authz::response::{for_decision, DecisionIdText, MetadataField};
 use sentinelnet::authz::view::RequestView;
+use sentinelnet::authz::{IdentitySource, ViewSettings};
 use sentinelnet::decision::DecisionEvent;
 use sentinelnet::policy::Verdict;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -77,8 +78,40 @@ pub fn wants_body(config: &FilterConfig) -> bool {
     }
 }
 
+/// What of the connection a request's message carries: each is a call
+/// into Envoy that formats a string, so only what the bundle reads.
+#[derive(Clone, Copy)]
+struct ConnectionReads {
+    /// Addresses, ports, protocol and this listener's own principal
+    /// (`source.*`, `destination.*`, `request.protocol`).
+    connection: bool,
+    /// The peer certificate's principal (`source.principal`, and
+    /// `principal.*` when it comes from the peer).
+    peer_principal: bool,
+}
+
+impl ConnectionReads {
+    fn of(active: Option<&Active>, view: &ViewSettings) -> ConnectionReads {
+        let Some(active) = active else {
+            // Nothing decides without a bundle; the record says so.
+            return ConnectionReads {
+                connection: true,
+                peer_principal: true,
+            };
+        };
+        let identity_from_peer = matches!(view.principal_from, IdentitySource::Peer)
+            || matches!(view.roles_from, IdentitySource::Peer);
+        ConnectionReads {
+            connection: active.reads_connection,
+            peer_principal: active.reads_connection
+                || (active.reads_principal && identity_from_peer),
+        }
+    }
+}
+
 /// The message the view reads, from Envoy's request headers and `body`.
-fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: bool) -> CheckMessage {
+fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads: ConnectionReads) -> CheckMessage {
+    let reads_connection = reads.connection;
     let mut http = HttpRequest::default();
     stream.with_headers(HeaderKind::Request, |headers| {
         // One buffer holds every header byte; the message's fields are
@@ -119,8 +152,6 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: boo
         }
         http.headers = entries;
     });
-    // Each attribute is a call into Envoy that formats a string: only when
-    // the bundle reads one.
     if reads_connection {
         if let Some(protocol) = stream.protocol() {
             http.protocol = Bytes::copy_from_slice(protocol);
@@ -130,9 +161,14 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: boo
         http.size = body.len() as i64;
         http.body = Bytes::from(body);
     }
-    let peer = |address: Option<(Bytes, u32)>| {
-        address.map(|(ip, port)| Peer {
-            address: Some(Address {
+    // A peer as ext_authz describes it: its address, and the principal of
+    // its certificate (mTLS) when there is one.
+    let peer = |address: Option<(Bytes, u32)>, principal: Option<&[u8]>| {
+        if address.is_none() && principal.is_none() {
+            return None;
+        }
+        Some(Peer {
+            address: address.map(|(ip, port)| Address {
                 socket_address: Some(SocketAddress {
                     address: ip,
                     port_value: Some(port),
@@ -140,7 +176,7 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: boo
                 }),
                 pipe: None,
             }),
-            principal: Bytes::new(),
+            principal: principal.map_or_else(Bytes::new, Bytes::copy_from_slice),
         })
     };
     let (source, destination) = if reads_connection {
@@ -148,10 +184,22 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads_connection: boo
     } else {
         (None, None)
     };
+    // One call on a plain connection instead of six that find nothing.
+    let tls = (reads.peer_principal || reads_connection) && stream.is_tls();
+    let source_principal = if tls && reads.peer_principal {
+        stream.peer_principal()
+    } else {
+        None
+    };
+    let local_principal = if tls && reads_connection {
+        stream.local_principal()
+    } else {
+        None
+    };
     CheckMessage {
         attributes: Some(Attributes {
-            source: peer(source),
-            destination: peer(destination),
+            source: peer(source, source_principal),
+            destination: peer(destination, local_principal),
             request: Some(Request { http: Some(http) }),
             context_extensions: Vec::new(),
             metadata_context: None,
@@ -176,8 +224,8 @@ pub fn decide(
     let id = sentinelnet::ids::decision_id(at);
     let id_text = DecisionIdText::new(&id);
     let active: Option<std::sync::Arc<Active>> = config.slot.load_full();
-    let reads_connection = active.as_ref().is_none_or(|a| a.reads_connection);
-    let message = request_message(stream, body, reads_connection);
+    let reads = ConnectionReads::of(active.as_deref(), &config.settings.view);
+    let message = request_message(stream, body, reads);
     let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let on_error = config.settings.on_error;
     let mut event = match &active {
