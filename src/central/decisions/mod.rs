@@ -386,11 +386,23 @@ impl Decisions {
             ..DecisionFilter::default()
         };
         let records = self.list(&filter, false, limit).await?;
-        // How far each chain is sealed: a record at or before that seq is
-        // covered by a verified signature.
+        // How far each chain shown is sealed: a record at or before that
+        // seq is covered by a verified signature. Only the chains of these
+        // records are read (a fleet has a chain per sidecar start).
         let signed_through: HashMap<(String, String), i64> = if self.record_keys.is_some() {
+            let mut keys: Vec<(&str, &str)> = records
+                .iter()
+                .map(|r| {
+                    (
+                        r["node"].as_str().unwrap_or_default(),
+                        r["chainId"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
             let mut conn = self.store.connection().await?;
-            sql::chains(&mut conn)
+            sql::chains_of(&mut conn, &keys)
                 .await?
                 .into_iter()
                 .map(|row| ((row.node, row.chain_id), row.signed_through))

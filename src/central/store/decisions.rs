@@ -229,26 +229,52 @@ pub(crate) async fn lock_chains(
     conn: &mut AnyConnection,
     fresh: &[ChainRow],
 ) -> Result<Vec<ChainRow>, StoreError> {
-    let ph = placeholders(conn);
-    let sqlite = conn.backend_name().eq_ignore_ascii_case("sqlite");
-    let mut locked = Vec::with_capacity(fresh.len());
+    // A SQLite transaction is the one writer already; PostgreSQL locks the
+    // rows.
+    let lock = !conn.backend_name().eq_ignore_ascii_case("sqlite");
     write_chains(conn, fresh, "DO NOTHING").await?;
-    for chunk in fresh.chunks(CHAINS_PER_STATEMENT) {
-        let keys: Vec<String> = (0..chunk.len())
+    let keys: Vec<(&str, &str)> = fresh
+        .iter()
+        .map(|row| (row.node.as_str(), row.chain_id.as_str()))
+        .collect();
+    select_chains(conn, &keys, lock).await
+}
+
+/// The rows of the chains `keys` name (those that exist), without locks:
+/// for readers that need a few chains, not every one.
+pub(crate) async fn chains_of(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+) -> Result<Vec<ChainRow>, StoreError> {
+    select_chains(conn, keys, false).await
+}
+
+/// The rows of the chains `keys` name, in the database's `(node,
+/// chain_id)` order per statement of [`CHAINS_PER_STATEMENT`] keys; with
+/// `lock`, `FOR UPDATE`.
+async fn select_chains(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+    lock: bool,
+) -> Result<Vec<ChainRow>, StoreError> {
+    let ph = placeholders(conn);
+    let mut rows = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHAINS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
             .map(|i| format!("({},{})", ph(i * 2 + 1), ph(i * 2 + 2)))
             .collect();
         let select = format!(
             "SELECT {CHAIN_COLUMNS} FROM chains WHERE (node, chain_id) IN (VALUES {}) ORDER BY node, chain_id{}",
-            keys.join(","),
-            if sqlite { "" } else { " FOR UPDATE" }
+            values.join(","),
+            if lock { " FOR UPDATE" } else { "" }
         );
         let mut query = sqlx::query_as::<Any, ChainRow>(&select);
-        for row in chunk {
-            query = query.bind(&row.node).bind(&row.chain_id);
+        for (node, chain_id) in chunk {
+            query = query.bind(*node).bind(*chain_id);
         }
-        locked.extend(query.fetch_all(&mut *conn).await?);
+        rows.extend(query.fetch_all(&mut *conn).await?);
     }
-    Ok(locked)
+    Ok(rows)
 }
 
 /// Save the state of chains this transaction locked ([`lock_chains`]): one
