@@ -16,8 +16,9 @@
 
 use super::json;
 
-/// serde_json's own nesting limit: deeper text is not parsed by it either.
-const MAX_DEPTH: usize = 128;
+/// The most nested arrays and objects serde_json reads (its recursion
+/// limit of 128 fails on the 128th level): deeper text is no value to it.
+const MAX_DEPTH: usize = 127;
 
 /// Whether `text` is exactly `serde_json::to_string` of the `Value` that
 /// `serde_json::from_str` reads from it.
@@ -270,12 +271,18 @@ mod tests {
             assert!(!is_canonical(text), "{text}");
             holds(text);
         }
-        // serde's nesting limit: not accepted past it.
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(!is_canonical(&deep));
-        let shallow = format!("{}{}", "[".repeat(100), "]".repeat(100));
-        assert!(is_canonical(&shallow));
-        holds(&shallow);
+        // serde's nesting limit, exactly: 127 levels read, 128 do not.
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(serde_canonical(&nested(127)).is_some());
+        assert!(is_canonical(&nested(127)));
+        holds(&nested(127));
+        assert!(serde_canonical(&nested(128)).is_none());
+        assert!(!is_canonical(&nested(128)));
+        assert!(!is_canonical(&format!(
+            r#"{}{{"a":1}}{}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        )));
     }
 
     /// Any JSON value: every kind of string (control characters, quotes,

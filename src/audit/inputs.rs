@@ -255,7 +255,16 @@ impl<'de> Deserialize<'de> for RecordInput {
         } else {
             serde_json::from_str(raw.get())
                 .map(RecordInput::Read)
-                .map_err(serde::de::Error::custom)
+                .map_err(|e| {
+                    // Its position is in the input's own text; the record
+                    // line's position is added around it.
+                    let text = e.to_string();
+                    let message = text.rsplit_once(" at line ").map_or(&*text, |(m, _)| m);
+                    serde::de::Error::custom(format_args!(
+                        "input: {message} (column {} of the input)",
+                        e.column()
+                    ))
+                })
         }
     }
 }

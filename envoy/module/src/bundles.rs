@@ -27,7 +27,8 @@ pub struct Active {
     /// Reads `source.*`, `destination.*` or `request.protocol` (attributes
     /// the filter then asks Envoy for).
     pub reads_connection: bool,
-    /// Reads `principal.*` (which may come from the peer certificate).
+    /// Reads `principal` or a field of it (which may come from the peer
+    /// certificate).
     pub reads_principal: bool,
 }
 
@@ -109,7 +110,8 @@ pub fn watch(
                                 &bundle,
                                 &["source.", "destination.", "request.protocol"],
                             );
-                            let reads_principal = reads_any(&bundle, &["principal."]);
+                            // `principal`, whole or a field of it.
+                            let reads_principal = reads_any(&bundle, &["principal"]);
                             slot.store(Some(Arc::new(Active {
                                 bundle: Arc::new(bundle),
                                 reads_body,
