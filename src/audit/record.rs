@@ -90,16 +90,40 @@ impl DecisionRecord {
     /// and `sig` fields: object keys in byte order at every level, no
     /// whitespace. Any verifier, in any language, recomputes the same bytes.
     pub fn compute_hash(&self) -> String {
-        // Written into a reused buffer and hashed in one call: feeding
-        // SHA-256 the ~100 small pieces of a record one by one cost twice
-        // as much as writing them.
-        thread_local! {
-            static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         CANONICAL.with_borrow_mut(|buffer| {
             buffer.clear();
             self.write_unhashed(buffer);
             hex::encode(Sha256::digest(buffer.as_slice()))
+        })
+    }
+
+    /// [`DecisionRecord::compute_hash`] and, from the same canonical
+    /// bytes, the record as central stores it: its canonical JSON with
+    /// `hash` and `sig` and without `input` (stored beside it), which is
+    /// what serde writes for the record with `input` taken (a test holds
+    /// the two to the same bytes). The stored text is cut and pasted from
+    /// the hashed bytes instead of serialised a second time.
+    pub(crate) fn hash_and_stored_text(&self) -> (String, String) {
+        CANONICAL.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let marks = self.write_marked(buffer);
+            let hash = hex::encode(Sha256::digest(buffer.as_slice()));
+            let mut stored = Vec::with_capacity(buffer.len() - marks.input.len() + 128);
+            stored.extend_from_slice(&buffer[..marks.before_id]);
+            if !self.hash.is_empty() {
+                stored.extend_from_slice(b",\"hash\":");
+                super::json::string(&mut stored, &self.hash);
+            }
+            stored.extend_from_slice(&buffer[marks.before_id..marks.input.start]);
+            stored.extend_from_slice(&buffer[marks.input.end..marks.before_status]);
+            if let Some(sig) = &self.sig {
+                stored.extend_from_slice(b",\"sig\":");
+                // Serialising three strings cannot fail.
+                let _ = serde_json::to_writer(&mut stored, sig);
+            }
+            stored.extend_from_slice(&buffer[marks.before_status..]);
+            // Whole fields of UTF-8 text, cut at their ASCII separators.
+            (hash, String::from_utf8(stored).unwrap_or_default())
         })
     }
 
@@ -111,6 +135,12 @@ impl DecisionRecord {
     /// input's text is copied as it is: serde could only take it as a
     /// `RawValue`, which parses the text again to be sure it is JSON.
     pub(crate) fn write_unhashed(&self, out: &mut Vec<u8>) {
+        self.write_marked(out);
+    }
+
+    /// [`DecisionRecord::write_unhashed`], saying where the fields that
+    /// the stored form differs by go.
+    fn write_marked(&self, out: &mut Vec<u8>) -> Marks {
         fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &[u8], value: &T) {
             out.extend_from_slice(key);
             // Serialising plain data into a Vec cannot fail.
@@ -122,11 +152,14 @@ impl DecisionRecord {
         put(out, b",\"decision\":", &self.decision);
         put(out, b",\"evidence\":", &self.evidence);
         put(out, b",\"evidenceRefs\":", &self.evidence_refs);
+        let before_id = out.len();
         put(out, b",\"id\":", &self.id);
+        let input_start = out.len();
         if let Some(input) = &self.input {
             out.extend_from_slice(b",\"input\":");
             input.write_canonical(out);
         }
+        let input = input_start..out.len();
         put(out, b",\"latencyUs\":", &self.latency_us);
         if !self.masked.is_empty() {
             put(out, b",\"masked\":", &self.masked);
@@ -140,11 +173,34 @@ impl DecisionRecord {
         put(out, b",\"requestId\":", &self.request_id);
         put(out, b",\"seq\":", &self.seq);
         put(out, b",\"shadow\":", &self.shadow);
+        let before_status = out.len();
         put(out, b",\"status\":", &self.status);
         put(out, b",\"ts\":", &self.ts);
         put(out, b",\"type\":", &self.kind);
         out.push(b'}');
+        Marks {
+            before_id,
+            input,
+            before_status,
+        }
     }
+}
+
+/// Where [`DecisionRecord::write_marked`] wrote what a stored record's
+/// text differs by: `hash` goes before `id` and `sig` before `status` (the
+/// fields are in byte order of their names), and `input` is left out.
+struct Marks {
+    before_id: usize,
+    /// `,"input":…`, empty without an input.
+    input: std::ops::Range<usize>,
+    before_status: usize,
+}
+
+// The canonical bytes of a record, written into a reused buffer and hashed
+// in one call: feeding SHA-256 the ~100 small pieces of a record one by one
+// cost twice as much as writing them.
+thread_local! {
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The definition of canonical JSON (object keys in byte order, no
@@ -435,6 +491,34 @@ mod tests {
             r.compute_hash(),
             hex::encode(Sha256::digest(serde_unhashed(&r)))
         );
+    }
+
+    /// Central's stored text, cut from the hashed bytes, is what serde
+    /// writes for the record without its input; the hash is the record's.
+    #[test]
+    fn the_stored_text_is_what_serde_writes_without_the_input() {
+        let written_input = r#"{"request":{"headers":{"x-a":"1"},"method":"GET"}}"#;
+        let mut variants = vec![record("plain"), full_record()];
+        let mut no_sig = full_record();
+        no_sig.sig = None;
+        no_sig.hash.clear();
+        no_sig.masked.clear();
+        variants.push(no_sig);
+        for mut r in variants.clone() {
+            r.input = Some(RecordInput::Written(written_input.into()));
+            variants.push(r.clone());
+            r.input = Some(RecordInput::Read(
+                serde_json::json!({"b": [1, "\n"], "a": {}}),
+            ));
+            variants.push(r);
+        }
+        for r in variants {
+            let (hash, stored) = r.hash_and_stored_text();
+            assert_eq!(hash, r.compute_hash());
+            let mut without_input = r.clone();
+            without_input.input = None;
+            assert_eq!(stored, serde_json::to_string(&without_input).unwrap());
+        }
     }
 
     #[test]

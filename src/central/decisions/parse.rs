@@ -145,10 +145,12 @@ fn parse_line(
         .input
         .take()
         .map(|input| RecordInput::Written(input.into_canonical()));
-    let hash_ok = record.compute_hash() == record.hash;
+    // The stored text (no input: it is stored beside) is cut from the
+    // bytes the hash is computed over.
+    let (computed, text) = record.hash_and_stored_text();
+    let hash_ok = computed == record.hash;
     let seal = check_seal(&record, record_keys);
     let input = record.input.take().map(RecordInput::into_canonical);
-    let text = serde_json::to_string(&record).map_err(|e| format!("record: {e}"))?;
     let mut policies: Vec<String> = Vec::new();
     for id in record
         .policy_id
@@ -232,6 +234,31 @@ mod tests {
             refused[0]
         );
         assert!(refused[2].error.contains("RFC 3339"), "{:?}", refused[2]);
+    }
+
+    /// An input that is no JSON value serde reads is refused with what is
+    /// wrong inside the input (its own column) and where in the line; an
+    /// input that is JSON but not canonical is stored canonically.
+    #[test]
+    fn an_input_is_stored_canonically_or_refused_saying_where() {
+        let mut chain = Chain::fresh("c1".into());
+        let line = serde_json::to_string(&record("a", &mut chain)).unwrap_or_default();
+        let canonical = r#"{"request":{"method":"DELETE"}}"#;
+        assert!(line.contains(canonical));
+        let spaced = line.replace(canonical, r#"{ "request" : { "method" : "DELETE" } }"#);
+        let huge = line.replace(canonical, r#"{"request":{"size":1e999}}"#);
+        let (records, refused) = parse_batch(format!("{spaced}\n{huge}\n").as_bytes(), None);
+        assert_eq!(records.len(), 1, "{refused:?}");
+        assert_eq!(records[0].row.input.as_deref(), Some(canonical));
+        assert!(
+            records[0].row.hash_ok,
+            "the hash covers the canonical input"
+        );
+        let error = &refused[0].error;
+        assert!(
+            error.contains("input: number out of range (column 24 of the input) at line 1"),
+            "{error}"
+        );
     }
 
     #[test]
