@@ -17,11 +17,54 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// anonymous `?`: SQLite looks a named parameter up by a linear scan, so
 /// thousands of `$N` in one multi-row statement cost quadratic time there
 /// (60% of an ingest profile); PostgreSQL needs `$N`.
-fn placeholders(conn: &AnyConnection) -> fn(usize) -> String {
-    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-        |_| "?".to_owned()
-    } else {
-        |n| format!("${n}")
+/// A statement's parameter placeholders: `?` on SQLite, `$n` on
+/// PostgreSQL. Multi-row statements write theirs straight into the text
+/// ([`Placeholders::push_row`]): a batch's INSERT has 14 per record, and
+/// formatting each into a String of its own, then joining them, showed in
+/// central's ingest profile.
+#[derive(Clone, Copy)]
+struct Placeholders {
+    numbered: bool,
+}
+
+impl Placeholders {
+    fn of(conn: &AnyConnection) -> Placeholders {
+        Placeholders {
+            numbered: !conn.backend_name().eq_ignore_ascii_case("sqlite"),
+        }
+    }
+
+    /// Placeholder `n` (1-based).
+    fn nth(self, n: usize) -> String {
+        let mut text = String::new();
+        self.push(&mut text, n);
+        text
+    }
+
+    fn push(self, sql: &mut String, n: usize) {
+        if self.numbered {
+            sql.push('$');
+            sql.push_str(itoa::Buffer::new().format(n));
+        } else {
+            sql.push('?');
+        }
+    }
+
+    /// `p,…,p`: `width` placeholders from `first + 1`.
+    fn push_list(self, sql: &mut String, first: usize, width: usize) {
+        for k in 1..=width {
+            if k > 1 {
+                sql.push(',');
+            }
+            self.push(sql, first + k);
+        }
+    }
+
+    /// `(p,…,p)`, as [`Placeholders::push_list`].
+    fn push_row(self, sql: &mut String, first: usize, width: usize) {
+        sql.push('(');
+        self.push_list(sql, first, width);
+        sql.push(')');
     }
 }
 
@@ -97,18 +140,21 @@ pub(crate) async fn insert_decisions(
     ingested_by: &str,
 ) -> Result<Vec<String>, StoreError> {
     let mut inserted = Vec::with_capacity(rows.len());
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO decisions (id, node, chain_id, seq, ts_us, decision, policy_id, prev_hash, hash, hash_ok, sig_check, record, input, label, ingested_by) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 14;
             if i > 0 {
                 sql.push(',');
             }
-            let p: Vec<String> = (1..=14).map(|k| ph(b + k)).collect();
-            sql.push_str(&format!("({},NULL,{})", p[..13].join(","), p[13]));
+            // 13 values, the label NULL, the 14th.
+            sql.push('(');
+            ph.push_list(&mut sql, i * 14, 13);
+            sql.push_str(",NULL,");
+            ph.push(&mut sql, i * 14 + 14);
+            sql.push(')');
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
         let mut query = sqlx::query::<Any>(&sql);
@@ -141,7 +187,7 @@ pub(crate) async fn insert_decision_policies(
     conn: &mut AnyConnection,
     rows: &[(String, i64, String)],
 ) -> Result<(), StoreError> {
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     for chunk in rows.chunks(ROWS_PER_STATEMENT * 2) {
         let mut sql =
             String::from("INSERT INTO decision_policies (policy_id, ts_us, decision_id) VALUES ");
@@ -149,12 +195,7 @@ pub(crate) async fn insert_decision_policies(
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!(
-                "({},{},{})",
-                ph(i * 3 + 1),
-                ph(i * 3 + 2),
-                ph(i * 3 + 3)
-            ));
+            ph.push_row(&mut sql, i * 3, 3);
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         let mut query = sqlx::query::<Any>(&sql);
@@ -173,13 +214,10 @@ pub(crate) async fn stored_contents(
     ids: &[&str],
 ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(ph).collect();
-        let sql = format!(
-            "SELECT id, record, input FROM decisions WHERE id IN ({})",
-            placeholders.join(",")
-        );
+        let mut sql = String::from("SELECT id, record, input FROM decisions WHERE id IN ");
+        ph.push_row(&mut sql, 0, chunk.len());
         let mut query = sqlx::query_as::<Any, (String, String, Option<String>)>(&sql);
         for id in chunk {
             query = query.bind(*id);
@@ -257,15 +295,18 @@ async fn select_chains(
     keys: &[(&str, &str)],
     lock: bool,
 ) -> Result<Vec<ChainRow>, StoreError> {
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     let mut rows = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(CHAINS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({},{})", ph(i * 2 + 1), ph(i * 2 + 2)))
-            .collect();
+        let mut values = String::new();
+        for i in 0..chunk.len() {
+            if i > 0 {
+                values.push(',');
+            }
+            ph.push_row(&mut values, i * 2, 2);
+        }
         let select = format!(
-            "SELECT {CHAIN_COLUMNS} FROM chains WHERE (node, chain_id) IN (VALUES {}) ORDER BY node, chain_id{}",
-            values.join(","),
+            "SELECT {CHAIN_COLUMNS} FROM chains WHERE (node, chain_id) IN (VALUES {values}) ORDER BY node, chain_id{}",
             if lock { " FOR UPDATE" } else { "" }
         );
         let mut query = sqlx::query_as::<Any, ChainRow>(&select);
@@ -298,15 +339,14 @@ async fn write_chains(
     rows: &[ChainRow],
     on_conflict: &str,
 ) -> Result<(), StoreError> {
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     for chunk in rows.chunks(CHAINS_PER_STATEMENT) {
         let mut sql = format!("INSERT INTO chains ({CHAIN_COLUMNS}) VALUES ");
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push(',');
             }
-            let p: Vec<String> = (1..=12).map(|k| ph(i * 12 + k)).collect();
-            sql.push_str(&format!("({})", p.join(",")));
+            ph.push_row(&mut sql, i * 12, 12);
         }
         sql.push_str(" ON CONFLICT (node, chain_id) ");
         sql.push_str(on_conflict);
@@ -351,7 +391,7 @@ pub(crate) async fn chain_links(
     chains: &[(&str, &str, i64)],
     limit: i64,
 ) -> Result<Vec<Vec<StoredLink>>, StoreError> {
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     let mut links: Vec<Vec<StoredLink>> = vec![Vec::new(); chains.len()];
     for (c, chunk) in chains.chunks(CHAINS_PER_STATEMENT).enumerate() {
         // Each branch is tagged with its chain's index (a number made
@@ -360,10 +400,10 @@ pub(crate) async fn chain_links(
             .map(|i| {
                 format!(
                     "SELECT * FROM (SELECT CAST({i} AS BIGINT) AS k, seq, id, prev_hash, hash, hash_ok, sig_check FROM decisions WHERE node = {} AND chain_id = {} AND seq > {} ORDER BY seq, id LIMIT {}) AS l{i}",
-                    ph(i * 4 + 1),
-                    ph(i * 4 + 2),
-                    ph(i * 4 + 3),
-                    ph(i * 4 + 4)
+                    ph.nth(i * 4 + 1),
+                    ph.nth(i * 4 + 2),
+                    ph.nth(i * 4 + 3),
+                    ph.nth(i * 4 + 4)
                 )
             })
             .collect();
@@ -401,11 +441,11 @@ pub(crate) async fn highest_seq(
     node: &str,
     chain_id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let ph = placeholders(conn);
+    let ph = Placeholders::of(conn);
     let (highest,): (Option<i64>,) = sqlx::query_as(&format!(
         "SELECT MAX(seq) FROM decisions WHERE node = {} AND chain_id = {}",
-        ph(1),
-        ph(2)
+        ph.nth(1),
+        ph.nth(2)
     ))
     .bind(node)
     .bind(chain_id)
