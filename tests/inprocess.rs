@@ -382,21 +382,6 @@ fn a_bad_filter_config_is_refused_with_its_reason() {
     );
 }
 
-/// A client of the mutual-TLS listener, presenting `leaf`.
-fn mtls_client(ca: &Path, leaf: &pki::Leaf) -> reqwest::blocking::Client {
-    sentinelnet::tls::install_crypto_provider();
-    let ca = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).expect("CA")).expect("CA");
-    let mut pem = std::fs::read(&leaf.cert).expect("cert");
-    pem.push(b'\n');
-    pem.extend(std::fs::read(&leaf.key).expect("key"));
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only(ca)
-        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
-        .build()
-        .expect("client")
-}
-
 /// With mutual TLS on Envoy's listener, the module reads the caller's
 /// identity from its certificate as ext_authz reports it to the sidecar
 /// (`source.principal`: the first URI SAN, else the first DNS SAN, else
@@ -449,8 +434,8 @@ fn the_callers_certificate_is_its_principal_in_process() {
     let config = json!({"bundle": bundle.display().to_string(), "onError": "deny"});
     let envoy =
         Envoy::start_inprocess_mtls(&config, &server, &pki.ca_path(), kernel.port, dir.path());
-    let good_client = mtls_client(&pki.ca_path(), &good);
-    let plain_client = mtls_client(&pki.ca_path(), &plain);
+    let good_client = central::caller(Some(&good), &pki.ca_path());
+    let plain_client = central::caller(Some(&plain), &pki.ca_path());
 
     for (client, who, path, policy) in [
         (&good_client, "good", "/uri", Some("mesh.uri-san")),

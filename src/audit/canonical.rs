@@ -73,13 +73,10 @@ fn object(b: &[u8], at: &mut usize, depth: usize) -> bool {
         if !value(b, at, depth) {
             return false;
         }
-        match b.get(*at) {
-            Some(b',') => *at += 1,
-            Some(b'}') => {
-                *at += 1;
-                return true;
-            }
-            _ => return false,
+        match after_item(b, at, b'}') {
+            Some(true) => return true,
+            Some(false) => {}
+            None => return false,
         }
     }
 }
@@ -97,14 +94,23 @@ fn array(b: &[u8], at: &mut usize, depth: usize) -> bool {
         if !value(b, at, depth) {
             return false;
         }
-        match b.get(*at) {
-            Some(b',') => *at += 1,
-            Some(b']') => {
-                *at += 1;
-                return true;
-            }
-            _ => return false,
+        match after_item(b, at, b']') {
+            Some(true) => return true,
+            Some(false) => {}
+            None => return false,
         }
+    }
+}
+
+/// After a member or an element: `,` (more follow: `Some(false)`) or
+/// `close` (the container ends: `Some(true)`); anything else is `None`.
+fn after_item(b: &[u8], at: &mut usize, close: u8) -> Option<bool> {
+    let next = *b.get(*at)?;
+    *at += 1;
+    match next {
+        b',' => Some(false),
+        c if c == close => Some(true),
+        _ => None,
     }
 }
 
