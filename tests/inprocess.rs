@@ -11,7 +11,7 @@ mod support;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 fn send(request: RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
@@ -454,4 +454,35 @@ fn the_callers_certificate_is_its_principal_in_process() {
             None => assert_eq!(status, 403, "{who} {path}: the default decision"),
         }
     }
+
+    // A bundle whose only policy reads the peer through a path built at run
+    // time: no field is named in its text, and the module must still ask
+    // Envoy for what the rule may read.
+    std::fs::remove_dir_all(bundle.join("policies")).expect("clear the bundle");
+    write_bundle(
+        &bundle,
+        "mesh",
+        "r2",
+        "deny",
+        &[allow(
+            "mesh.computed-path",
+            "/computed",
+            json!({"==": [{"var": {"cat": ["sour", "ce.", "princ", "ipal"]}}, GOOD]}),
+        )],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, headers, _) = send(good_client.get(envoy.url_tls("/computed")));
+        if status == 200 {
+            assert_eq!(header(&headers, "x-policy"), Some("mesh.computed-path"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the computed path never saw the caller's principal (last status {status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, _) = send(plain_client.get(envoy.url_tls("/computed")));
+    assert_eq!(status, 403, "another caller's principal does not match");
 }

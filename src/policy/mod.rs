@@ -259,6 +259,18 @@ impl Policy {
         self.document.effect
     }
 
+    /// Whether deciding with this policy may look up a path `wanted`
+    /// accepts: in its rule, its evidence or (a canary) its canary key. The
+    /// whole document (`{"var": ""}`) is every path. Errs on the side of yes
+    /// ([`Rule::may_read`]); the in-process filter asks it to know which
+    /// attributes to fetch from Envoy.
+    pub fn may_read(&self, wanted: &dyn Fn(&VarPath) -> bool) -> bool {
+        let wanted = |path: &VarPath| path.field() == input::Field::Document || wanted(path);
+        self.rule.may_read(&wanted)
+            || self.evidence.iter().any(&wanted)
+            || (self.state() == State::Canary && wanted(&self.canary_key))
+    }
+
     /// Whether this request falls in the canary slice of this policy.
     fn canary_selected<I: Input>(&self, input: &I) -> bool {
         let key = input.resolve(&self.canary_key);
@@ -567,6 +579,23 @@ impl PolicySet {
         }
     }
 
+    /// Whether any policy may read a path under one of `prefixes` (given as
+    /// segments), or a path that holds one (`request` whole holds
+    /// `request.body`). Asked of the compiled rules ([`Policy::may_read`]),
+    /// not of their text: a string literal that names a field does not
+    /// count, `{"var": "source"}` whole does.
+    pub fn may_read_under(&self, prefixes: &[&[&str]]) -> bool {
+        let wanted = |path: &VarPath| {
+            prefixes.iter().any(|prefix| {
+                path.segments()
+                    .iter()
+                    .zip(prefix.iter())
+                    .all(|(segment, want)| segment.as_ref() == *want)
+            })
+        };
+        self.policies.iter().any(|p| p.may_read(&wanted))
+    }
+
     /// Values of a policy's declared evidence paths for this input.
     pub fn evidence<I: Input>(&self, policy: usize, input: &I) -> serde_json::Map<String, Value> {
         self.policies[policy]
@@ -595,6 +624,68 @@ mod tests {
     fn base(id: &str, effect: &str, state: &str, severity: &str, when: Value) -> Value {
         json!({"id": id, "version": 1, "severity": severity, "state": state,
                "effect": effect, "when": when})
+    }
+
+    #[test]
+    fn what_a_policy_may_read_comes_from_its_compiled_rule_not_its_text() {
+        const CONNECTION: &[&[&str]] = &[&["source"], &["destination"], &["request", "protocol"]];
+        const BODY: &[&[&str]] = &[&["request", "body"], &["request", "bodyError"]];
+        let reads = |when: Value, extra: Value, prefixes: &[&[&str]]| {
+            let mut doc = base("p", "deny", "active", "LOW", when);
+            if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+                doc.extend(extra);
+            }
+            PolicySet::new(vec![policy(doc)], Verdict::Allow).may_read_under(prefixes)
+        };
+        let none = json!({});
+        // Whole objects, fields, and the prefix that holds a field.
+        assert!(reads(json!({"var": "source"}), none.clone(), CONNECTION));
+        assert!(reads(
+            json!({"var": ["destination.port"]}),
+            none.clone(),
+            CONNECTION
+        ));
+        assert!(reads(json!({"var": "request"}), none.clone(), CONNECTION));
+        assert!(reads(json!({"var": "request"}), none.clone(), BODY));
+        assert!(reads(
+            json!({"var": "request.bodyError"}),
+            none.clone(),
+            BODY
+        ));
+        assert!(reads(json!({"!": {"var": ""}}), none.clone(), BODY));
+        // Deep in operators, defaults and extension operators.
+        let deep = json!({"and": [true, {"in_cidr": [{"var": "source.address"}, "10.0.0.0/8"]}]});
+        assert!(reads(deep, none.clone(), CONNECTION));
+        let default = json!({"var": ["request.method", {"var": "principal.id"}]});
+        assert!(reads(default, none.clone(), &[&["principal"]]));
+        // A path computed at run time may be any path.
+        let dynamic = json!({"var": {"cat": ["sour", "ce"]}});
+        assert!(reads(dynamic, none.clone(), CONNECTION));
+        // Evidence, and a canary's key.
+        let evidence = json!({"evidence": ["source.principal"]});
+        assert!(reads(json!(true), evidence, CONNECTION));
+        let mut canary = base("p", "deny", "canary", "LOW", json!(true));
+        if let Some(doc) = canary.as_object_mut() {
+            doc.insert("canaryPercent".into(), json!(10));
+            doc.insert("canaryKey".into(), json!("source.address"));
+        }
+        let canary = PolicySet::new(vec![policy(canary)], Verdict::Allow);
+        assert!(canary.may_read_under(CONNECTION));
+        // Not: a literal that names a field, a sibling field, a longer name.
+        let literal = json!({"==": [{"var": "request.method"}, "source.principal"]});
+        assert!(!reads(literal, none.clone(), CONNECTION));
+        assert!(!reads(
+            literal_of("principal"),
+            none.clone(),
+            &[&["principal"]]
+        ));
+        assert!(!reads(json!({"var": "request.path"}), none.clone(), BODY));
+        assert!(!reads(json!({"var": "sources"}), none.clone(), CONNECTION));
+        assert!(!reads(json!({"var": "request.body"}), none, CONNECTION));
+    }
+
+    fn literal_of(text: &str) -> Value {
+        json!({"in": [text, {"var": "request.headers.x-note"}]})
     }
 
     #[test]

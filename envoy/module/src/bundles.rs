@@ -34,16 +34,6 @@ pub struct Active {
 
 pub type Slot = Arc<ArcSwapOption<Active>>;
 
-/// Whether any policy's rule or evidence mentions one of `fields`.
-fn reads_any(bundle: &Bundle, fields: &[&str]) -> bool {
-    bundle.policies.policies().iter().any(|p| {
-        let rule = p.document.when.to_string();
-        fields.iter().any(|field| {
-            rule.contains(field) || p.document.evidence.iter().any(|e| e.starts_with(field))
-        })
-    })
-}
-
 /// Size and modification time of every file under `path`, hashed.
 fn fingerprint(path: &Path) -> Option<[u8; 32]> {
     fn walk(path: &Path, hasher: &mut Sha256, depth: usize) -> Option<()> {
@@ -105,13 +95,15 @@ pub fn watch(
                                 bundle.revision,
                                 bundle.policies.policies().len()
                             ));
-                            let reads_body = reads_any(&bundle, &["request.body"]);
-                            let reads_connection = reads_any(
-                                &bundle,
-                                &["source.", "destination.", "request.protocol"],
-                            );
-                            // `principal`, whole or a field of it.
-                            let reads_principal = reads_any(&bundle, &["principal"]);
+                            let policies = &bundle.policies;
+                            let reads_body = policies
+                                .may_read_under(&[&["request", "body"], &["request", "bodyError"]]);
+                            let reads_connection = policies.may_read_under(&[
+                                &["source"],
+                                &["destination"],
+                                &["request", "protocol"],
+                            ]);
+                            let reads_principal = policies.may_read_under(&[&["principal"]]);
                             slot.store(Some(Arc::new(Active {
                                 bundle: Arc::new(bundle),
                                 reads_body,

@@ -66,6 +66,14 @@ impl Rule {
     pub fn evaluate<'a, I: Input>(&'a self, input: &'a I) -> Result<Val<'a>, EvalError> {
         evaluate(&self.root, input)
     }
+
+    /// Whether evaluating the rule may look up a path `wanted` accepts. A
+    /// path computed at run time may be any path, so it counts; a `var`
+    /// inside `map` and friends names an item's field but counts too. Errs
+    /// on the side of yes: callers use it to decide what to fetch.
+    pub fn may_read(&self, wanted: &dyn Fn(&VarPath) -> bool) -> bool {
+        self.root.may_read(wanted)
+    }
 }
 
 /// A rule that does not compile, and where (a JSON pointer into the rule).
@@ -106,6 +114,22 @@ pub(crate) enum Expr {
 impl Expr {
     fn is_const(&self) -> bool {
         matches!(self, Expr::Const(_))
+    }
+
+    fn may_read(&self, wanted: &dyn Fn(&VarPath) -> bool) -> bool {
+        let default_reads =
+            |default: &Option<Box<Expr>>| default.as_ref().is_some_and(|d| d.may_read(wanted));
+        match self {
+            Expr::Const(_) => false,
+            Expr::Array(items) | Expr::Op { args: items, .. } => {
+                items.iter().any(|e| e.may_read(wanted))
+            }
+            Expr::Var { path, default } => wanted(path) || default_reads(default),
+            Expr::VarDynamic { .. } => true,
+            Expr::Matches { subject, .. } | Expr::InCidr { subject, .. } => {
+                subject.may_read(wanted)
+            }
+        }
     }
 }
 
