@@ -561,10 +561,13 @@ impl PolicySet {
                 }
             }
         }
-        let (verdict, reason, deciding) = if let Some(failed) = enforced_error {
-            (on_error, Reason::Error, Some(failed))
-        } else if let Some(d) = deny {
+        // Deny wins, even over a policy that failed: whatever the failed
+        // one would have said, an enforced deny matched. Otherwise a failure
+        // decides (`--on-error`), since it might have been a deny.
+        let (verdict, reason, deciding) = if let Some(d) = deny {
             (Verdict::Deny, Reason::Policy, Some(d))
+        } else if let Some(failed) = enforced_error {
+            (on_error, Reason::Error, Some(failed))
         } else if let Some(a) = allow {
             (Verdict::Allow, Reason::Policy, Some(a))
         } else {
@@ -703,6 +706,44 @@ mod tests {
         assert_eq!(out.verdict, Verdict::Deny);
         assert_eq!(set.get(out.deciding.unwrap()).id.as_ref(), "a.high");
         assert_eq!(out.matches.len(), 4);
+    }
+
+    #[test]
+    fn a_matching_deny_wins_over_a_policy_that_failed() {
+        // A rule that runs out of its step budget on any input with `xs`.
+        let runaway = json!({"some": [{"var": "xs"}, {"==": [{"+": [{"var": ""}, 1]}, -1]}]});
+        let input = json!({"xs": (0..300_000).collect::<Vec<u32>>(), "method": "DELETE"});
+        let deny = base(
+            "deny.delete",
+            "deny",
+            "active",
+            "LOW",
+            json!({"==": [{"var": "method"}, "DELETE"]}),
+        );
+        let failing = |effect: &str| base("a.failing", effect, "active", "LOW", runaway.clone());
+        for effect in ["allow", "deny"] {
+            let set = PolicySet::new(
+                vec![policy(failing(effect)), policy(deny.clone())],
+                Verdict::Allow,
+            );
+            for on_error in [Verdict::Allow, Verdict::Deny] {
+                let out = set.decide(&input, on_error);
+                assert_eq!(
+                    out.verdict,
+                    Verdict::Deny,
+                    "{effect} failing, on error {on_error:?}"
+                );
+                assert_eq!(out.reason, Reason::Policy);
+                assert_eq!(set.get(out.deciding.unwrap()).id.as_ref(), "deny.delete");
+                assert_eq!(out.errors, vec![0], "the failure is still reported");
+            }
+            // With no deny matching, the failure decides as configured.
+            let get = json!({"xs": (0..300_000).collect::<Vec<u32>>(), "method": "GET"});
+            for on_error in [Verdict::Allow, Verdict::Deny] {
+                let out = set.decide(&get, on_error);
+                assert_eq!((out.verdict, out.reason), (on_error, Reason::Error));
+            }
+        }
     }
 
     #[test]
