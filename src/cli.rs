@@ -683,6 +683,19 @@ pub fn main() -> i32 {
     };
     init_tracing();
     crate::tls::install_crypto_provider();
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Central(_) | Command::Injector(_)
+    ) {
+        // A command whose output goes to `head` ends quietly when the reader
+        // does, as Unix tools do, instead of a panic on the next `println!`
+        // (Rust ignores SIGPIPE, so writing to the closed pipe is an error).
+        // Servers keep ignoring it: a peer that goes away is no reason to
+        // die. SAFETY: restoring a signal's default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli.command) {
         Ok(()) => 0,
         Err(Failure::Usage(message)) => {

@@ -374,3 +374,32 @@ fn bundle_build_packs_a_tarball_that_loads_and_tests_the_same() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("kernel.tar.gz"), "{}", stderr(&out));
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"request": {"method": "DELETE", "path": "/x"}}"#).expect("input");
+    let mut child = Command::new(sentinelnet())
+        .args(["eval", "--bundle", "policies", "--explain", "--input"])
+        .arg(&input)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // The reader is gone before eval writes a byte (`eval … | head -c0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "a panic: {err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended by SIGPIPE, as `cat` would be: {:?}",
+        out.status
+    );
+}
