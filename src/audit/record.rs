@@ -86,6 +86,33 @@ pub struct RecordSignature {
 pub(crate) const SIGNATURE_ALG: &str = "Ed25519";
 
 impl DecisionRecord {
+    /// The JSON names of the fields `hash` covers (every field but `hash`
+    /// and `sig`), in byte order. A test holds it to serde's names.
+    pub(crate) const FIELDS: [&'static str; 22] = [
+        "bundle",
+        "bundleRevision",
+        "chainId",
+        "decision",
+        "evidence",
+        "evidenceRefs",
+        "id",
+        "input",
+        "latencyUs",
+        "masked",
+        "node",
+        "policyId",
+        "policyVersion",
+        "prevHash",
+        "rationale",
+        "reason",
+        "requestId",
+        "seq",
+        "shadow",
+        "status",
+        "ts",
+        "type",
+    ];
+
     /// SHA-256 (hex) of the record's canonical JSON without its `hash`
     /// and `sig` fields: object keys in byte order at every level, no
     /// whitespace. Any verifier, in any language, recomputes the same bytes.
@@ -357,6 +384,28 @@ mod tests {
 
     fn record(id: &str) -> DecisionRecord {
         sample_record(id)
+    }
+
+    #[test]
+    fn the_hashed_field_names_are_serdes_less_hash_and_sig() {
+        let mut full = record("a");
+        full.hash = "h".into();
+        full.masked = vec!["request.headers.authorization".into()];
+        full.input = Some(RecordInput::Read(serde_json::json!({"request": {}})));
+        full.sig = Some(RecordSignature {
+            alg: SIGNATURE_ALG.into(),
+            key_id: "k".into(),
+            value: "v".into(),
+        });
+        let Ok(Value::Object(map)) = serde_json::to_value(&full) else {
+            panic!("a record is an object");
+        };
+        let names: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !["hash", "sig"].contains(k))
+            .collect();
+        assert_eq!(names, DecisionRecord::FIELDS);
     }
 
     #[test]

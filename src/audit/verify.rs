@@ -54,6 +54,15 @@ pub(crate) enum Problem {
         chain: String,
         seq: u64,
     },
+    /// The line holds a field its hash does not cover, or lacks one the
+    /// hash covers (as `null`): an edit the hash alone cannot show.
+    FieldsOutsideHash {
+        line: usize,
+        node: String,
+        chain: String,
+        seq: u64,
+        what: String,
+    },
     /// A `sig` that is not a trusted key's signature over the record's hash.
     BadSignature {
         line: usize,
@@ -90,6 +99,10 @@ impl fmt::Display for Problem {
                 f,
                 "line {line}: node {node} chain {chain} seq {seq}: prevHash does not match the hash of seq {}",
                 seq.saturating_sub(1)
+            ),
+            Problem::FieldsOutsideHash { line, node, chain, seq, what } => write!(
+                f,
+                "line {line}: node {node} chain {chain} seq {seq}: edited: {what}"
             ),
             Problem::BadSignature { line, node, chain, seq, why } => {
                 write!(f, "line {line}: node {node} chain {chain} seq {seq}: bad signature: {why}")
@@ -203,7 +216,8 @@ impl Verifier {
                 return;
             }
         };
-        let content_matches = record.compute_hash() == record.hash;
+        let fields = fields_outside_hash(raw);
+        let content_matches = record.compute_hash() == record.hash && fields.is_none();
         let key = (record.node.clone(), record.chain_id.clone());
         // Checked before duplicates: a copy of a record with a forged
         // `sig` is a problem, not a harmless duplicate.
@@ -236,7 +250,15 @@ impl Verifier {
                 false
             }
         };
-        if !content_matches {
+        if let Some(what) = fields {
+            report.problems.push(Problem::FieldsOutsideHash {
+                line,
+                node: key.0.clone(),
+                chain: key.1.clone(),
+                seq: record.seq,
+                what,
+            });
+        } else if !content_matches {
             report.problems.push(Problem::Edited {
                 line,
                 node: key.0.clone(),
@@ -352,6 +374,76 @@ impl Verifier {
 
 /// Verify NDJSON read from `reader`, one line in memory at a time. A line
 /// that is not UTF-8 is reported as unreadable, like any other bad line.
+/// Top-level fields of a record line besides the hashed ones: `hash` and
+/// `sig` (never hashed by design) and central's `label`/`labels` (its
+/// verdicts on the record, added after it was stored, in exports and reads).
+const UNHASHED_FIELDS: [&str; 4] = ["hash", "label", "labels", "sig"];
+/// Hashed fields serde would read as `null` when they are missing.
+const NULLABLE_FIELDS: [&str; 2] = ["policyId", "policyVersion"];
+
+/// Why a record line's fields are not the ones its hash covers, if they
+/// are not: serde reads a record without complaint when a field was added
+/// (ignored) or a nullable one removed (read as `null`), and the hash of
+/// what it read then still matches.
+fn fields_outside_hash(raw: &str) -> Option<String> {
+    let Ok(TopLevelKeys(keys)) = serde_json::from_str::<TopLevelKeys>(raw) else {
+        return None; // the record itself was read, so this cannot fail
+    };
+    let added: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !DecisionRecord::FIELDS.contains(k) && !UNHASHED_FIELDS.contains(k))
+        .collect();
+    let missing: Vec<&str> = NULLABLE_FIELDS
+        .into_iter()
+        .filter(|k| !keys.iter().any(|key| key == k))
+        .collect();
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (added.is_empty(), missing.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(format!("{} not covered by its hash", list(&added))),
+        (true, false) => Some(format!("{} missing (its hash covers them)", list(&missing))),
+        (false, false) => Some(format!(
+            "{} not covered by its hash; {} missing (its hash covers them)",
+            list(&added),
+            list(&missing)
+        )),
+    }
+}
+
+/// The top-level keys of a JSON object, values skipped.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
 pub(crate) fn verify_reader<R: std::io::BufRead>(
     mut reader: R,
     keys: Option<TrustedKeys>,
@@ -477,6 +569,42 @@ mod tests {
             to: 5
         }));
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_field_added_or_a_null_one_removed_is_an_edit() {
+        let records = chain_of(4);
+        let mut lines: Vec<String> = ndjson(&records).lines().map(str::to_owned).collect();
+        lines[1] = lines[1].replacen('{', r#"{"injected":"evil","#, 1);
+        lines[2] = lines[2].replacen(r#""policyId":null,"#, "", 1);
+        // Central's label in an export is not an edit.
+        lines[3] = lines[3].replacen('{', r#"{"label":"false-positive","#, 1);
+        assert_ne!(
+            lines[2],
+            ndjson(&records[2..3]).trim_end(),
+            "the test edited the line"
+        );
+        let report = verify(&(lines.join("\n") + "\n"));
+        let edited = |line: usize, seq: u64, what: &str| Problem::FieldsOutsideHash {
+            line,
+            node: "n1".into(),
+            chain: "c1".into(),
+            seq,
+            what: what.into(),
+        };
+        assert_eq!(
+            report.problems,
+            vec![
+                edited(2, 1, "`injected` not covered by its hash"),
+                edited(3, 2, "`policyId` missing (its hash covers them)"),
+            ]
+        );
+        assert_eq!(
+            report.problems[0].to_string(),
+            "line 2: node n1 chain c1 seq 1: edited: `injected` not covered by its hash"
+        );
+        // The same records, unedited, verify clean.
+        assert!(verify(&ndjson(&records)).problems.is_empty());
     }
 
     /// A chain of `n` whose records at `signed` carry a signature by `key`.
