@@ -284,6 +284,14 @@ fn decisions_reach_central(db: &str) {
         for (field, stored_field) in [("node", "node"), ("chainId", "chainId"), ("seq", "seq")] {
             assert_eq!(entry["auditRef"][field], stored[stored_field], "{entry}");
         }
+        // The entry is the stored record (SPEC 7), plus explain's fields.
+        if let (Some(entry), Some(record)) = (entry.as_object(), stored.as_object()) {
+            for (field, value) in record.iter().filter(|(f, _)| *f != "input") {
+                assert_eq!(entry.get(field), Some(value), "{field} of {entry:?}");
+            }
+        } else {
+            panic!("objects: {entry} and {stored}");
+        }
     }
     // The newest: no stored denial of this policy is newer.
     let newest_denial = stored

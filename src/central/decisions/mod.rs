@@ -419,26 +419,34 @@ impl Decisions {
                         r["chainId"].as_str().unwrap_or_default().to_owned(),
                     );
                     let seq = r["seq"].as_i64().unwrap_or(i64::MAX);
-                    signed_through.get(&chain).is_some_and(|&through| seq <= through)
+                    signed_through
+                        .get(&chain)
+                        .is_some_and(|&through| seq <= through)
                 });
                 let role = if r["policyId"] == policy {
                     "decided"
                 } else {
                     "shadow"
                 };
-                json!({
-                    "decisionId": r["id"],
-                    "ts": r["ts"],
-                    "requestId": r["requestId"],
-                    "decision": r["decision"],
-                    "status": r["status"],
-                    "role": role,
-                    "bundleRevision": r["bundleRevision"],
-                    "label": r.get("label"),
-                    // `sealed`: covered by a verified checkpoint signature
-                    // (null when central has no --record-keys).
-                    "auditRef": {"id": r["id"], "node": r["node"], "chainId": r["chainId"], "seq": r["seq"], "sealed": sealed},
-                })
+                // The stored record itself (SPEC 7: "the 100 newest stored
+                // records"), with what explain adds: its role for this
+                // policy, its label, and its audit reference. `decisionId`
+                // repeats `id` for readers of the earlier summary form.
+                let mut entry = match r {
+                    Value::Object(map) => map.clone(),
+                    _ => Map::new(),
+                };
+                let audit_ref = json!({
+                    "id": r["id"], "node": r["node"], "chainId": r["chainId"], "seq": r["seq"],
+                    // Covered by a verified checkpoint signature (null when
+                    // central has no --record-keys).
+                    "sealed": sealed,
+                });
+                entry.insert("decisionId".into(), r["id"].clone());
+                entry.insert("role".into(), json!(role));
+                entry.entry("label").or_insert(Value::Null);
+                entry.insert("auditRef".into(), audit_ref);
+                Value::Object(entry)
             })
             .collect())
     }
