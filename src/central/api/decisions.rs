@@ -52,8 +52,13 @@ async fn ingest(
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let body = parse::body_bytes(&body, gzip)
-            .map_err(|e| bad_request(format!("request body: {e}")))?;
+        let body = parse::body_bytes(&body, gzip).map_err(|e| {
+            let status = match e {
+                parse::BodyError::InflatesTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                parse::BodyError::NotGzip(_) => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, format!("request body: {e}"))
+        })?;
         let report = state
             .decisions
             .ingest(

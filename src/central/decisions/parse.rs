@@ -11,18 +11,35 @@ use std::io::Read;
 /// Most bytes a gzip body may inflate to (a batch is at most a few MiB).
 pub(crate) const MAX_INFLATED: u64 = 64 << 20;
 
-/// The body's bytes, inflating gzip.
-pub(crate) fn body_bytes(body: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
-    if !gzip {
+/// The first bytes of every gzip stream (RFC 1952). An NDJSON batch
+/// starts with `{` or whitespace, so the two cannot be confused.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Why a posted body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("the body is not valid gzip: {0}")]
+    NotGzip(String),
+    /// Answered 413, like a body over `--max-body`.
+    #[error("the body inflates past {MAX_INFLATED} bytes")]
+    InflatesTooLarge,
+}
+
+/// The body's bytes, inflating gzip: when `Content-Encoding: gzip` says so
+/// (`declared_gzip`), or when the body starts with gzip's magic bytes (a
+/// client that compressed without saying so would otherwise have every
+/// line quarantined as "not UTF-8").
+pub(crate) fn body_bytes(body: &[u8], declared_gzip: bool) -> Result<Vec<u8>, BodyError> {
+    if !declared_gzip && !body.starts_with(&GZIP_MAGIC) {
         return Ok(body.to_vec());
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body)
         .take(MAX_INFLATED + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("the body is not valid gzip: {e}"))?;
+        .map_err(|e| BodyError::NotGzip(e.to_string()))?;
     if out.len() as u64 > MAX_INFLATED {
-        return Err(format!("the body inflates past {MAX_INFLATED} bytes"));
+        return Err(BodyError::InflatesTooLarge);
     }
     Ok(out)
 }
@@ -268,7 +285,25 @@ mod tests {
         gz.write_all(b"line one\n").unwrap_or_default();
         let packed = gz.finish().unwrap_or_default();
         assert_eq!(body_bytes(&packed, true), Ok(b"line one\n".to_vec()));
-        assert!(body_bytes(b"plain", true).is_err());
+        // Compressed without saying so: the magic bytes tell.
+        assert_eq!(body_bytes(&packed, false), Ok(b"line one\n".to_vec()));
+        assert_eq!(
+            body_bytes(b"{\"a\":1}\n", false),
+            Ok(b"{\"a\":1}\n".to_vec())
+        );
+        assert!(matches!(
+            body_bytes(b"plain", true),
+            Err(BodyError::NotGzip(_))
+        ));
+        // A bomb: more than MAX_INFLATED once inflated.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b'\n'; 1 << 20];
+        for _ in 0..=(MAX_INFLATED >> 20) {
+            gz.write_all(&zeros).unwrap_or_default();
+        }
+        let bomb = gz.finish().unwrap_or_default();
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        assert_eq!(body_bytes(&bomb, false), Err(BodyError::InflatesTooLarge));
         // A line that is not UTF-8 is refused alone.
         let (records, refused) = parse_batch(b"\xff\xfe\n\n", None);
         assert!(records.is_empty());
