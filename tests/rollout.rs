@@ -179,6 +179,21 @@ fn labels_and_simulation(db: &str) {
             .json(&json!({"bundle": "kernel", "policies": [block_bots()]})),
     );
     assert_eq!(status, 200, "{from_central}");
+    // A candidate without version and state, as for creating a policy: the
+    // same report.
+    let mut bare = block_bots();
+    if let Some(fields) = bare.as_object_mut() {
+        fields.remove("version");
+        fields.remove("state");
+    }
+    let (status, from_bare) = call(
+        publisher
+            .post(central.url("/v1/simulate"))
+            .json(&json!({"bundle": "kernel", "policies": [bare]})),
+    );
+    assert_eq!(status, 200, "{from_bare}");
+    assert!(from_central["changes"]["allowToDeny"]["count"].as_u64() > Some(0));
+    assert_eq!(from_bare["changes"], from_central["changes"]);
     let bundle = world.path().join("candidate");
     std::fs::create_dir_all(bundle.join("policies")).expect("mkdir");
     std::fs::write(

@@ -48,8 +48,17 @@ fn candidates(policies: &[Value]) -> Result<Vec<PolicyDocument>, RegistryError> 
     let mut ids = BTreeSet::new();
     let mut documents = Vec::new();
     for (i, value) in policies.iter().enumerate() {
+        // Version and state may be left out, as when creating a policy:
+        // a candidate is evaluated as active whatever it says.
+        let mut value = value.clone();
+        if let Value::Object(fields) = &mut value {
+            fields.entry("version").or_insert(Value::from(1));
+            fields
+                .entry("state")
+                .or_insert(Value::from(State::Active.as_str()));
+        }
         let mut document: PolicyDocument =
-            crate::bundle::typed_at(value).map_err(|(at, message)| {
+            crate::bundle::typed_at(&value).map_err(|(at, message)| {
                 RegistryError::body(format!("at /policies/{i}{at}: {message}"))
             })?;
         document.state = State::Active;
