@@ -143,14 +143,23 @@ fn allow_and_deny_through_envoy_with_headers_bodies_and_metadata() {
             .header("x-request-id", "draft-probe-1"),
     );
     assert_eq!(status, 200);
+    let (status, _, _) = send(repeated_header_probe(
+        http.get(envoy.url("/v1/kernels?probe=1"))
+            .header("x-user", "dave"),
+    ));
+    assert_eq!(status, 200);
 
     wait_until(
         "records to reach the decision log",
         Duration::from_secs(5),
         || {
             let records = http_json(&sidecar.admin("/v1/decisions?limit=50"));
-            records["decisions"].as_array().map_or(0, Vec::len) >= 9
+            records["decisions"].as_array().map_or(0, Vec::len) >= 10
         },
+    );
+    assert_headers_as_ext_authz_sends_them(
+        &http_json(&sidecar.admin("/v1/decisions?limit=50&withInput=true"))["decisions"],
+        "/v1/kernels?probe=1",
     );
     let records = http_json(&sidecar.admin("/v1/decisions?limit=50"))["decisions"].clone();
     let by_request = |rid: &str| -> Value {

@@ -159,14 +159,26 @@ fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
     assert_eq!(line["bundle_revision"], "r1");
     assert_eq!(line["status"], 403);
 
+    // A repeated header and the pseudo-headers reach the policies as
+    // ext_authz sends them to the sidecar.
+    let (status, _, _) = send(repeated_header_probe(
+        http.get(envoy.url("/v1/kernels?probe=1"))
+            .header("x-user", "dave"),
+    ));
+    assert_eq!(status, 200);
+
     // Every decision became a record in the sidecar's chain, with its
     // input (credentials masked) built by the sidecar.
     wait_until("the module's records", Duration::from_secs(10), || {
-        sidecar.metric("sentinel_audit_forwarded_total") >= 8.0
+        sidecar.metric("sentinel_audit_forwarded_total") >= 9.0
     });
+    assert_headers_as_ext_authz_sends_them(
+        &http_json(&sidecar.admin("/v1/decisions?limit=50&withInput=true"))["decisions"],
+        "/v1/kernels?probe=1",
+    );
     let records = http_json(&sidecar.admin("/v1/decisions?limit=50"))["decisions"].clone();
     let records = records.as_array().cloned().unwrap_or_default();
-    assert_eq!(records.len(), 8, "{records:?}");
+    assert_eq!(records.len(), 9, "{records:?}");
     let deny = records
         .iter()
         .find(|r| r["id"] == deny_decision.as_str())
@@ -194,7 +206,7 @@ fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
     // Chained: consecutive seqs.
     let mut seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, (0..8).collect::<Vec<u64>>());
+    assert_eq!(seqs, (0..9).collect::<Vec<u64>>());
     // A datagram that is no event is refused and counted; the rest go on.
     let stray = std::os::unix::net::UnixDatagram::unbound().expect("socket");
     stray.send_to(b"not an event", &socket).expect("send");

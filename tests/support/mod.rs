@@ -749,3 +749,29 @@ impl Drop for ServerThread {
         self.stop();
     }
 }
+
+/// A request whose header `x-dup` is sent twice, and the check of what the
+/// policies saw: Envoy's ext_authz header map (checked against Envoy 1.40)
+/// holds a repeated header once with its values joined by "," and the
+/// pseudo-headers too. The in-process module must give the same input.
+pub(crate) fn repeated_header_probe(
+    request: reqwest::blocking::RequestBuilder,
+) -> reqwest::blocking::RequestBuilder {
+    request
+        .header("x-request-id", "headers-probe-1")
+        .header("x-dup", "a")
+        .header("x-dup", "b")
+}
+
+pub(crate) fn assert_headers_as_ext_authz_sends_them(records: &serde_json::Value, path: &str) {
+    let record = records
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["requestId"] == "headers-probe-1"))
+        .unwrap_or_else(|| panic!("no record of the header probe in {records}"));
+    let headers = &record["input"]["request"]["headers"];
+    assert_eq!(headers["x-dup"], "a,b", "{headers}");
+    assert_eq!(headers[":method"], "GET", "{headers}");
+    assert_eq!(headers[":path"], path, "{headers}");
+    assert_eq!(headers[":scheme"], "http", "{headers}");
+    assert!(headers[":authority"].is_string(), "{headers}");
+}

@@ -133,20 +133,30 @@ fn request_message(stream: &Stream, body: Option<Vec<u8>>, reads: ConnectionRead
             let end = middle + header.value().len();
             let value = arena.slice(middle..end);
             match header.name() {
-                b":method" => http.method = value,
-                b":path" => http.path = value,
-                b":authority" => http.host = value,
-                b":scheme" => http.scheme = value,
-                k if k.starts_with(b":") => {}
-                k => {
-                    if k == b"x-request-id" {
-                        http.id = value.clone();
-                    }
-                    entries.push(Entry {
-                        key: arena.slice(start..middle),
-                        value,
-                    });
+                b":method" => http.method = value.clone(),
+                b":path" => http.path = value.clone(),
+                b":authority" => http.host = value.clone(),
+                b":scheme" => http.scheme = value.clone(),
+                b"x-request-id" => http.id = value.clone(),
+                _ => {}
+            }
+            // As ext_authz builds its header map: every header, the pseudo
+            // ones included, and a repeated header once, its values joined
+            // with "," (two entries would also write one key twice into a
+            // recorded input).
+            let name = header.name();
+            match entries.iter_mut().find(|e: &&mut Entry| e.key[..] == *name) {
+                Some(earlier) => {
+                    let mut joined = Vec::with_capacity(earlier.value.len() + 1 + value.len());
+                    joined.extend_from_slice(&earlier.value);
+                    joined.push(b',');
+                    joined.extend_from_slice(&value);
+                    earlier.value = Bytes::from(joined);
                 }
+                None => entries.push(Entry {
+                    key: arena.slice(start..middle),
+                    value,
+                }),
             }
             start = end;
         }
