@@ -61,15 +61,25 @@ pub struct Answer<'a> {
 /// client sees is the one the record and `eval` report.
 pub fn for_decision<'a>(event: &'a DecisionEvent, decision_id: &'a str) -> Answer<'a> {
     let (Some(bundle), Some(outcome)) = (&event.bundle, &event.outcome) else {
-        return unavailable(event.verdict, decision_id, "no policy bundle is active");
+        return unavailable(
+            event.verdict,
+            decision_id,
+            "no policy bundle is active",
+            None,
+            "",
+        );
     };
     let policies = &bundle.policies;
     let deciding = outcome.deciding.map(|i| policies.get(i));
     let revision: &str = &bundle.revision;
     match (event.verdict, event.reason) {
-        (verdict, Reason::Error) => {
-            unavailable(verdict, decision_id, "a policy could not be evaluated")
-        }
+        (verdict, Reason::Error) => unavailable(
+            verdict,
+            decision_id,
+            "a policy could not be evaluated",
+            deciding,
+            revision,
+        ),
         (Verdict::Deny, _) => deny(deciding, event.status, decision_id, revision),
         (Verdict::Allow, _) => allow(
             outcome.enforced_allows(policies),
@@ -171,8 +181,16 @@ fn allow<'a>(
 }
 
 /// The answer when the sidecar cannot decide (no bundle, a policy failed):
-/// `--on-error` says whether that lets the request through.
-fn unavailable<'a>(on_error: Verdict, decision_id: &'a str, why: &str) -> Answer<'a> {
+/// `--on-error` says whether that lets the request through. The metadata
+/// names the policy that failed and the active bundle's revision, as the
+/// record does, so an access log line joins to it.
+fn unavailable<'a>(
+    on_error: Verdict,
+    decision_id: &'a str,
+    why: &str,
+    policy: Option<&'a Policy>,
+    revision: &'a str,
+) -> Answer<'a> {
     Answer {
         verdict: on_error,
         status: ERROR_STATUS,
@@ -186,8 +204,8 @@ fn unavailable<'a>(on_error: Verdict, decision_id: &'a str, why: &str) -> Answer
             )),
         },
         decision_id,
-        policy: None,
-        revision: "",
+        policy,
+        revision,
     }
 }
 
@@ -553,18 +571,34 @@ mod tests {
 
     #[test]
     fn unavailable_follows_on_error_and_sizes_grow_past_one_byte_lengths() {
-        let closed = decode(&unavailable(Verdict::Deny, ID, &"x".repeat(300)));
+        let closed = decode(&unavailable(Verdict::Deny, ID, &"x".repeat(300), None, ""));
         let Some(HttpResponse::DeniedResponse(no)) = &closed.http_response else {
             panic!("{closed:?}");
         };
         assert_eq!(no.status.as_ref().map(|s| s.code), Some(503));
         assert!(no.body.len() > 300, "a 2-byte length prefix round-trips");
-        let open = decode(&unavailable(Verdict::Allow, ID, "why"));
+        let open = decode(&unavailable(Verdict::Allow, ID, "why", None, ""));
         assert_eq!(open.status.as_ref().map(|s| s.code), Some(0));
         assert!(matches!(
             open.http_response,
             Some(HttpResponse::OkResponse(_))
         ));
         assert_eq!(DecisionIdText::new(&Uuid::nil()).as_str().len(), 36);
+        // A policy that failed under an active bundle: the metadata names
+        // them, as the record does.
+        let failed = policy(json!({}));
+        let named = decode(&unavailable(Verdict::Deny, ID, "why", Some(&failed), "r4"));
+        assert_eq!(
+            metadata(&named),
+            vec![
+                (
+                    "bundleRevision".into(),
+                    Some(Kind::StringValue("r4".into()))
+                ),
+                ("decisionId".into(), Some(Kind::StringValue(ID.into()))),
+                ("policyId".into(), Some(Kind::StringValue("p.one".into()))),
+                ("policyVersion".into(), Some(Kind::NumberValue(7.0))),
+            ]
+        );
     }
 }
