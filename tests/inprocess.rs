@@ -232,6 +232,22 @@ fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
         .0
     };
     assert_eq!(read("while-down"), 200);
+    // Envoy counts what could not be handed over, in its own stats.
+    let dropped = || -> Option<f64> {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=sentinelnet_records_dropped",
+            envoy.admin_port
+        );
+        let (_, text) = http_get(&url)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("dynamicmodulescustom.sentinelnet_records_dropped: "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_until(
+        "the drop counted in Envoy's stats",
+        Duration::from_secs(5),
+        || dropped().is_some_and(|n| n >= 1.0),
+    );
     let sidecar = Sidecar::start(
         &repo().join("policies"),
         Grpc::tcp(),

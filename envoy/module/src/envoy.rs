@@ -291,3 +291,54 @@ pub fn log(level: LogLevel, message: &str) {
         }
     }
 }
+
+/// A counter in Envoy's stats, defined on the filter configuration and
+/// added to from any thread of the module (Envoy's counters are atomic;
+/// the config-scoped increment needs no stream). Valid while the filter
+/// configuration lives: whoever holds one must give it up before
+/// `config_destroy` returns (see `records::Records`).
+pub struct ConfigCounter {
+    config: FilterConfigEnvoyPtr,
+    id: usize,
+}
+
+// SAFETY: the pointer is only passed back to Envoy's config-scoped counter
+// callback, which Envoy documents as callable outside any request (e.g.
+// from a background task); the owner drops it before the config goes.
+unsafe impl Send for ConfigCounter {}
+
+impl ConfigCounter {
+    /// Define counter `name` on `config` (only inside config_new: Envoy
+    /// freezes stats creation after). None when Envoy refuses.
+    pub fn define(config: FilterConfigEnvoyPtr, name: &str) -> Option<ConfigCounter> {
+        if config.is_null() {
+            return None;
+        }
+        let mut id = 0usize;
+        // SAFETY: `config` is the pointer Envoy passed to config_new, which
+        // is running; the name buffer outlives the call.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config,
+                ModuleBuffer::new(name.as_bytes()),
+                std::ptr::null_mut(),
+                0,
+                &mut id,
+            )
+        };
+        (result == METRICS_RESULT_SUCCESS).then_some(ConfigCounter { config, id })
+    }
+
+    pub fn add(&self, value: u64) {
+        // SAFETY: defined on `config`, which outlives `self` (type docs).
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.config,
+                self.id,
+                std::ptr::null_mut(),
+                0,
+                value,
+            );
+        }
+    }
+}

@@ -50,7 +50,14 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> AbiVersionModulePtr 
     ABI_VERSION.as_ptr()
 }
 
-fn new_config(config: &[u8]) -> Result<FilterConfig, String> {
+/// Envoy's counter of decision events the module could not hand to the
+/// sidecar (`--record-socket` full or absent, the queue full).
+const DROPPED_COUNTER: &str = "sentinelnet_records_dropped";
+
+fn new_config(
+    config: &[u8],
+    filter_config_envoy_ptr: FilterConfigEnvoyPtr,
+) -> Result<FilterConfig, String> {
     let settings = settings::Settings::parse(config)?;
     let trusted = settings
         .trusted_keys
@@ -70,8 +77,13 @@ fn new_config(config: &[u8]) -> Result<FilterConfig, String> {
     .map_err(|e| format!("cannot start the bundle thread: {e}"))?;
     let records = match &settings.records {
         Some(socket) => Some(
-            records::Records::start(socket.clone(), settings.view.clone(), log_warn)
-                .map_err(|e| format!("cannot start the records thread: {e}"))?,
+            records::Records::start(
+                socket.clone(),
+                settings.view.clone(),
+                envoy::ConfigCounter::define(filter_config_envoy_ptr, DROPPED_COUNTER),
+                log_warn,
+            )
+            .map_err(|e| format!("cannot start the records thread: {e}"))?,
         ),
         None => None,
     };
@@ -88,14 +100,14 @@ fn new_config(config: &[u8]) -> Result<FilterConfig, String> {
 /// with the reason in Envoy's log.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _filter_config_envoy_ptr: FilterConfigEnvoyPtr,
+    filter_config_envoy_ptr: FilterConfigEnvoyPtr,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> FilterConfigModulePtr {
     let made = catch_unwind(|| {
         // SAFETY: Envoy passes a buffer valid for this call.
         let bytes = unsafe { config.as_bytes() };
-        new_config(bytes)
+        new_config(bytes, filter_config_envoy_ptr)
     });
     match made {
         Ok(Ok(config)) => Box::into_raw(Box::new(config)) as FilterConfigModulePtr,

@@ -7,6 +7,7 @@
 //! or a sidecar that is not there drops the event and counts it; the
 //! request is never affected.
 
+use crate::envoy::ConfigCounter;
 use prost::Message;
 use sentinelnet::audit::forward;
 use sentinelnet::audit::line::LineWriter;
@@ -17,7 +18,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Events waiting for the records thread, at most (as the sidecar's queue).
@@ -25,16 +26,32 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// How often the records thread collects the queue.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Events dropped (queue or socket full, no sidecar); logged.
+/// Events dropped (queue or socket full, no sidecar); logged, and added
+/// to Envoy's counter `sentinelnet_records_dropped` by the records thread.
 #[derive(Default)]
 pub struct Counts {
     pub dropped: AtomicU64,
 }
 
+/// Envoy's counter of dropped events, while the filter configuration that
+/// defined it lives: the records thread adds to it under this lock, and
+/// [`Records`]' drop (inside config_destroy) takes it away first. Envoy's
+/// workers never touch the lock.
+type DropCounter = Arc<Mutex<Option<ConfigCounter>>>;
+
 /// The worker's end.
 pub struct Records {
     tx: SyncSender<(DecisionEvent, CheckMessage)>,
     pub counts: Arc<Counts>,
+    drop_counter: DropCounter,
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        // A poisoned lock only means a send panicked; the slot is still ours.
+        let mut counter = self.drop_counter.lock().unwrap_or_else(|p| p.into_inner());
+        *counter = None;
+    }
 }
 
 impl Records {
@@ -43,15 +60,21 @@ impl Records {
     pub fn start(
         socket: PathBuf,
         view: ViewSettings,
+        drop_counter: Option<ConfigCounter>,
         log: impl Fn(&str) + Send + 'static,
     ) -> std::io::Result<Records> {
         let (tx, rx) = sync_channel(QUEUE_CAPACITY);
         let counts = Arc::new(Counts::default());
-        let thread_counts = counts.clone();
+        let drop_counter: DropCounter = Arc::new(Mutex::new(drop_counter));
+        let (thread_counts, thread_counter) = (counts.clone(), drop_counter.clone());
         std::thread::Builder::new()
             .name("sentinelnet-records".into())
-            .spawn(move || send_events(rx, socket, view, thread_counts, log))?;
-        Ok(Records { tx, counts })
+            .spawn(move || send_events(rx, socket, view, thread_counts, thread_counter, log))?;
+        Ok(Records {
+            tx,
+            counts,
+            drop_counter,
+        })
     }
 
     /// Hand one decision over; never waits.
@@ -69,6 +92,7 @@ fn send_events(
     socket: PathBuf,
     view: ViewSettings,
     counts: Arc<Counts>,
+    drop_counter: DropCounter,
     log: impl Fn(&str),
 ) {
     let sender = match UnixDatagram::unbound() {
@@ -98,6 +122,7 @@ fn send_events(
     forward::begin_batch(&mut out.batch);
     let mut last_report: Option<Instant> = None;
     let mut reported_drops = 0;
+    let mut counted_drops = 0;
     // Drained on a timer rather than parked in `recv()`: a parked receiver
     // makes every `try_send` on Envoy's worker wake this thread (a futex
     // call per request). Ends when the filter configuration (the sender)
@@ -121,6 +146,13 @@ fn send_events(
         }
         out.flush();
         let dropped = out.counts.dropped.load(Ordering::Relaxed);
+        if dropped > counted_drops {
+            let counter = drop_counter.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(counter) = counter.as_ref() {
+                counter.add(dropped - counted_drops);
+            }
+            counted_drops = dropped;
+        }
         if dropped > reported_drops
             && last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(60))
         {
