@@ -383,6 +383,27 @@ fn lifecycle_and_multisig(db: &str) {
         (Some("draft"), Some(1)),
         "{list}"
     );
+    // A repeated key is refused, not read as its last value (which would
+    // turn this deny into an allow), with and without version and state.
+    for text in [
+        r#"{"id": "kernel.twice", "version": 1, "severity": "LOW", "state": "draft", "effect": "deny", "effect": "allow", "when": true}"#,
+        r#"{"id": "kernel.twice", "severity": "LOW", "effect": "deny", "effect": "allow", "when": true}"#,
+    ] {
+        let (status, body) = call(
+            publisher
+                .post(central.url("/v1/bundles/kernel/policies"))
+                .header("content-type", "application/json")
+                .body(text),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("duplicate key \"effect\""),
+            "{body}"
+        );
+    }
     let mut bad = deny_delete("kernel.bad", "LOW");
     bad["when"] = json!({"frobnicate": [{"var": "request.path"}]});
     let (status, body) = call(

@@ -50,6 +50,23 @@ fn policy_with_when(id: &str, when: Value) -> String {
 }
 
 #[test]
+fn a_repeated_key_is_refused_not_the_last_one_kept() {
+    // serde_json alone keeps the last "effect": this policy would allow.
+    let text = r#"{"id": "p1", "version": 1, "severity": "LOW", "state": "active",
+        "effect": "deny", "effect": "allow", "when": true}"#;
+    let e = error_for("policies/p.json", text);
+    assert_eq!(
+        e,
+        "sentinelnet: policies/p.json: invalid JSON: duplicate key \"effect\" at line 2 column 34"
+    );
+    // Nested too: two "==" in one object of the rule.
+    let nested = r#"{"id": "p2", "version": 1, "severity": "LOW", "state": "active",
+        "effect": "deny", "when": {"==": [1, 1], "==": [1, 2]}}"#;
+    let e = error_for("policies/q.json", nested);
+    assert!(e.contains("duplicate key \"==\" at line 2"), "{e}");
+}
+
+#[test]
 fn unknown_operator() {
     let e = error_for(
         "policies/p.json",

@@ -112,7 +112,8 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// no JSON object, is read as sent (its errors keep their positions).
 fn with_central_fields(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use serde_json::Value;
-    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
+    // A body with a repeated key is read as sent, so its error says so.
+    let Ok(Value::Object(mut fields)) = crate::bundle::strict_json(body) else {
         return body.into();
     };
     if fields.contains_key("version") && fields.contains_key("state") {
