@@ -1029,8 +1029,19 @@ fn load(src: &str, remote: &RemoteArgs) -> Result<Bundle, Failure> {
 fn run_eval(args: EvalArgs) -> Result<(), Failure> {
     let bundle = Arc::new(load(&args.bundle, &args.remote)?);
     let display = args.input.display().to_string();
-    let text = std::fs::read(&args.input)
+    // Bounded: an input document is a request's view, not a data set
+    // (`--input /dev/zero` would otherwise fill memory).
+    use std::io::Read as _;
+    const MAX_INPUT_BYTES: u64 = 64 << 20;
+    let mut text = Vec::new();
+    std::fs::File::open(&args.input)
+        .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut text))
         .map_err(|e| Failure::Usage(format!("{display}: cannot read: {e}")))?;
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        return Err(Failure::Usage(format!(
+            "{display}: larger than {MAX_INPUT_BYTES} bytes; an input document is one request's"
+        )));
+    }
     let input: Value = serde_json::from_slice(&text)
         .map_err(|e| Failure::Usage(format!("{display}: invalid JSON: {e}")))?;
     if !input.is_object() {

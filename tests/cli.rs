@@ -16,6 +16,28 @@ fn run(args: &[&str]) -> Output {
         .expect("sentinelnet runs")
 }
 
+/// `run`, killed (and the test failed) if it takes longer than `seconds`:
+/// for input that could make a reader wait forever.
+fn run_within(args: &[&str], seconds: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(sentinelnet())
+        .args(args)
+        .env_remove("SENTINEL_BUNDLE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sentinelnet runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().expect("waits").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} still running after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -418,5 +440,46 @@ fn output_to_a_reader_that_went_away_ends_quietly() {
         Some(libc::SIGPIPE),
         "ended by SIGPIPE, as `cat` would be: {:?}",
         out.status
+    );
+}
+
+#[test]
+fn a_bundle_file_that_is_no_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_bundle(dir.path(), "b", "r1", "deny", &[good_policy("ok.policy")]);
+    let policies = dir.path().join("policies");
+    // A named pipe would block the reader for good; /dev/zero never ends.
+    let fifo = policies.join("pipe.json");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", policies.join("zero.json")).expect("symlink");
+    for (name, keep) in [("pipe.json", "zero.json"), ("zero.json", "pipe.json")] {
+        // One special file at a time, so the error is about it.
+        let aside = dir.path().join(keep);
+        std::fs::rename(policies.join(keep), &aside).expect("set aside");
+        let out = run_within(&["test", dir.path().to_str().expect("utf-8 path")], 20);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        let path = policies.join(name);
+        assert_eq!(
+            err.trim_end(),
+            format!("sentinelnet: {}: not a regular file", path.display()),
+        );
+        std::fs::rename(&aside, policies.join(keep)).expect("put back");
+    }
+    // A directory without bundle.json: the error names where it looked.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = run(&["test", empty.path().to_str().expect("utf-8 path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: cannot read",
+            empty.path().join("bundle.json").display()
+        )),
+        "{err}"
     );
 }

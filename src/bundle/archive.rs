@@ -6,7 +6,7 @@ use flate2::write::GzEncoder;
 use std::io::Read;
 
 /// Most bytes an unpacked bundle may hold (guards against gzip bombs).
-const MAX_TOTAL_BYTES: u64 = 64 << 20;
+pub(super) const MAX_TOTAL_BYTES: u64 = 64 << 20;
 
 /// Pack files into a `.tar.gz` whose bytes depend only on the files (sorted
 /// names, zero timestamps, fixed modes), so the same bundle always has the

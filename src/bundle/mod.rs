@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -179,9 +180,24 @@ impl Source {
         match self {
             Source::Directory(dir) => read_directory(dir),
             Source::Archive(file) => {
-                let bytes = std::fs::read(file).map_err(|e| {
-                    BundleError::file(file.display().to_string(), format!("cannot read: {e}"))
-                })?;
+                let fail = |message: String| BundleError::file(file.display().to_string(), message);
+                let meta =
+                    std::fs::metadata(file).map_err(|e| fail(format!("cannot read: {e}")))?;
+                if !meta.is_file() {
+                    return Err(fail("not a regular file".into()));
+                }
+                // A compressed archive is never larger than what it may
+                // unpack to.
+                let mut bytes = Vec::new();
+                std::fs::File::open(file)
+                    .and_then(|f| f.take(archive::MAX_TOTAL_BYTES + 1).read_to_end(&mut bytes))
+                    .map_err(|e| fail(format!("cannot read: {e}")))?;
+                if bytes.len() as u64 > archive::MAX_TOTAL_BYTES {
+                    return Err(fail(format!(
+                        "file is larger than {} bytes",
+                        archive::MAX_TOTAL_BYTES
+                    )));
+                }
                 archive::unpack(&bytes)
                     .map_err(|message| BundleError::file(file.display().to_string(), message))
             }
@@ -249,16 +265,27 @@ const MAX_FILE_BYTES: u64 = 8 << 20;
 /// names starting with `.` other than `.signatures.json` are skipped.
 fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
     let mut files = BundleFiles::new();
+    // I/O errors name the path as found (`adir/bundle.json`), so a wrong
+    // directory shows; content errors name the file inside the bundle.
     let read = |rel: &str| -> Result<Vec<u8>, BundleError> {
         let path = dir.join(rel);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > MAX_FILE_BYTES {
-            return Err(BundleError::file(
-                rel,
-                format!("file is larger than {MAX_FILE_BYTES} bytes"),
-            ));
+        let fail = |message: String| BundleError::file(path.display().to_string(), message);
+        // Only regular files (symlinks followed): a named pipe would block
+        // the loader for good and a device such as /dev/zero never ends.
+        let meta = std::fs::metadata(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file".into()));
         }
-        std::fs::read(&path).map_err(|e| BundleError::file(rel, format!("cannot read: {e}")))
+        let file = std::fs::File::open(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(1 << 20));
+        // Bounded even if the file grows after the size was read.
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(fail(format!("file is larger than {MAX_FILE_BYTES} bytes")));
+        }
+        Ok(bytes)
     };
     files.insert("bundle.json".into(), read("bundle.json")?);
     if dir.join(".signatures.json").exists() {
