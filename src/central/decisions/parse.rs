@@ -34,7 +34,11 @@ pub(crate) fn body_bytes(body: &[u8], declared_gzip: bool) -> Result<Vec<u8>, Bo
         return Ok(body.to_vec());
     }
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
+    // Every member: `cat a.gz b.gz` is one valid gzip stream (RFC 1952),
+    // and GzDecoder alone would stop after the first, dropping the rest
+    // without a word. Bytes after the last member that are no member are
+    // an error, not ignored.
+    flate2::read::MultiGzDecoder::new(body)
         .take(MAX_INFLATED + 1)
         .read_to_end(&mut out)
         .map_err(|e| BodyError::NotGzip(e.to_string()))?;
@@ -285,6 +289,14 @@ mod tests {
         gz.write_all(b"line one\n").unwrap_or_default();
         let packed = gz.finish().unwrap_or_default();
         assert_eq!(body_bytes(&packed, true), Ok(b"line one\n".to_vec()));
+        // Two members, as `cat a.gz b.gz` makes: both inflate.
+        let mut second = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        second.write_all(b"line two\n").unwrap_or_default();
+        let two = [packed.clone(), second.finish().unwrap_or_default()].concat();
+        assert_eq!(body_bytes(&two, true), Ok(b"line one\nline two\n".to_vec()));
+        // Bytes after the last member that are no member: refused.
+        let trailing = [packed.clone(), b"garbage".to_vec()].concat();
+        assert!(matches!(body_bytes(&trailing, true), Err(BodyError::NotGzip(_))));
         // Compressed without saying so: the magic bytes tell.
         assert_eq!(body_bytes(&packed, false), Ok(b"line one\n".to_vec()));
         assert_eq!(
