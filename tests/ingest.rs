@@ -352,7 +352,7 @@ fn decisions_reach_central(db: &str) {
     let now = "2026-11-24T00:00:00.000000Z";
     let q0 = record("node-q", "cq", 0, GENESIS, now);
     let q1 = record("node-q", "cq", 1, q0["hash"].as_str().unwrap_or(""), now);
-    let batch = format!("{q0}\n{{\"not\": \"a record\"}}\n{q1}\n");
+    let batch = format!("{q0}\n{{\"not\": \"a record\"}}\n{q1}\nnot json\n");
     let (status, body) = call(
         as_sidecar
             .post(audit_url.clone())
@@ -371,6 +371,14 @@ fn decisions_reach_central(db: &str) {
         lines
             .iter()
             .any(|q| q["content"] == "{\"not\": \"a record\"}" && q["line"] == 2),
+        "{quarantine}"
+    );
+    // Two bad lines of one batch: both kept (one multi-row statement).
+    assert_eq!(body["rejected"][1]["line"], 4, "{body}");
+    assert!(
+        lines
+            .iter()
+            .any(|q| q["content"] == "not json" && q["line"] == 4),
         "{quarantine}"
     );
     assert!(

@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(body_bytes(&two, true), Ok(b"line one\nline two\n".to_vec()));
         // Bytes after the last member that are no member: refused.
         let trailing = [packed.clone(), b"garbage".to_vec()].concat();
-        assert!(matches!(body_bytes(&trailing, true), Err(BodyError::NotGzip(_))));
+        assert!(matches!(
+            body_bytes(&trailing, true),
+            Err(BodyError::NotGzip(_))
+        ));
         // Compressed without saying so: the magic bytes tell.
         assert_eq!(body_bytes(&packed, false), Ok(b"line one\n".to_vec()));
         assert_eq!(

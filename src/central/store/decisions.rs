@@ -481,17 +481,31 @@ pub(crate) async fn insert_quarantine(
     conn: &mut AnyConnection,
     rows: &[QuarantineRow],
 ) -> Result<(), StoreError> {
-    for row in rows {
-        sqlx::query("INSERT INTO quarantine (id, received_at, received_us, identity, line, error, content) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&row.id)
-            .bind(&row.received_at)
-            .bind(row.received_us)
-            .bind(&row.identity)
-            .bind(row.line)
-            .bind(&row.error)
-            .bind(&row.content)
-            .execute(&mut *conn)
-            .await?;
+    // Multi-row, as the records are: a batch of many bad lines cost one
+    // statement per line, and held the batch's transaction for minutes.
+    let ph = Placeholders::of(conn);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO quarantine (id, received_at, received_us, identity, line, error, content) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            ph.push_row(&mut sql, i * 7, 7);
+        }
+        let mut query = sqlx::query::<Any>(&sql);
+        for row in chunk {
+            query = query
+                .bind(&row.id)
+                .bind(&row.received_at)
+                .bind(row.received_us)
+                .bind(&row.identity)
+                .bind(row.line)
+                .bind(&row.error)
+                .bind(&row.content);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
