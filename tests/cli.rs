@@ -19,9 +19,14 @@ fn run(args: &[&str]) -> Output {
 /// `run`, killed (and the test failed) if it takes longer than `seconds`:
 /// for input that could make a reader wait forever.
 fn run_within(args: &[&str], seconds: u64) -> Output {
+    run_within_env(args, &[], seconds)
+}
+
+fn run_within_env(args: &[&str], env: &[(&str, &str)], seconds: u64) -> Output {
     use std::process::Stdio;
     let mut child = Command::new(sentinelnet())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("SENTINEL_BUNDLE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -482,4 +487,60 @@ fn a_bundle_file_that_is_no_regular_file_is_refused_at_once() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn central_names_why_its_store_cannot_be_opened_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_db = dir.path().join("notdb");
+    std::fs::write(&not_a_db, vec![0x5a; 4096]).expect("write");
+    let keys = dir.path().join("keys");
+    let made = run(&[
+        "keygen",
+        "--out",
+        keys.to_str().expect("utf-8"),
+        "--name",
+        "central",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let key = keys.join("central.key");
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    for (db, cause) in [
+        (
+            format!("sqlite://{}", not_a_db.display()),
+            "file is not a database",
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:{closed_port}/x"),
+            "Connection refused",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let out = run_within_env(
+            &[
+                "central",
+                "--addr",
+                "127.0.0.1:0",
+                "--db",
+                &db,
+                "--signing-key",
+                key.to_str().expect("utf-8"),
+            ],
+            &[("DEV_SKIP_MTLS", "true"), ("SENTINEL_LOG", "error")],
+            20,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{db}: {err}");
+        assert_eq!(err.lines().count(), 1, "{db}: one line: {err}");
+        assert!(err.contains(cause), "{db}: {err}");
+        // Not after a pool's retries (10 s and a line per attempt).
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "{db}: {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -96,7 +96,7 @@ impl Store {
         } else {
             options
         };
-        let pool = options.connect(url).await.map_err(|e| {
+        let describe = |e: sqlx::Error| {
             let message = e.to_string();
             // rustls names the failure; say what it means for the URL.
             let hint = if message.contains("UnknownIssuer") {
@@ -107,7 +107,26 @@ impl Store {
                 ""
             };
             open_err(format!("{message}{hint}"))
-        })?;
+        };
+        // One connection and one read first: a pool retries until its
+        // timeout, logging each failure, and then says only "pool timed
+        // out"; a single attempt names the cause at once (connection
+        // refused, authentication failed, file is not a database).
+        {
+            use sqlx::Connection as _;
+            let mut probe = sqlx::AnyConnection::connect(url).await.map_err(describe)?;
+            let read = if sqlite {
+                "PRAGMA schema_version"
+            } else {
+                "SELECT 1"
+            };
+            sqlx::query(read)
+                .execute(&mut probe)
+                .await
+                .map_err(describe)?;
+            let _ = probe.close().await;
+        }
+        let pool = options.connect(url).await.map_err(describe)?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
     }
