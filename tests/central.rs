@@ -404,6 +404,22 @@ fn lifecycle_and_multisig(db: &str) {
             "{body}"
         );
     }
+    // An out-of-range canaryPercent is refused, not quietly zeroed.
+    let mut out_of_range = deny_delete("kernel.range", "LOW");
+    out_of_range["canaryPercent"] = json!(-5);
+    let (status, body) = call(
+        publisher
+            .post(central.url("/v1/bundles/kernel/policies"))
+            .json(&out_of_range),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/canaryPercent"),
+        "{body}"
+    );
     let mut bad = deny_delete("kernel.bad", "LOW");
     bad["when"] = json!({"frobnicate": [{"var": "request.path"}]});
     let (status, body) = call(

@@ -133,7 +133,8 @@ pub(super) fn draft_document(body: &[u8], version: i64) -> Result<PolicyDocument
     // Central owns versions and states: a new version always starts as a draft.
     document.version = version as u64;
     document.state = State::Draft;
-    document.canary_percent = 0.0;
+    // Checked as sent (a canaryPercent of -5 is refused, not quietly
+    // zeroed), then zeroed: a draft enforces nothing.
     Policy::compile(document.clone()).map_err(|e| {
         RegistryError::Invalid(
             BundleError {
@@ -145,6 +146,7 @@ pub(super) fn draft_document(body: &[u8], version: i64) -> Result<PolicyDocument
             .to_string(),
         )
     })?;
+    document.canary_percent = 0.0;
     Ok(document)
 }
 
