@@ -279,7 +279,8 @@ fn push_example(
 }
 
 /// The canary percentage to start with, and one sentence saying why:
-/// 0 when the false-positive rate is above `max_fp_rate`; otherwise by the
+/// 0 when no sample was evaluated, or when the false-positive rate is
+/// above `max_fp_rate`; otherwise by the
 /// share `r` of evaluated samples the candidate newly denies: 10 when
 /// r ≤ 0.1%, 5 when r ≤ 1%, 2 when r ≤ 5%, else 1.
 pub fn recommend(
@@ -299,11 +300,14 @@ pub fn recommend(
             ),
         );
     }
-    let r = if evaluated == 0 {
-        0.0
-    } else {
-        newly_denied as f64 / evaluated as f64
-    };
+    if evaluated == 0 {
+        // No evidence either way: the widest canary would be a guess.
+        return (
+            0,
+            "0%: no sample could be evaluated (none carries an input document), so there is nothing to base a canary on".to_owned(),
+        );
+    }
+    let r = newly_denied as f64 / evaluated as f64;
     let (chosen, band) = if r <= 0.001 {
         (10, "at most 0.1%")
     } else if r <= 0.01 {
@@ -417,6 +421,9 @@ mod tests {
         assert_eq!(pick(500, None), 2);
         assert_eq!(pick(501, None), 1);
         assert_eq!(pick(1, Some(0.0501)), 0);
+        let (nothing, why_not) = recommend(0, 0, None, 0.05);
+        assert_eq!(nothing, 0, "no samples, no evidence: {why_not}");
+        assert!(why_not.contains("no sample could be evaluated"), "{why_not}");
         let (_, why) = recommend(10_000, 1, Some(0.2), 0.05);
         assert!(why.contains("20.00%") && why.contains("5.00%"), "{why}");
     }
