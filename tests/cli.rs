@@ -544,3 +544,24 @@ fn central_names_why_its_store_cannot_be_opened_at_once() {
         );
     }
 }
+
+#[test]
+fn a_bundle_directory_without_policies_is_refused_not_loaded_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_bundle(dir.path(), "b", "r1", "allow", &[good_policy("ok.policy")]);
+    std::fs::remove_dir_all(dir.path().join("policies")).expect("rm");
+    let out = run(&["test", dir.path().to_str().expect("utf-8 path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "sentinelnet: {}: missing: a bundle keeps its policies in policies/ (an empty directory for none)",
+            dir.path().join("policies").display()
+        )
+    );
+    // An empty policies/ is a bundle of no policies, on purpose.
+    std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+    let out = run(&["test", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -294,6 +294,15 @@ fn read_directory(dir: &Path) -> Result<BundleFiles, BundleError> {
     for sub in ["policies", "tests"] {
         let sub_dir = dir.join(sub);
         if !sub_dir.exists() {
+            if sub == "policies" {
+                // A directory caught while it is being replaced (a policies/
+                // moved away, an rsync half done) would otherwise activate
+                // no policies: the default decision for every request.
+                return Err(BundleError::file(
+                    sub_dir.display().to_string(),
+                    "missing: a bundle keeps its policies in policies/ (an empty directory for none)",
+                ));
+            }
             continue;
         }
         let entries = std::fs::read_dir(&sub_dir)

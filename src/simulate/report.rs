@@ -423,7 +423,10 @@ mod tests {
         assert_eq!(pick(1, Some(0.0501)), 0);
         let (nothing, why_not) = recommend(0, 0, None, 0.05);
         assert_eq!(nothing, 0, "no samples, no evidence: {why_not}");
-        assert!(why_not.contains("no sample could be evaluated"), "{why_not}");
+        assert!(
+            why_not.contains("no sample could be evaluated"),
+            "{why_not}"
+        );
         let (_, why) = recommend(10_000, 1, Some(0.2), 0.05);
         assert!(why.contains("20.00%") && why.contains("5.00%"), "{why}");
     }
