@@ -27,6 +27,7 @@ pub mod decision;
 pub mod fuzzing;
 pub mod ids;
 pub mod inject;
+mod json_errors;
 pub mod keys;
 pub mod metrics;
 mod nats;

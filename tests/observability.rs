@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::central::{Central, World};
-use support::{debian_tool, free_port, repo, Envoy, Grpc, Kernel, Proc, Sidecar};
+use support::{client, debian_tool, free_port, http_get, repo, Envoy, Grpc, Kernel, Proc, Sidecar};
 
 fn observability(file: &str) -> std::path::PathBuf {
     repo().join("k8s/observability").join(file)
@@ -266,4 +266,33 @@ scrape_configs:
         "central's metrics were not scraped: {central_series:?}\n{}",
         log()
     );
+}
+
+/// The admin API answers every error as JSON (axum's own rejections and
+/// unknown paths too); the probes stay plain text for Kubernetes.
+#[test]
+fn the_sidecar_admin_api_answers_errors_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sidecar = Sidecar::start(&repo().join("policies"), Grpc::tcp(), &[], dir.path());
+    let http = client();
+    for (method, path, status) in [
+        ("GET", "/nope", 404),
+        ("POST", "/v1/status", 405),
+        ("GET", "/v1/decisions?limit=1&limit=2", 400),
+        ("GET", "/v1/policies/%FF/explain", 400),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let response = http
+            .request(method.clone(), sidecar.admin(path))
+            .send()
+            .expect("answers");
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let body: Value = response.json().expect("a JSON body");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, text) = http_get(&sidecar.admin("/readyz")).expect("readyz");
+    assert_eq!((status, text.trim()), (200, "ready"));
 }

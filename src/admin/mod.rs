@@ -58,14 +58,26 @@ pub(crate) struct AdminState {
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+    // The JSON API answers every error as `{"error": "…"}` (axum's own
+    // for a bad query or a wrong method too); the probes and the metrics
+    // stay plain text, as Kubernetes and Prometheus read them.
+    let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/policies", get(policies))
         .route("/v1/policies/{id}/explain", get(explain))
         .route("/v1/decisions", get(decisions))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint (/healthz, /readyz, /metrics, /v1/status, /v1/policies, /v1/policies/{id}/explain, /v1/decisions)".into(),
+            )
+        })
+        .layer(axum::middleware::map_response(crate::json_errors::json_errors));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(api)
         .with_state(state)
 }
 

@@ -398,7 +398,9 @@ pub(crate) fn router(state: AppState) -> Router {
                 "no such endpoint (GET /openapi.json lists them)".into(),
             )
         })
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(
+            crate::json_errors::json_errors,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -436,37 +438,6 @@ async fn openapi(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<P
         Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
     })
     .await
-}
-
-/// Every error answer is `{"error": "…"}`, also those axum writes itself
-/// (a malformed query string, a body over the limit, a method the path
-/// does not take), so clients parse one shape.
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if status.as_u16() < 400 || is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 << 10)
-        .await
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).trim().to_owned();
-    let message = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text
-    };
-    let mut fixed = (status, Json(json!({ "error": message }))).into_response();
-    for (name, value) in parts.headers.iter() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            fixed.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    fixed
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
