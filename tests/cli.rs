@@ -86,6 +86,15 @@ fn a_repeated_key_is_refused_not_the_last_one_kept() {
         e,
         "sentinelnet: policies/p.json: invalid JSON: duplicate key \"effect\" at line 2 column 34"
     );
+    // A byte-order mark is named, not "expected value at line 1 column 1".
+    let e = error_for(
+        "policies/bom.json",
+        &format!("\u{feff}{}", good_policy("p3")),
+    );
+    assert_eq!(
+        e,
+        "sentinelnet: policies/bom.json: invalid JSON: the file starts with a UTF-8 byte-order mark; save it without one"
+    );
     // Nested too: two "==" in one object of the rule.
     let nested = r#"{"id": "p2", "version": 1, "severity": "LOW", "state": "active",
         "effect": "deny", "when": {"==": [1, 1], "==": [1, 2]}}"#;

@@ -326,6 +326,13 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     file: &str,
     bytes: &[u8],
 ) -> Result<(T, Value), BundleError> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        // serde would say only "expected value at line 1 column 1".
+        return Err(BundleError::file(
+            file,
+            "invalid JSON: the file starts with a UTF-8 byte-order mark; save it without one",
+        ));
+    }
     let value =
         strict_json(bytes).map_err(|e| BundleError::file(file, format!("invalid JSON: {e}")))?;
     let typed = deserialize_value(file, &value)?;

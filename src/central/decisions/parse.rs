@@ -133,6 +133,18 @@ fn parse_line(
     line: &str,
     record_keys: Option<&TrustedKeys>,
 ) -> Result<(DecisionRow, Vec<String>), String> {
+    // serde reads a struct from an array too (fields in order), which for
+    // a line like `[{…}]` would say "invalid type: map, expected a string".
+    match line.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(0xEF) if line.trim_start().starts_with('\u{feff}') => {
+            return Err("not a decision record: the line starts with a UTF-8 byte-order mark; send JSON without one".into());
+        }
+        _ => return Err(
+            "not a decision record: a record is one JSON object per line (this line is no object)"
+                .into(),
+        ),
+    }
     let mut record: DecisionRecord =
         serde_json::from_str(line).map_err(|e| format!("not a decision record: {e}"))?;
     if record.kind != RECORD_TYPE {
@@ -319,6 +331,18 @@ mod tests {
         let bomb = gz.finish().unwrap_or_default();
         assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
         assert_eq!(body_bytes(&bomb, false), Err(BodyError::InflatesTooLarge));
+        // A line that is no object, or starts with a byte-order mark: said so.
+        let (_, refused) = parse_batch("[{\"id\": 1}]\n\u{feff}{}\n".as_bytes(), None);
+        assert!(
+            refused[0].error.contains("one JSON object per line"),
+            "{:?}",
+            refused[0]
+        );
+        assert!(
+            refused[1].error.contains("byte-order mark"),
+            "{:?}",
+            refused[1]
+        );
         // A line that is not UTF-8 is refused alone.
         let (records, refused) = parse_batch(b"\xff\xfe\n\n", None);
         assert!(records.is_empty());
