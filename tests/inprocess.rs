@@ -514,3 +514,55 @@ fn the_callers_certificate_is_its_principal_in_process() {
     let (status, _, _) = send(plain_client.get(envoy.url_tls("/computed")));
     assert_eq!(status, 403, "another caller's principal does not match");
 }
+
+/// With records on, a recorded input holds the connection as the sidecar
+/// path records it, even when no policy reads it: a later simulation of a
+/// policy on `source.*` then has it to read.
+#[test]
+fn a_recorded_input_holds_the_connection_though_no_policy_reads_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("records.sock");
+    let bundle = dir.path().join("bundle");
+    write_bundle(
+        &bundle,
+        "plain",
+        "r1",
+        "deny",
+        &[
+            json!({"id": "plain.reads", "version": 1, "severity": "LOW", "state": "active",
+                 "effect": "allow", "when": {"==": [{"var": "request.method"}, "GET"]}}),
+        ],
+    );
+    let sidecar = Sidecar::start(
+        &repo().join("policies"),
+        Grpc::tcp(),
+        &["--record-socket", &format!("unix:{}", socket.display())],
+        dir.path(),
+    );
+    let kernel = Kernel::start();
+    let envoy = Envoy::start_inprocess(
+        &filter_config(&bundle, Some(&socket)),
+        kernel.port,
+        dir.path(),
+    );
+    let (status, _, _) = send(
+        client()
+            .get(envoy.url("/x"))
+            .header("x-request-id", "conn-1"),
+    );
+    assert_eq!(status, 200);
+    wait_until("the record", Duration::from_secs(10), || {
+        sidecar.metric("sentinel_audit_forwarded_total") >= 1.0
+    });
+    let records =
+        http_json(&sidecar.admin("/v1/decisions?limit=5&withInput=true"))["decisions"].clone();
+    let record = records
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["requestId"] == "conn-1"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of conn-1 in {records}"));
+    let input = &record["input"];
+    assert_eq!(input["source"]["address"], "127.0.0.1", "{input}");
+    assert_eq!(input["destination"]["port"], envoy.port, "{input}");
+    assert_eq!(input["request"]["protocol"], "HTTP/1.1", "{input}");
+}

@@ -91,9 +91,14 @@ struct ConnectionReads {
 }
 
 impl ConnectionReads {
-    fn of(active: Option<&Active>, view: &ViewSettings) -> ConnectionReads {
-        let Some(active) = active else {
-            // Nothing decides without a bundle; the record says so.
+    /// What to ask Envoy for: what the loaded policies may read, or
+    /// everything when decisions are recorded (`recording`), so a recorded
+    /// input holds the connection as the sidecar path records it, and a
+    /// simulation of a policy on `source.*` later has it to read.
+    fn of(active: Option<&Active>, view: &ViewSettings, recording: bool) -> ConnectionReads {
+        let Some(active) = active.filter(|_| !recording) else {
+            // Recorded, or nothing decides without a bundle (the record
+            // says so): the whole connection.
             return ConnectionReads {
                 connection: true,
                 peer_principal: true,
@@ -234,7 +239,11 @@ pub fn decide(
     let id = sentinelnet::ids::decision_id(at);
     let id_text = DecisionIdText::new(&id);
     let active: Option<std::sync::Arc<Active>> = config.slot.load_full();
-    let reads = ConnectionReads::of(active.as_deref(), &config.settings.view);
+    let reads = ConnectionReads::of(
+        active.as_deref(),
+        &config.settings.view,
+        config.records.is_some(),
+    );
     let message = request_message(stream, body, reads);
     let now_unix = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let on_error = config.settings.on_error;
