@@ -246,6 +246,11 @@ fn decisions_reach_central(db: &str) {
     assert_eq!(export(&as_sidecar, &central, "?limit=3").len(), 3);
     let (status, _) = call(as_sidecar.get(central.url("/v1/decisions?limit=0")));
     assert_eq!(status, 400);
+    // A limit past any integer is capped like any large one, not refused.
+    let (status, huge) =
+        call(as_sidecar.get(central.url("/v1/decisions?limit=99999999999999999999999")));
+    assert_eq!(status, 200, "{huge}");
+    assert_eq!(huge["decisions"].as_array().map(Vec::len), Some(1000));
     let (status, bad) = call(as_sidecar.get(central.url("/v1/decisions?since=yesterday")));
     assert_eq!(status, 400, "{bad}");
     assert!(

@@ -131,6 +131,8 @@ impl FilterQuery {
         match self.limit.as_deref().map(str::parse::<i64>) {
             None => Ok(None),
             Some(Ok(n)) if n >= 1 => Ok(Some(n)),
+            // Larger than any count: capped like any large limit.
+            Some(Err(e)) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(Some(i64::MAX)),
             Some(_) => Err(bad_request(
                 "query limit: use a whole number of 1 or more".into(),
             )),
