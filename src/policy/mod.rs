@@ -463,9 +463,9 @@ impl PolicySet {
     }
 
     /// Decide one input (docs/bundles.md, "Decision"): deny if any enforced deny
-    /// policy matches, else allow if any enforced allow policy matches, else
-    /// the default. An enforced policy that fails to evaluate makes the
-    /// decision `on_error`.
+    /// policy matches; else `on_error` if an enforced policy failed to
+    /// evaluate; else allow if any enforced allow policy matches; else the
+    /// default.
     ///
     /// Only the index's candidates are evaluated; the others cannot match
     /// or fail (policy/index.rs), so the outcome is the scan's.
@@ -661,6 +661,17 @@ mod tests {
         assert!(reads(deep, none.clone(), CONNECTION));
         let default = json!({"var": ["request.method", {"var": "principal.id"}]});
         assert!(reads(default, none.clone(), &[&["principal"]]));
+        // `missing` and `missing_some` read the paths they name.
+        let missing = json!({"missing": ["principal.id"]});
+        assert!(reads(missing, none.clone(), &[&["principal"]]));
+        let missing_one = json!({"missing": "source.principal"});
+        assert!(reads(missing_one, none.clone(), CONNECTION));
+        let some = json!({"missing_some": [1, ["request.method", "request.body"]]});
+        assert!(reads(some, none.clone(), BODY));
+        let elsewhere = json!({"missing": ["request.method"]});
+        assert!(!reads(elsewhere, none.clone(), CONNECTION));
+        let computed = json!({"missing": {"merge": [["a"], [{"var": "request.method"}]]}});
+        assert!(reads(computed, none.clone(), CONNECTION));
         // A path computed at run time may be any path.
         let dynamic = json!({"var": {"cat": ["sour", "ce"]}});
         assert!(reads(dynamic, none.clone(), CONNECTION));

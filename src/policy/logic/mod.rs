@@ -121,6 +121,16 @@ impl Expr {
             |default: &Option<Box<Expr>>| default.as_ref().is_some_and(|d| d.may_read(wanted));
         match self {
             Expr::Const(_) => false,
+            // `missing`/`missing_some` look up the paths their arguments
+            // name: constant ones are asked like a `var`'s, a computed one
+            // may be any path.
+            Expr::Op {
+                op: Op::Missing | Op::MissingSome,
+                args,
+            } => args.iter().any(|arg| match arg {
+                Expr::Const(value) => names_wanted_path(value, wanted),
+                _ => true,
+            }),
             Expr::Array(items) | Expr::Op { args: items, .. } => {
                 items.iter().any(|e| e.may_read(wanted))
             }
@@ -130,6 +140,17 @@ impl Expr {
                 subject.may_read(wanted)
             }
         }
+    }
+}
+
+/// Whether a constant argument of `missing`/`missing_some` names a path
+/// `wanted` accepts (a key, or an array of keys).
+fn names_wanted_path(value: &Value, wanted: &dyn Fn(&VarPath) -> bool) -> bool {
+    match value {
+        Value::String(key) => wanted(&VarPath::parse(key)),
+        Value::Number(n) => wanted(&VarPath::parse(&n.to_string())),
+        Value::Array(keys) => keys.iter().any(|k| names_wanted_path(k, wanted)),
+        _ => false,
     }
 }
 
