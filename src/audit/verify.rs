@@ -444,19 +444,61 @@ impl<'de> serde::Deserialize<'de> for TopLevelKeys {
     }
 }
 
+/// Longest line read as a record: far past any record (central takes a
+/// batch of at most 64 MiB inflated), so memory stays bounded on a file
+/// that is no NDJSON at all.
+const MAX_LINE_BYTES: u64 = 64 << 20;
+
 pub(crate) fn verify_reader<R: std::io::BufRead>(
-    mut reader: R,
+    reader: R,
     keys: Option<TrustedKeys>,
 ) -> std::io::Result<Report> {
+    verify_lines_of_at_most(reader, keys, MAX_LINE_BYTES)
+}
+
+fn verify_lines_of_at_most<R: std::io::BufRead>(
+    mut reader: R,
+    keys: Option<TrustedKeys>,
+    max_line: u64,
+) -> std::io::Result<Report> {
+    use std::io::{BufRead as _, Read as _};
     let mut verifier = Verifier::with_keys(keys);
     let mut buffer = Vec::new();
     let mut line = 0;
     loop {
         buffer.clear();
-        if reader.read_until(b'\n', &mut buffer)? == 0 {
+        if (&mut reader)
+            .take(max_line + 1)
+            .read_until(b'\n', &mut buffer)?
+            == 0
+        {
             return Ok(verifier.finish());
         }
         line += 1;
+        if buffer.len() as u64 > max_line && buffer.last() != Some(&b'\n') {
+            // Too long to be a record: skip to the end of the line unread.
+            verifier.report.problems.push(Problem::Unreadable {
+                line,
+                reason: format!("longer than {max_line} bytes"),
+            });
+            loop {
+                let available = reader.fill_buf()?;
+                if available.is_empty() {
+                    break;
+                }
+                match memchr::memchr(b'\n', available) {
+                    Some(end) => {
+                        reader.consume(end + 1);
+                        break;
+                    }
+                    None => {
+                        let all = available.len();
+                        reader.consume(all);
+                    }
+                }
+            }
+            continue;
+        }
         match std::str::from_utf8(&buffer) {
             Ok(text) => verifier.add_line(line, text.trim_end_matches(['\n', '\r'])),
             Err(e) => verifier.report.problems.push(Problem::Unreadable {
@@ -569,6 +611,30 @@ mod tests {
             to: 5
         }));
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_line_too_long_to_be_a_record_is_one_problem_and_the_rest_verifies() {
+        let records = chain_of(3);
+        let lines: Vec<String> = ndjson(&records).lines().map(str::to_owned).collect();
+        let longest = lines.iter().map(String::len).max().unwrap_or(0) as u64;
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
+            lines[0],
+            "x".repeat(5_000),
+            lines[1],
+            lines[2]
+        );
+        let report = verify_lines_of_at_most(text.as_bytes(), None, longest + 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            report.problems,
+            vec![Problem::Unreadable {
+                line: 2,
+                reason: format!("longer than {} bytes", longest + 1)
+            }]
+        );
+        assert_eq!(report.records, 3, "the lines after it are read");
     }
 
     #[test]
