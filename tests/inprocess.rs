@@ -38,23 +38,25 @@ fn filter_config(bundle: &Path, records: Option<&Path>) -> Value {
     config
 }
 
-#[test]
-fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("records.sock");
-    // The sidecar only records here: the module decides.
+/// A sidecar that only records (on `socket`), the mock Kernel, and Envoy
+/// with the module deciding from `bundle` and sending its events there.
+fn recording_stack(bundle: &Path, socket: &Path, dir: &Path) -> (Sidecar, Kernel, Envoy) {
     let sidecar = Sidecar::start(
         &repo().join("policies"),
         Grpc::tcp(),
         &["--record-socket", &format!("unix:{}", socket.display())],
-        dir.path(),
+        dir,
     );
     let kernel = Kernel::start();
-    let envoy = Envoy::start_inprocess(
-        &filter_config(&repo().join("policies"), Some(&socket)),
-        kernel.port,
-        dir.path(),
-    );
+    let envoy = Envoy::start_inprocess(&filter_config(bundle, Some(socket)), kernel.port, dir);
+    (sidecar, kernel, envoy)
+}
+
+#[test]
+fn the_module_decides_like_the_sidecar_and_its_decisions_become_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("records.sock");
+    let (sidecar, _kernel, envoy) = recording_stack(&repo().join("policies"), &socket, dir.path());
     let http = client();
 
     // Allowed read: upstream sees the added header, not the removed one;
@@ -533,18 +535,7 @@ fn a_recorded_input_holds_the_connection_though_no_policy_reads_it() {
                  "effect": "allow", "when": {"==": [{"var": "request.method"}, "GET"]}}),
         ],
     );
-    let sidecar = Sidecar::start(
-        &repo().join("policies"),
-        Grpc::tcp(),
-        &["--record-socket", &format!("unix:{}", socket.display())],
-        dir.path(),
-    );
-    let kernel = Kernel::start();
-    let envoy = Envoy::start_inprocess(
-        &filter_config(&bundle, Some(&socket)),
-        kernel.port,
-        dir.path(),
-    );
+    let (sidecar, _kernel, envoy) = recording_stack(&bundle, &socket, dir.path());
     let (status, _, _) = send(
         client()
             .get(envoy.url("/x"))
